@@ -1,0 +1,52 @@
+//! The admin listener: health, readiness and metrics. Bound to localhost by
+//! default and never on the public listener.
+
+pub mod server;
+
+use crate::metrics::Registry;
+use crate::snapshot::SharedSnapshot;
+use crate::worker::shutdown::Shutdown;
+use server::{AdminRequest, AdminResponse};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// What the admin handlers can see.
+pub struct AdminState {
+    pub registry: Arc<Registry>,
+    pub snapshot: SharedSnapshot,
+    /// True once every worker listens, false again when draining starts.
+    pub ready: AtomicBool,
+    pub shutdown: Arc<Shutdown>,
+}
+
+pub async fn handle(state: Arc<AdminState>, req: AdminRequest) -> AdminResponse {
+    let get = req.method == "GET" || req.method == "HEAD";
+    match (get, req.path.as_str()) {
+        (true, "/healthz") => AdminResponse::json(200, r#"{"status":"ok"}"#),
+        (true, "/readyz") => {
+            let version = state.snapshot.load().version;
+            if state.ready.load(Ordering::SeqCst) && !state.shutdown.is_triggered() {
+                AdminResponse::json(
+                    200,
+                    format!(r#"{{"status":"ready","config_version":{version}}}"#),
+                )
+            } else if state.shutdown.is_triggered() {
+                AdminResponse::json(503, r#"{"status":"draining"}"#)
+            } else {
+                AdminResponse::json(503, r#"{"status":"starting"}"#)
+            }
+        }
+        (true, "/metrics") => AdminResponse {
+            status: 200,
+            content_type: "text/plain; version=0.0.4",
+            body: state
+                .registry
+                .render(state.snapshot.load().version)
+                .into_bytes(),
+        },
+        (false, "/healthz" | "/readyz" | "/metrics") => {
+            AdminResponse::error(405, "method_not_allowed", "use GET")
+        }
+        _ => AdminResponse::error(404, "not_found", "no such admin endpoint"),
+    }
+}

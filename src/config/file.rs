@@ -1,0 +1,100 @@
+//! The external configuration: what a person writes in TOML.
+//!
+//! Every table is `deny_unknown_fields` so a typo is an error naming the key and
+//! line, never a silently ignored setting. These types are converted into the
+//! validated internal model (`model.rs`) before anything runs; the data plane
+//! never sees them (the River split).
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use toml::Spanned;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub headers: HeadersSection,
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceSection>,
+    #[serde(default)]
+    pub log: LogSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+    #[serde(default)]
+    pub timeouts: TimeoutsSection,
+    #[serde(default)]
+    pub paths: PathsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    pub listen: Option<Spanned<String>>,
+    pub admin_listen: Option<Spanned<String>>,
+    /// 0 or absent: one worker per core.
+    pub workers: Option<usize>,
+    pub pin_workers: Option<bool>,
+    /// "auto" (io_uring, else epoll), "io_uring" or "epoll".
+    pub io_driver: Option<Spanned<String>>,
+    pub backlog: Option<u32>,
+    pub max_connections_per_worker: Option<usize>,
+    /// Peers whose X-Forwarded-* headers are believed ("10.0.0.0/8", "127.0.0.1").
+    pub trusted_proxies: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadersSection {
+    pub protected: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSection {
+    #[serde(default)]
+    pub instances: Vec<Spanned<String>>,
+    pub connect_timeout: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    pub access: Option<bool>,
+    /// "text" or "json".
+    pub format: Option<Spanned<String>>,
+    /// A tracing filter such as "info" or "wasp=debug"; RUST_LOG wins when set.
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub max_header_bytes: Option<usize>,
+    pub max_headers: Option<usize>,
+    pub max_uri_bytes: Option<usize>,
+    pub max_body_bytes: Option<u64>,
+    pub pool_idle_per_instance: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsSection {
+    pub header_read: Option<Spanned<String>>,
+    pub idle: Option<Spanned<String>>,
+    pub connect: Option<Spanned<String>>,
+    pub upstream: Option<Spanned<String>>,
+    pub tunnel_idle: Option<Spanned<String>>,
+    pub pool_idle: Option<Spanned<String>>,
+    pub drain: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathsSection {
+    /// "reject" (default: 400 for %2F, %5C and `\`) or "keep" (forwarded as sent,
+    /// never treated as a separator).
+    pub encoded_slash: Option<Spanned<String>>,
+}

@@ -1,0 +1,517 @@
+//! The validated internal configuration model.
+//!
+//! `Config::from_toml` is the only way in: it parses the strict external types,
+//! checks every value and reports the first problem as `key (line N): message`.
+//! Two parts with different lifetimes:
+//! - [`ServerConfig`]: sockets, threads, logging. Needs a restart to change.
+//! - [`GatewayConfig`]: everything routed. Swapped live on reload.
+
+use super::duration::parse_duration;
+use super::file::{FileConfig, ServiceSection};
+use crate::http::headers::HeaderMatcher;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+use toml::Spanned;
+
+/// The built-in configuration `wasp serve` runs on when no file is given. It
+/// needs no other service: the one route is a service that has no instances,
+/// so a request shows the gateway's own 503 answer.
+pub const DEFAULT_CONFIG: &str = include_str!("../../config/default.toml");
+
+/// A configuration error, already formatted to name the key and line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoDriver {
+    /// io_uring when the kernel allows it, else epoll.
+    Auto,
+    IoUring,
+    Epoll,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncodedSlash {
+    Reject,
+    Keep,
+}
+
+/// Settings bound to sockets and threads: read at start, a change needs a restart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    /// Resolved worker count (never 0).
+    pub workers: usize,
+    pub pin_workers: bool,
+    pub io_driver: IoDriver,
+    pub backlog: u32,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub drain_timeout: Duration,
+}
+
+/// Limits that keep one client from costing the gateway more than its share.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_uri_bytes: usize,
+    pub max_body_bytes: u64,
+    pub max_connections_per_worker: usize,
+    pub pool_idle_per_instance: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timeouts {
+    /// From a request's first byte to the end of its head (slowloris).
+    pub header_read: Duration,
+    /// Keep-alive wait for the next request.
+    pub idle: Duration,
+    pub connect: Duration,
+    /// Upstream silence while waiting for a response head or body bytes.
+    pub upstream: Duration,
+    /// Silence on an upgraded (WebSocket) tunnel before it is closed.
+    pub tunnel_idle: Duration,
+    /// How long an idle pooled upstream connection is kept.
+    pub pool_idle: Duration,
+}
+
+/// One service reachable at `/{name}/...`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub instances: Vec<SocketAddr>,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+}
+
+/// An address or network whose forwarding headers are believed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl IpNet {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Everything on the request path; published to workers as one snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayConfig {
+    pub services: Vec<ServiceConfig>,
+    pub protected: HeaderMatcher,
+    pub trusted_proxies: Vec<IpNet>,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    pub encoded_slash: EncodedSlash,
+    pub access_log: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub gateway: GatewayConfig,
+}
+
+/// Hard ceiling for `limits.max_headers`: the parser's header array lives on the stack.
+pub const MAX_HEADERS_CEILING: usize = 256;
+
+/// Turns byte offsets into line numbers for messages.
+struct Source<'a> {
+    text: &'a str,
+    origin: &'a str,
+}
+
+impl Source<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        self.text
+            .as_bytes()
+            .iter()
+            .take(offset)
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn err<T>(
+        &self,
+        key: &str,
+        span: Option<std::ops::Range<usize>>,
+        msg: impl AsRef<str>,
+    ) -> Result<T, ConfigError> {
+        let place = match span {
+            Some(s) => format!(" (line {})", self.line_of(s.start)),
+            None => String::new(),
+        };
+        Err(ConfigError(format!(
+            "{}: {key}{place}: {}",
+            self.origin,
+            msg.as_ref()
+        )))
+    }
+
+    fn duration(
+        &self,
+        key: &str,
+        v: &Option<Spanned<String>>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(s) => match parse_duration(s.get_ref()) {
+                Ok(d) if d.is_zero() => self.err(key, Some(s.span()), "must be greater than zero"),
+                Ok(d) => Ok(d),
+                Err(e) => self.err(key, Some(s.span()), e),
+            },
+        }
+    }
+
+    fn addr(
+        &self,
+        key: &str,
+        v: &Option<Spanned<String>>,
+        default: &str,
+    ) -> Result<SocketAddr, ConfigError> {
+        let (text, span) = match v {
+            Some(s) => (s.get_ref().as_str(), Some(s.span())),
+            None => (default, None),
+        };
+        match text.parse::<SocketAddr>() {
+            Ok(a) => Ok(a),
+            Err(_) => self.err(
+                key,
+                span,
+                format!("{text:?} is not an IP:port socket address"),
+            ),
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates a TOML document. `origin` names it in messages.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| Source { text, origin }.line_of(s.start));
+            let msg = e.message().to_string();
+            match line {
+                Some(l) => ConfigError(format!("{origin}: line {l}: {msg}")),
+                None => ConfigError(format!("{origin}: {msg}")),
+            }
+        })?;
+        let src = Source { text, origin };
+        Self::validate(file, &src)
+    }
+
+    fn validate(file: FileConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
+        let s = &file.server;
+        let workers = match s.workers.unwrap_or(0) {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            n if n > 1024 => return src.err("server.workers", None, "at most 1024 workers"),
+            n => n,
+        };
+        let io_driver = match s
+            .io_driver
+            .as_ref()
+            .map(|v| (v.get_ref().as_str(), v.span()))
+        {
+            None | Some(("auto", _)) => IoDriver::Auto,
+            Some(("io_uring", _)) => IoDriver::IoUring,
+            Some(("epoll", _)) => IoDriver::Epoll,
+            Some((other, span)) => {
+                return src.err(
+                    "server.io_driver",
+                    Some(span),
+                    format!("{other:?} is not one of \"auto\", \"io_uring\", \"epoll\""),
+                )
+            }
+        };
+        let log_format = match file
+            .log
+            .format
+            .as_ref()
+            .map(|v| (v.get_ref().as_str(), v.span()))
+        {
+            None | Some(("text", _)) => LogFormat::Text,
+            Some(("json", _)) => LogFormat::Json,
+            Some((other, span)) => {
+                return src.err(
+                    "log.format",
+                    Some(span),
+                    format!("{other:?} is not one of \"text\", \"json\""),
+                )
+            }
+        };
+        let t = &file.timeouts;
+        let server = ServerConfig {
+            listen: src.addr("server.listen", &s.listen, "127.0.0.1:8080")?,
+            admin_listen: src.addr("server.admin_listen", &s.admin_listen, "127.0.0.1:9901")?,
+            workers,
+            pin_workers: s.pin_workers.unwrap_or(false),
+            io_driver,
+            backlog: s.backlog.unwrap_or(4096),
+            log_format,
+            log_level: file.log.level.clone().unwrap_or_else(|| "info".to_string()),
+            drain_timeout: src.duration("timeouts.drain", &t.drain, Duration::from_secs(10))?,
+        };
+
+        let l = &file.limits;
+        let limits = Limits {
+            max_header_bytes: l.max_header_bytes.unwrap_or(16 * 1024),
+            max_headers: l.max_headers.unwrap_or(100),
+            max_uri_bytes: l.max_uri_bytes.unwrap_or(8 * 1024),
+            max_body_bytes: l.max_body_bytes.unwrap_or(16 * 1024 * 1024),
+            max_connections_per_worker: s.max_connections_per_worker.unwrap_or(10_000),
+            pool_idle_per_instance: l.pool_idle_per_instance.unwrap_or(128),
+        };
+        if limits.max_headers == 0 || limits.max_headers > MAX_HEADERS_CEILING {
+            return src.err(
+                "limits.max_headers",
+                None,
+                format!("must be between 1 and {MAX_HEADERS_CEILING}"),
+            );
+        }
+        if limits.max_header_bytes < 256 || limits.max_header_bytes > 1024 * 1024 {
+            return src.err(
+                "limits.max_header_bytes",
+                None,
+                "must be between 256 and 1048576",
+            );
+        }
+        if limits.max_uri_bytes < 16 || limits.max_uri_bytes > limits.max_header_bytes {
+            return src.err(
+                "limits.max_uri_bytes",
+                None,
+                "must be between 16 and limits.max_header_bytes",
+            );
+        }
+        if limits.max_connections_per_worker == 0 {
+            return src.err(
+                "server.max_connections_per_worker",
+                None,
+                "must be at least 1",
+            );
+        }
+        let timeouts = Timeouts {
+            header_read: src.duration(
+                "timeouts.header_read",
+                &t.header_read,
+                Duration::from_secs(10),
+            )?,
+            idle: src.duration("timeouts.idle", &t.idle, Duration::from_secs(60))?,
+            connect: src.duration("timeouts.connect", &t.connect, Duration::from_secs(2))?,
+            upstream: src.duration("timeouts.upstream", &t.upstream, Duration::from_secs(30))?,
+            tunnel_idle: src.duration(
+                "timeouts.tunnel_idle",
+                &t.tunnel_idle,
+                Duration::from_secs(600),
+            )?,
+            pool_idle: src.duration("timeouts.pool_idle", &t.pool_idle, Duration::from_secs(30))?,
+        };
+
+        let mut protected = Vec::new();
+        match &file.headers.protected {
+            None => protected.push("x-internal-*".to_string()),
+            Some(list) => {
+                for p in list {
+                    if let Err(e) = HeaderMatcher::check_pattern(p.get_ref()) {
+                        return src.err("headers.protected", Some(p.span()), e);
+                    }
+                    protected.push(p.get_ref().clone());
+                }
+            }
+        }
+
+        let mut trusted_proxies = Vec::new();
+        for p in s.trusted_proxies.iter().flatten() {
+            match parse_net(p.get_ref()) {
+                Some(net) => trusted_proxies.push(net),
+                None => {
+                    return src.err(
+                        "server.trusted_proxies",
+                        Some(p.span()),
+                        format!("{:?} is not an IP address or CIDR network", p.get_ref()),
+                    )
+                }
+            }
+        }
+
+        let mut services = Vec::new();
+        for (name, svc) in &file.services {
+            services.push(service(src, name, svc, &timeouts)?);
+        }
+
+        let encoded_slash = match file
+            .paths
+            .encoded_slash
+            .as_ref()
+            .map(|v| (v.get_ref().as_str(), v.span()))
+        {
+            None | Some(("reject", _)) => EncodedSlash::Reject,
+            Some(("keep", _)) => EncodedSlash::Keep,
+            Some((other, span)) => {
+                return src.err(
+                    "paths.encoded_slash",
+                    Some(span),
+                    format!("{other:?} is not one of \"reject\", \"keep\""),
+                )
+            }
+        };
+
+        Ok(Config {
+            server,
+            gateway: GatewayConfig {
+                services,
+                protected: HeaderMatcher::new(&protected),
+                trusted_proxies,
+                limits,
+                timeouts,
+                encoded_slash,
+                access_log: file.log.access.unwrap_or(true),
+            },
+        })
+    }
+}
+
+/// Service names are the first path segment, so they are restricted to
+/// characters that need no escaping and cannot be confused with path syntax.
+pub fn valid_service_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+fn service(
+    src: &Source<'_>,
+    name: &str,
+    svc: &ServiceSection,
+    t: &Timeouts,
+) -> Result<ServiceConfig, ConfigError> {
+    let key = format!("services.{name}");
+    if !valid_service_name(name) {
+        return src.err(
+            &key,
+            None,
+            "service names use only letters, digits, '-', '_' and '.' (at most 64)",
+        );
+    }
+    let mut instances = Vec::new();
+    for inst in &svc.instances {
+        // Static discovery resolves host names once, at load: "localhost:9001" works,
+        // and a name that does not resolve is a config error, not a runtime surprise.
+        let text = inst.get_ref();
+        let resolved: Vec<SocketAddr> = match text.to_socket_addrs() {
+            Ok(it) => it.collect(),
+            Err(_) => Vec::new(),
+        };
+        match resolved.first() {
+            Some(a) => instances.push(*a),
+            None => {
+                return src.err(
+                    &format!("{key}.instances"),
+                    Some(inst.span()),
+                    format!("{text:?} is not a resolvable host:port"),
+                )
+            }
+        }
+    }
+    Ok(ServiceConfig {
+        name: name.to_string(),
+        instances,
+        connect_timeout: src.duration(
+            &format!("{key}.connect_timeout"),
+            &svc.connect_timeout,
+            t.connect,
+        )?,
+        timeout: src.duration(&format!("{key}.timeout"), &svc.timeout, t.upstream)?,
+    })
+}
+
+fn parse_net(text: &str) -> Option<IpNet> {
+    let (addr, prefix) = match text.split_once('/') {
+        Some((a, p)) => (a.parse::<IpAddr>().ok()?, Some(p.parse::<u8>().ok()?)),
+        None => (text.parse::<IpAddr>().ok()?, None),
+    };
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = prefix.unwrap_or(max);
+    (prefix <= max).then_some(IpNet { addr, prefix })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_valid() {
+        let c = Config::from_toml(DEFAULT_CONFIG, "default").expect("default config");
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8080");
+        assert!(c.gateway.access_log);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let e = Config::from_toml("[server]\nlisten = \"127.0.0.1:1\"\nlistne = 3\n", "f.toml")
+            .unwrap_err();
+        assert!(e.0.contains("line 3"), "{e}");
+        assert!(e.0.contains("listne"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_names_key_and_line() {
+        let e = Config::from_toml(
+            "[services.echo]\ninstances = [\"127.0.0.1:1\", \"nope\"]\n",
+            "f.toml",
+        )
+        .unwrap_err();
+        assert!(e.0.contains("services.echo.instances (line 2)"), "{e}");
+        let e = Config::from_toml("\n[timeouts]\nidle = \"5\"\n", "f.toml").unwrap_err();
+        assert!(e.0.contains("timeouts.idle (line 3)"), "{e}");
+    }
+
+    #[test]
+    fn cidr() {
+        let n = parse_net("10.0.0.0/8").unwrap();
+        assert!(n.contains("10.1.2.3".parse().unwrap()));
+        assert!(!n.contains("11.1.2.3".parse().unwrap()));
+        assert!(parse_net("10.0.0.0/33").is_none());
+        let n = parse_net("::1").unwrap();
+        assert!(n.contains("::1".parse().unwrap()));
+    }
+}

@@ -1,0 +1,223 @@
+//! One client connection: the request loop and its phases (see `http/mod.rs`).
+
+use super::error::{error_body, reason, ErrorKind, ProxyError};
+use super::io::{flush, BufStream};
+use super::request::{itoa, prepare, ClientInfo, Meta, Prepared};
+use super::upgrade::tunnel;
+use crate::dispatch::{dispatch, Exchange};
+use crate::snapshot::Snapshot;
+use crate::worker::{BusyGuard, Worker};
+use monoio::net::TcpStream;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Instant;
+
+enum Head {
+    Ready(Box<Prepared>),
+    /// The client closed, or stayed silent between requests: close quietly.
+    Closed,
+    Rejected(Box<super::request::Rejected>),
+}
+
+/// Serves requests on one accepted connection until it closes.
+pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, w: Rc<Worker>) {
+    let _ = stream.set_nodelay(true);
+    let mut info = ClientInfo {
+        peer_ip: peer.ip().to_string(),
+        trusted: false,
+    };
+    let mut client = BufStream::new(stream, Vec::with_capacity(8 * 1024));
+    let mut out = Vec::with_capacity(4 * 1024);
+    let mut upstream_buf = Vec::with_capacity(8 * 1024);
+    let mut first = true;
+    loop {
+        // One atomic load: this request sees exactly one configuration version.
+        let snap = w.snapshot.load_full();
+        info.trusted = !snap.gateway.trusted_proxies.is_empty()
+            && snap
+                .gateway
+                .trusted_proxies
+                .iter()
+                .any(|n| n.contains(peer.ip()));
+
+        // Phase: read head; parse, validate, route, rewrite.
+        let req = match read_head(&w, &snap, &mut client, &info, &mut out, first).await {
+            Head::Ready(p) => p,
+            Head::Closed => return,
+            Head::Rejected(r) => {
+                let started = Instant::now();
+                let stats = r
+                    .meta
+                    .service
+                    .as_deref()
+                    .and_then(|s| snap.services.get(s))
+                    .map(|s| &s.stats)
+                    .unwrap_or(&snap.unrouted);
+                stats.record(w.id, r.error.status());
+                w.stats.error(r.error.kind);
+                if r.error.answerable() {
+                    let _ =
+                        answer_error(&mut client.stream, &mut out, &r.error, &r.meta, false).await;
+                }
+                finish(&w, &snap, &r.meta, r.error.status(), 0, started);
+                return;
+            }
+        };
+        first = false;
+        let _busy = BusyGuard::new(&w);
+        let started = Instant::now();
+        client.consume(req.head_len);
+        let keep_client = req.keep_alive && !w.shutdown.is_triggered();
+
+        // Phase: dispatch (and relay).
+        let mut x = Exchange {
+            worker: &w,
+            snap: &snap,
+            req: &req,
+            client: &mut client,
+            out: &mut out,
+            upstream_buf: &mut upstream_buf,
+            keep_client,
+        };
+        let result = dispatch(&mut x).await;
+
+        // Phase: log and count.
+        match result {
+            Ok(done) => {
+                req.service.stats.record(w.id, done.status);
+                finish(&w, &snap, &req.meta, done.status, done.bytes, started);
+                if let Some(up) = done.upgraded {
+                    drop(_busy);
+                    tunnel(client, up, snap.gateway.timeouts.tunnel_idle).await;
+                    return;
+                }
+                if !done.keep_alive {
+                    return;
+                }
+            }
+            Err(f) => {
+                w.stats.error(f.error.kind);
+                let status = if f.answered {
+                    f.status
+                } else {
+                    f.error.status()
+                };
+                req.service.stats.record(w.id, status);
+                if f.answered || !f.error.answerable() {
+                    finish(&w, &snap, &req.meta, status, 0, started);
+                    return;
+                }
+                // Keep the connection only when no request body is left unread.
+                let keep = keep_client
+                    && req.body == super::request::RequestBody::None
+                    && matches!(
+                        f.error.kind,
+                        ErrorKind::NoInstance | ErrorKind::UpstreamTimeout | ErrorKind::BadGateway
+                    );
+                let ok = answer_error(&mut client.stream, &mut out, &f.error, &req.meta, keep)
+                    .await
+                    .is_ok();
+                finish(&w, &snap, &req.meta, status, 0, started);
+                if !(keep && ok) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Reads until a complete head is prepared, the client leaves, or time is up.
+async fn read_head(
+    w: &Worker,
+    snap: &Snapshot,
+    client: &mut BufStream,
+    info: &ClientInfo,
+    out: &mut Vec<u8>,
+    first: bool,
+) -> Head {
+    let t = &snap.gateway.timeouts;
+    // The head must be complete within `header_read` of its first byte (or
+    // of the accept, for a new connection); silence between requests may
+    // last `idle`.
+    let mut deadline = (first || !client.data().is_empty()).then(|| Instant::now() + t.header_read);
+    loop {
+        if !client.data().is_empty() {
+            match prepare(client.data(), snap, info, &w.ids, out) {
+                Ok(Some(p)) => return Head::Ready(Box::new(p)),
+                Ok(None) => {}
+                Err(r) => return Head::Rejected(r),
+            }
+        }
+        let wait = match deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()),
+            None => t.idle,
+        };
+        match monoio::time::timeout(wait, client.fill()).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Head::Closed,
+            Ok(Ok(_)) => {
+                deadline.get_or_insert_with(|| Instant::now() + t.header_read);
+            }
+            Err(_) if client.data().is_empty() => return Head::Closed,
+            Err(_) => {
+                let error = ProxyError::new(
+                    ErrorKind::HeaderTimeout,
+                    "request head not received in time",
+                );
+                let meta = Meta {
+                    method: super::inline::Method::new(b"-"),
+                    request_id: w.ids.next(),
+                    target: None,
+                    service: None,
+                };
+                return Head::Rejected(Box::new(super::request::Rejected { error, meta }));
+            }
+        }
+    }
+}
+
+/// Writes a gateway-made error answer with a JSON body.
+pub async fn answer_error(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    err: &ProxyError,
+    meta: &Meta,
+    keep_alive: bool,
+) -> std::io::Result<()> {
+    let body = error_body(err, meta.service.as_deref(), meta.request_id.as_str());
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa(u64::from(err.status()), &mut [0u8; 20]));
+    out.push(b' ');
+    out.extend_from_slice(reason(err.status()).as_bytes());
+    out.extend_from_slice(b"\r\ncontent-type: application/json\r\ncontent-length: ");
+    out.extend_from_slice(itoa(body.len() as u64, &mut [0u8; 20]));
+    out.extend_from_slice(b"\r\nx-request-id: ");
+    out.extend_from_slice(meta.request_id.as_bytes());
+    out.extend_from_slice(if keep_alive {
+        b"\r\n\r\n" as &[u8]
+    } else {
+        b"\r\nconnection: close\r\n\r\n"
+    });
+    if meta.method.as_bytes() != b"HEAD" {
+        out.extend_from_slice(&body);
+    }
+    flush(stream, out).await
+}
+
+/// Counts the request and writes its access-log line.
+fn finish(w: &Worker, snap: &Snapshot, meta: &Meta, status: u16, bytes: u64, started: Instant) {
+    let micros = started.elapsed().as_micros() as u64;
+    w.stats.observe_latency(micros);
+    if snap.gateway.access_log {
+        tracing::info!(
+            target: "wasp::access",
+            method = meta.method.as_str(),
+            path = meta.target.as_deref().unwrap_or("-"),
+            service = meta.service.as_deref().unwrap_or("-"),
+            status,
+            bytes,
+            duration_us = micros,
+            request_id = meta.request_id.as_str(),
+        );
+    }
+}

@@ -1,0 +1,19 @@
+//! wasp: a thread-per-core API gateway for HTTP and WebSocket microservices.
+//!
+//! Layout by concern: `config` (strict file → validated model), `snapshot`
+//! (what workers read), `worker` (threads, runtimes, listeners, drain),
+//! `http` (codec, phases, pool), `dispatch` (how a service is reached),
+//! `admin` (health, metrics), `server` (the process and its signals).
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod dispatch;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod server;
+pub mod snapshot;
+pub mod systemd;
+pub mod worker;

@@ -1,0 +1,81 @@
+//! The `wasp` command line.
+
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use wasp::server::{self, Overrides};
+
+#[derive(Parser)]
+#[command(
+    name = "wasp",
+    version,
+    about = "Thread-per-core API gateway for HTTP and WebSocket microservices"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (on the built-in default config when --config is absent).
+    Serve {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Public listener, overrides server.listen.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Admin listener, overrides server.admin_listen.
+        #[arg(long)]
+        admin_listen: Option<SocketAddr>,
+        /// Worker threads (0 = one per core), overrides server.workers.
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+    /// Validate a config file; exits non-zero naming the bad key and line.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            admin_listen,
+            workers,
+        } => match server::serve(
+            config,
+            Overrides {
+                listen,
+                admin_listen,
+                workers,
+            },
+        ) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("wasp: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Check { config } => match server::load(Some(&config), &Overrides::default()) {
+            Ok(c) => {
+                println!(
+                    "ok: {} ({} services, {} workers)",
+                    config.display(),
+                    c.gateway.services.len(),
+                    c.server.workers
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("wasp: {e}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}

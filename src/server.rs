@@ -1,0 +1,211 @@
+//! The process: load config, start workers and the admin listener, then
+//! serve signals — `SIGHUP` reloads, `SIGTERM`/`SIGINT` drain and exit.
+//!
+//! Reload follows diff → build → check → swap: the new file is parsed and
+//! validated completely, a new snapshot is built off the hot path, and only
+//! then published with one atomic store. Any failure leaves the running
+//! snapshot untouched.
+
+use crate::admin::{self, AdminState};
+use crate::config::{Config, ConfigError, DEFAULT_CONFIG};
+use crate::metrics::Registry;
+use crate::snapshot::{SharedSnapshot, Snapshot};
+use crate::systemd;
+use crate::worker::{self, listener, shutdown::Shutdown, WorkerSpec};
+use arc_swap::ArcSwap;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+
+/// Command-line settings that win over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
+    pub workers: Option<usize>,
+}
+
+/// Reads and validates the file (or the built-in default), then applies overrides.
+pub fn load(path: Option<&Path>, ov: &Overrides) -> Result<Config, ConfigError> {
+    let mut cfg = match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| ConfigError(format!("{}: cannot read: {e}", p.display())))?;
+            Config::from_toml(&text, &p.display().to_string())?
+        }
+        None => Config::from_toml(DEFAULT_CONFIG, "built-in default config")?,
+    };
+    if let Some(l) = ov.listen {
+        cfg.server.listen = l;
+    }
+    if let Some(a) = ov.admin_listen {
+        cfg.server.admin_listen = a;
+    }
+    match ov.workers {
+        Some(0) => {
+            cfg.server.workers = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }
+        Some(n) => cfg.server.workers = n,
+        None => {}
+    }
+    Ok(cfg)
+}
+
+/// Runs the gateway until `SIGTERM`/`SIGINT`; returns after draining.
+pub fn serve(path: Option<PathBuf>, ov: Overrides) -> Result<(), String> {
+    let config = load(path.as_deref(), &ov).map_err(|e| e.to_string())?;
+    let _log_guard = crate::logging::init(&config.server);
+    let s = &config.server;
+    // Signals are registered before any thread starts so every thread
+    // inherits the mask and no signal is lost during start-up.
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
+        .map_err(|e| format!("signals: {e}"))?;
+
+    let registry = Arc::new(Registry::new(s.workers));
+    let snapshot: SharedSnapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(
+        1,
+        config.gateway.clone(),
+        &registry,
+    )));
+    let shutdown = Arc::new(Shutdown::default());
+
+    let listeners = listener::bind_all(s.listen, s.workers, s.backlog)
+        .map_err(|e| format!("cannot listen on {}: {e}", s.listen))?;
+    let public = listeners[0].local_addr().map_err(|e| e.to_string())?;
+    let admin_listener = listener::bind_single(s.admin_listen)
+        .map_err(|e| format!("cannot listen on {} (admin): {e}", s.admin_listen))?;
+    let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
+
+    let cores = if s.pin_workers {
+        core_affinity::get_core_ids().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut handles = Vec::new();
+    for (id, l) in listeners.into_iter().enumerate() {
+        let spec = WorkerSpec {
+            id,
+            listener: l,
+            snapshot: snapshot.clone(),
+            registry: registry.clone(),
+            shutdown: shutdown.clone(),
+            driver: s.io_driver,
+            core: (!cores.is_empty()).then(|| cores[id % cores.len()]),
+            drain_timeout: s.drain_timeout,
+            ready: ready_tx.clone(),
+        };
+        handles.push(worker::spawn(spec).map_err(|e| format!("cannot start worker {id}: {e}"))?);
+    }
+    drop(ready_tx);
+    let mut drivers = Vec::new();
+    for _ in 0..handles.len() {
+        match ready_rx.recv() {
+            Ok(Ok(d)) => drivers.push(d),
+            Ok(Err(e)) => {
+                shutdown.trigger();
+                return Err(e);
+            }
+            Err(_) => {
+                shutdown.trigger();
+                return Err("a worker exited during start-up".into());
+            }
+        }
+    }
+
+    let state = Arc::new(AdminState {
+        registry: registry.clone(),
+        snapshot: snapshot.clone(),
+        ready: Default::default(),
+        shutdown: shutdown.clone(),
+    });
+    let admin_state = state.clone();
+    let admin_thread = std::thread::Builder::new()
+        .name("wasp-admin".into())
+        .spawn(move || {
+            let rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                .enable_timer()
+                .build();
+            match rt {
+                Ok(mut rt) => rt.block_on(admin::server::run(
+                    admin_listener,
+                    admin_state.shutdown.clone(),
+                    move |req| admin::handle(admin_state.clone(), req),
+                )),
+                Err(e) => tracing::error!(error = %e, "admin runtime failed"),
+            }
+        })
+        .map_err(|e| format!("cannot start admin thread: {e}"))?;
+
+    state.ready.store(true, Ordering::SeqCst);
+    tracing::info!(public = %public, admin = %admin_addr, workers = handles.len(), driver = drivers.first().copied().unwrap_or("?"), "wasp ready");
+    systemd::notify("READY=1");
+
+    let mut current = config;
+    for sig in signals.forever() {
+        match sig {
+            SIGHUP => {
+                systemd::notify("RELOADING=1");
+                reload(path.as_deref(), &ov, &mut current, &registry, &snapshot);
+                systemd::notify("READY=1");
+            }
+            _ => break,
+        }
+    }
+
+    tracing::info!("draining");
+    systemd::notify("STOPPING=1");
+    state.ready.store(false, Ordering::SeqCst);
+    shutdown.trigger();
+    for h in handles {
+        let _ = h.join();
+    }
+    let _ = admin_thread.join();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Re-reads the file; on success swaps the snapshot, on failure keeps it.
+fn reload(
+    path: Option<&Path>,
+    ov: &Overrides,
+    current: &mut Config,
+    registry: &Registry,
+    snapshot: &SharedSnapshot,
+) {
+    let Some(path) = path else {
+        tracing::info!(
+            "reload requested, but wasp runs on the built-in config: nothing to re-read"
+        );
+        return;
+    };
+    let new = match load(Some(path), ov) {
+        Ok(c) => c,
+        Err(e) => {
+            registry.reloads_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, version = snapshot.load().version, "reload rejected; the running configuration stays");
+            return;
+        }
+    };
+    if new.server != current.server {
+        tracing::warn!("server settings (listen, workers, log, driver) changed: they take effect after a restart");
+    }
+    if new.gateway == current.gateway {
+        tracing::info!(version = snapshot.load().version, "reload: no change");
+        return;
+    }
+    let version = snapshot.load().version + 1;
+    let next = Snapshot::build(version, new.gateway.clone(), registry);
+    snapshot.store(Arc::new(next));
+    current.gateway = new.gateway;
+    registry.reloads_ok.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(
+        version,
+        services = current.gateway.services.len(),
+        "configuration reloaded"
+    );
+}

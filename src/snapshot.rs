@@ -1,0 +1,66 @@
+//! The immutable routing snapshot workers read on every request.
+//!
+//! The control plane builds a new [`Snapshot`] from a validated
+//! [`GatewayConfig`] and publishes it with one `ArcSwap::store`; a worker loads
+//! it with one atomic operation and keeps that `Arc` for the whole request, so
+//! a request never sees half of one version and half of another.
+
+use crate::config::{GatewayConfig, ServiceConfig};
+use crate::metrics::{Registry, ServiceStats};
+use ahash::AHashMap;
+use arc_swap::ArcSwap;
+use std::sync::Arc;
+
+/// How a service's requests leave the gateway. HTTP is the first strategy;
+/// a message-bus strategy is another variant here, not a change to routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    Http,
+}
+
+#[derive(Debug)]
+pub struct Service {
+    pub name: Arc<str>,
+    pub config: ServiceConfig,
+    pub strategy: Strategy,
+    /// Request counters, kept across reloads for as long as the name exists.
+    pub stats: Arc<ServiceStats>,
+}
+
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increases by one on every successful publish.
+    pub version: u64,
+    pub gateway: GatewayConfig,
+    pub services: AHashMap<Arc<str>, Arc<Service>>,
+    /// Counters for requests that matched no service.
+    pub unrouted: Arc<ServiceStats>,
+}
+
+impl Snapshot {
+    pub fn build(version: u64, gateway: GatewayConfig, registry: &Registry) -> Snapshot {
+        let services = gateway
+            .services
+            .iter()
+            .map(|s| {
+                let name: Arc<str> = Arc::from(s.name.as_str());
+                let svc = Service {
+                    name: name.clone(),
+                    config: s.clone(),
+                    strategy: Strategy::Http,
+                    stats: registry.service(&s.name),
+                };
+                (name, Arc::new(svc))
+            })
+            .collect();
+        Snapshot {
+            version,
+            gateway,
+            services,
+            unrouted: registry.service(""),
+        }
+    }
+}
+
+/// The one publication point shared by the control plane and all workers.
+pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
