@@ -459,3 +459,25 @@ fn protected_headers_stripped_both_ways_any_case() {
     );
     assert_eq!(r.header("x-public").as_deref(), Some("p"));
 }
+
+#[test]
+fn head_and_body_split_across_many_writes() {
+    let o = Origin::start(|s| Reply::Raw(ok_response(&s.body)));
+    let gw = Gateway::start(&config_with(&[("o", vec![o.addr])], ""));
+    let mut s = connect(gw.public);
+    for part in [
+        &b"POST /o/spl"[..],
+        b"it HTTP/1.1\r\nHo",
+        b"st: t\r\nContent-Len",
+        b"gth: 10\r\n",
+        b"\r\n01234",
+        b"56789",
+    ] {
+        s.write_all(part).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let mut buf = Vec::new();
+    let r = read_response(&mut s, &mut buf, false).unwrap();
+    assert_eq!(r.text(), "0123456789");
+    assert_eq!(o.last().request_line(), "POST /split HTTP/1.1");
+}

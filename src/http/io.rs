@@ -5,7 +5,7 @@
 //! If a future is dropped mid-operation the buffer goes with it; every caller
 //! closes the connection in that case, so the empty buffer is never read.
 
-use monoio::buf::IoBuf;
+use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use std::io;
@@ -51,9 +51,12 @@ impl BufStream {
         if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
             self.buf.reserve(READ_CHUNK);
         }
+        // monoio reads a `Vec` from offset 0; a slice of the spare capacity
+        // appends instead, keeping a partial head already buffered.
+        let (len, cap) = (self.buf.len(), self.buf.capacity());
         let buf = std::mem::take(&mut self.buf);
-        let (res, buf) = self.stream.read(buf).await;
-        self.buf = buf;
+        let (res, slice) = self.stream.read(buf.slice_mut(len..cap)).await;
+        self.buf = slice.into_inner();
         res
     }
 

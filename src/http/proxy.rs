@@ -55,11 +55,14 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, w: Rc<Worker>
                     .unwrap_or(&snap.unrouted);
                 stats.record(w.id, r.error.status());
                 w.stats.error(r.error.kind);
-                if r.error.answerable() {
-                    let _ =
-                        answer_error(&mut client.stream, &mut out, &r.error, &r.meta, false).await;
-                }
                 finish(&w, &snap, &r.meta, r.error.status(), 0, started);
+                if r.error.answerable()
+                    && answer_error(&mut client.stream, &mut out, &r.error, &r.meta, false)
+                        .await
+                        .is_ok()
+                {
+                    linger_close(client).await;
+                }
                 return;
             }
         };
@@ -119,6 +122,10 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, w: Rc<Worker>
                     .is_ok();
                 finish(&w, &snap, &req.meta, status, 0, started);
                 if !(keep && ok) {
+                    if ok {
+                        drop(_busy);
+                        linger_close(client).await;
+                    }
                     return;
                 }
             }
@@ -152,12 +159,15 @@ async fn read_head(
             Some(d) => d.saturating_duration_since(Instant::now()),
             None => t.idle,
         };
+        // A timed-out read takes the buffer with it, so note first whether a
+        // head had started: that decides between a quiet close and a 408.
+        let started = !client.data().is_empty();
         match monoio::time::timeout(wait, client.fill()).await {
             Ok(Ok(0)) | Ok(Err(_)) => return Head::Closed,
             Ok(Ok(_)) => {
                 deadline.get_or_insert_with(|| Instant::now() + t.header_read);
             }
-            Err(_) if client.data().is_empty() => return Head::Closed,
+            Err(_) if !started => return Head::Closed,
             Err(_) => {
                 let error = ProxyError::new(
                     ErrorKind::HeaderTimeout,
@@ -174,6 +184,32 @@ async fn read_head(
         }
     }
 }
+
+/// Closes after an error answer without losing it: a client still sending
+/// (a body we refused, a pipelined request) would otherwise get a reset that
+/// makes its kernel drop our answer unread. We stop writing, then read and
+/// discard for a short while (as nginx's lingering close does).
+async fn linger_close(mut client: BufStream) {
+    use monoio::io::AsyncWriteRent;
+    let _ = client.stream.shutdown().await;
+    let deadline = Instant::now() + LINGER;
+    let mut drained = 0usize;
+    while drained < LINGER_BYTES {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match monoio::time::timeout(left, client.fill()).await {
+            Ok(Ok(n)) if n > 0 => {
+                drained += n;
+                let all = client.data().len();
+                client.consume(all);
+            }
+            _ => return,
+        }
+    }
+}
+
+/// How long, and how much, a lingering close reads before giving up.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+const LINGER_BYTES: usize = 1024 * 1024;
 
 /// Writes a gateway-made error answer with a JSON body.
 pub async fn answer_error(
