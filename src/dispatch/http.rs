@@ -217,10 +217,13 @@ async fn connect(
     }
     let now = Instant::now();
     let start = w.next_rr();
-    let order = (0..n).map(|k| svc.instances[(start + k) % n]);
-    let (up, down): (Vec<SocketAddr>, Vec<SocketAddr>) =
-        order.partition(|a| !w.pool.is_down(*a, now));
-    for addr in up.into_iter().chain(down) {
+    // Two passes in round-robin order, no allocation: instances not marked
+    // down first, then the ones that are (a recovered one is found at once).
+    let candidates = (0..2 * n).filter_map(|k| {
+        let addr = svc.instances[(start + k) % n];
+        (w.pool.is_down(addr, now) == (k >= n)).then_some(addr)
+    });
+    for addr in candidates {
         if !fresh {
             if let Some(s) = w.pool.take(addr, snap.gateway.timeouts.pool_idle, now) {
                 return Ok((addr, s, true));
@@ -304,7 +307,10 @@ async fn read_response_head(
     let mut got_any = false;
     loop {
         if !up.data().is_empty() {
-            match parse_response(up.data(), x.req, x.snap, x.keep_client, x.out) {
+            // Decided now, not at the request's start: a drain that began
+            // meanwhile closes this connection after the answer.
+            let keep = x.keep_client && !x.worker.shutdown.is_triggered();
+            match parse_response(up.data(), x.req, x.snap, keep, x.out) {
                 Ok(Parsed::Final(r)) => return Ok(r),
                 Ok(Parsed::Interim(n)) => {
                     up.consume(n);

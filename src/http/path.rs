@@ -107,6 +107,23 @@ pub fn route_target(target: &[u8], encoded_slash: EncodedSlash) -> Result<Routed
             }
         }
     }
+    // Fast path: nothing to normalize (no '//', no dot segment, no escape).
+    if !path.contains(&b'%') && !path.windows(2).any(|w| w == b"//" || w == b"/.") {
+        let rest_at = path[1..]
+            .iter()
+            .position(|b| *b == b'/')
+            .map_or(path.len(), |p| p + 1);
+        let service = std::str::from_utf8(&path[1..rest_at]).map_err(|_| PathError::BadEscape)?;
+        let mut up = String::with_capacity(target.len() + 1 - rest_at);
+        if rest_at == path.len() {
+            up.push('/');
+        }
+        up.push_str(std::str::from_utf8(&target[rest_at..]).map_err(|_| PathError::BadEscape)?);
+        return Ok(Routed {
+            service: service.to_string(),
+            upstream_target: up,
+        });
+    }
     let mut segs: Vec<&[u8]> = Vec::with_capacity(8);
     for seg in path.split(|b| *b == b'/') {
         match is_dot(seg) {

@@ -10,10 +10,12 @@ use crate::worker::{BusyGuard, Worker};
 use monoio::net::TcpStream;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
+#[allow(clippy::large_enum_variant)] // built once per request, never copied around
 enum Head {
-    Ready(Box<Prepared>),
+    Ready(Prepared),
     /// The client closed, or stayed silent between requests: close quietly.
     Closed,
     Rejected(Box<super::request::Rejected>),
@@ -31,17 +33,9 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, w: Rc<Worker>
     let mut upstream_buf = Vec::with_capacity(8 * 1024);
     let mut first = true;
     loop {
-        // One atomic load: this request sees exactly one configuration version.
-        let snap = w.snapshot.load_full();
-        info.trusted = !snap.gateway.trusted_proxies.is_empty()
-            && snap
-                .gateway
-                .trusted_proxies
-                .iter()
-                .any(|n| n.contains(peer.ip()));
-
         // Phase: read head; parse, validate, route, rewrite.
-        let req = match read_head(&w, &snap, &mut client, &info, &mut out, first).await {
+        let (head, snap) = read_head(&w, &peer, &mut client, &mut info, &mut out, first).await;
+        let req = match head {
             Head::Ready(p) => p,
             Head::Closed => return,
             Head::Rejected(r) => {
@@ -134,27 +128,36 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, w: Rc<Worker>
 }
 
 /// Reads until a complete head is prepared, the client leaves, or time is up.
+///
+/// The snapshot is loaded after bytes arrive, not before waiting: a
+/// connection parked between requests serves its next request on the
+/// configuration current at that moment. One atomic load per read; the
+/// request then keeps that one version to its end.
 async fn read_head(
     w: &Worker,
-    snap: &Snapshot,
+    peer: &SocketAddr,
     client: &mut BufStream,
-    info: &ClientInfo,
+    info: &mut ClientInfo,
     out: &mut Vec<u8>,
     first: bool,
-) -> Head {
-    let t = &snap.gateway.timeouts;
+) -> (Head, Arc<Snapshot>) {
+    let mut snap = w.snapshot.load_full();
     // The head must be complete within `header_read` of its first byte (or
     // of the accept, for a new connection); silence between requests may
     // last `idle`.
-    let mut deadline = (first || !client.data().is_empty()).then(|| Instant::now() + t.header_read);
+    let mut deadline = (first || !client.data().is_empty())
+        .then(|| Instant::now() + snap.gateway.timeouts.header_read);
     loop {
         if !client.data().is_empty() {
-            match prepare(client.data(), snap, info, &w.ids, out) {
-                Ok(Some(p)) => return Head::Ready(Box::new(p)),
+            let proxies = &snap.gateway.trusted_proxies;
+            info.trusted = !proxies.is_empty() && proxies.iter().any(|n| n.contains(peer.ip()));
+            match prepare(client.data(), &snap, info, &w.ids, out) {
+                Ok(Some(p)) => return (Head::Ready(p), snap),
                 Ok(None) => {}
-                Err(r) => return Head::Rejected(r),
+                Err(r) => return (Head::Rejected(r), snap),
             }
         }
+        let t = &snap.gateway.timeouts;
         let wait = match deadline {
             Some(d) => d.saturating_duration_since(Instant::now()),
             None => t.idle,
@@ -163,11 +166,12 @@ async fn read_head(
         // head had started: that decides between a quiet close and a 408.
         let started = !client.data().is_empty();
         match monoio::time::timeout(wait, client.fill()).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return Head::Closed,
+            Ok(Ok(0)) | Ok(Err(_)) => return (Head::Closed, snap),
             Ok(Ok(_)) => {
                 deadline.get_or_insert_with(|| Instant::now() + t.header_read);
+                snap = w.snapshot.load_full();
             }
-            Err(_) if !started => return Head::Closed,
+            Err(_) if !started => return (Head::Closed, snap),
             Err(_) => {
                 let error = ProxyError::new(
                     ErrorKind::HeaderTimeout,
@@ -179,7 +183,10 @@ async fn read_head(
                     target: None,
                     service: None,
                 };
-                return Head::Rejected(Box::new(super::request::Rejected { error, meta }));
+                return (
+                    Head::Rejected(Box::new(super::request::Rejected { error, meta })),
+                    snap,
+                );
             }
         }
     }

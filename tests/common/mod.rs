@@ -88,11 +88,18 @@ impl Gateway {
                 );
             }
         };
+        // The ready line in text (`public=ADDR`) or JSON (`"public":"ADDR"`) format.
         let field = |name: &str| -> SocketAddr {
-            let start = line.find(&format!("{name}=")).expect("field") + name.len() + 1;
+            let text = format!("{name}=");
+            let json = format!("\"{name}\":");
+            let start = match line.find(&text) {
+                Some(p) => p + text.len(),
+                None => line.find(&json).expect("field") + json.len(),
+            };
             let rest = &line[start..];
-            let end = rest.find(' ').unwrap_or(rest.len());
-            rest[..end].trim_matches('"').parse().expect("addr")
+            let rest = rest.trim_start_matches('"');
+            let end = rest.find([' ', '"', ',']).unwrap_or(rest.len());
+            rest[..end].parse().expect("addr")
         };
         Gateway {
             public: field("public"),

@@ -1,0 +1,118 @@
+//! Progress line and summaries.
+
+use crate::{Args, Live};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::io::Write;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub fn spawn_progress(live: Arc<Live>, start: Instant) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut last = 0;
+        let mut tick = Instant::now();
+        while !live.stop.load(Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+            if tick.elapsed() < Duration::from_secs(1) {
+                continue;
+            }
+            let done = live.done.load(Relaxed);
+            let rate = (done - last) as f64 / tick.elapsed().as_secs_f64();
+            last = done;
+            tick = Instant::now();
+            eprint!(
+                "\r[{:>5.1}s] {done:>10} requests  {rate:>10.0}/s  errors {:<8}",
+                start.elapsed().as_secs_f64(),
+                live.errors.load(Relaxed)
+            );
+            let _ = std::io::stderr().flush();
+        }
+        eprintln!();
+    })
+}
+
+#[derive(Serialize)]
+pub struct Latency {
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+    pub mean_us: f64,
+}
+
+#[derive(Serialize)]
+pub struct Summary {
+    pub url: String,
+    pub connections: usize,
+    pub threads: usize,
+    pub target_rate: u64,
+    pub duration_s: f64,
+    pub requests: u64,
+    pub errors: u64,
+    pub requests_per_s: f64,
+    pub body_bytes: u64,
+    pub status_1xx: u64,
+    pub status_2xx: u64,
+    pub status_3xx: u64,
+    pub status_4xx: u64,
+    pub status_5xx: u64,
+    pub latency: Latency,
+}
+
+impl Summary {
+    pub fn new(args: &Args, live: &Live, h: &Histogram<u64>, elapsed: Duration) -> Summary {
+        let requests = live.done.load(Relaxed);
+        let s = |i: usize| live.status[i].load(Relaxed);
+        Summary {
+            url: args.url.clone(),
+            connections: args.connections,
+            threads: args.threads,
+            target_rate: args.rate,
+            duration_s: elapsed.as_secs_f64(),
+            requests,
+            errors: live.errors.load(Relaxed),
+            requests_per_s: requests as f64 / elapsed.as_secs_f64().max(1e-9),
+            body_bytes: live.bytes.load(Relaxed),
+            status_1xx: s(1),
+            status_2xx: s(2),
+            status_3xx: s(3),
+            status_4xx: s(4),
+            status_5xx: s(5),
+            latency: Latency {
+                p50_us: h.value_at_quantile(0.50),
+                p90_us: h.value_at_quantile(0.90),
+                p99_us: h.value_at_quantile(0.99),
+                p999_us: h.value_at_quantile(0.999),
+                max_us: h.max(),
+                mean_us: h.mean(),
+            },
+        }
+    }
+
+    pub fn text(&self) -> String {
+        let ms = |us: u64| us as f64 / 1000.0;
+        let l = &self.latency;
+        format!(
+            "{url}\n  {conns} connections, {threads} threads, {dur:.1}s{rate}\n  requests   {req} ({rps:.0}/s), errors {err}\n  status     2xx {s2}  3xx {s3}  4xx {s4}  5xx {s5}\n  latency    p50 {p50:.3} ms  p90 {p90:.3} ms  p99 {p99:.3} ms  p99.9 {p999:.3} ms  max {max:.3} ms",
+            url = self.url,
+            conns = self.connections,
+            threads = self.threads,
+            dur = self.duration_s,
+            rate = if self.target_rate > 0 { format!(", target {} req/s", self.target_rate) } else { String::new() },
+            req = self.requests,
+            rps = self.requests_per_s,
+            err = self.errors,
+            s2 = self.status_2xx,
+            s3 = self.status_3xx,
+            s4 = self.status_4xx,
+            s5 = self.status_5xx,
+            p50 = ms(l.p50_us),
+            p90 = ms(l.p90_us),
+            p99 = ms(l.p99_us),
+            p999 = ms(l.p999_us),
+            max = ms(l.max_us),
+        )
+    }
+}
