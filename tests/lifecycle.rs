@@ -324,3 +324,35 @@ fn workers_share_one_port() {
     assert_eq!(m.matches("wasp_io_driver{").count(), 2);
     assert!(m.contains("wasp_connections_accepted_total 2"), "{m}");
 }
+
+#[test]
+fn systemd_unit_is_notify_with_reload_and_limits() {
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/wasp.service"))
+        .unwrap();
+    for line in [
+        "Type=notify",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "KillSignal=SIGTERM",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+    ] {
+        assert!(unit.lines().any(|l| l.trim() == line), "{line} missing");
+    }
+    assert!(unit.lines().any(|l| l.starts_with("LimitNOFILE=")));
+    // The unit's ExecStart is the same command this test suite runs.
+    assert!(unit.contains("ExecStart=/usr/local/bin/wasp serve --config /etc/wasp/wasp.toml"));
+    // The example config it points at is valid.
+    let out = wasp()
+        .args([
+            "check",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
