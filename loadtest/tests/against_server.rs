@@ -25,9 +25,9 @@ fn server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
                     while let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                         buf.drain(..p + 4);
                         let n = c3.fetch_add(1, Ordering::SeqCst) + 1;
-                        let (resp, close): (&[u8], bool) = if n % 10 == 0 {
+                        let (resp, close): (&[u8], bool) = if n.is_multiple_of(10) {
                             (b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbusy", true)
-                        } else if n % 3 == 0 {
+                        } else if n.is_multiple_of(3) {
                             (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", false)
                         } else {
                             (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", false)
