@@ -41,10 +41,7 @@ fn snapshot() -> Snapshot {
 
 fn bench(c: &mut Criterion) {
     let snap = snapshot();
-    let client = ClientInfo {
-        peer_ip: "10.1.2.3".into(),
-        trusted: false,
-    };
+    let client = ClientInfo { peer_ip: "10.1.2.3".into(), trusted: false };
     let ids = IdGen::new(7);
     let mut out = Vec::with_capacity(4096);
 
@@ -59,12 +56,7 @@ fn bench(c: &mut Criterion) {
     g.finish();
 
     c.bench_function("route_target", |b| {
-        b.iter(|| {
-            black_box(route_target(
-                black_box(b"/echo/api/v1/../v2/users//42?x=1"),
-                EncodedSlash::Reject,
-            ))
-        })
+        b.iter(|| black_box(route_target(black_box(b"/echo/api/v1/../v2/users//42?x=1"), EncodedSlash::Reject)))
     });
 
     let req = match prepare(REQUEST, &snap, &client, &ids, &mut out) {

@@ -17,3 +17,4 @@ pub mod server;
 pub mod snapshot;
 pub mod systemd;
 pub mod worker;
+pub mod ws;

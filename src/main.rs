@@ -7,11 +7,7 @@ use std::process::ExitCode;
 use wasp::server::{self, Overrides};
 
 #[derive(Parser)]
-#[command(
-    name = "wasp",
-    version,
-    about = "Thread-per-core API gateway for HTTP and WebSocket microservices"
-)]
+#[command(name = "wasp", version, about = "Thread-per-core API gateway for HTTP and WebSocket microservices")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -43,25 +39,15 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve {
-            config,
-            listen,
-            admin_listen,
-            workers,
-        } => match server::serve(
-            config,
-            Overrides {
-                listen,
-                admin_listen,
-                workers,
-            },
-        ) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("wasp: {e}");
-                ExitCode::from(1)
+        Command::Serve { config, listen, admin_listen, workers } => {
+            match server::serve(config, Overrides { listen, admin_listen, workers }) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("wasp: {e}");
+                    ExitCode::from(1)
+                }
             }
-        },
+        }
         Command::Check { config } => match server::load(Some(&config), &Overrides::default()) {
             Ok(c) => {
                 println!(

@@ -11,12 +11,11 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 /// Latency histogram bounds in seconds (Prometheus `le` labels).
-pub const LATENCY_BOUNDS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+pub const LATENCY_BOUNDS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 const LATENCY_BOUNDS_US: [u64; 14] = [
-    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
-    2_500_000, 5_000_000, 10_000_000,
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000,
+    10_000_000,
 ];
 
 /// Responses of one service by status class (1xx..5xx), per worker.
@@ -27,11 +26,7 @@ pub struct ServiceStats {
 
 impl ServiceStats {
     fn new(workers: usize) -> Self {
-        ServiceStats {
-            by_worker: (0..workers)
-                .map(|_| CachePadded::new(Default::default()))
-                .collect(),
-        }
+        ServiceStats { by_worker: (0..workers).map(|_| CachePadded::new(Default::default())).collect() }
     }
 
     pub fn record(&self, worker: usize, status: u16) {
@@ -60,16 +55,15 @@ pub struct WorkerStats {
     pub upstream_connects: AtomicU64,
     pub upstream_errors: AtomicU64,
     pub errors: [AtomicU64; ErrorKind::ALL.len()],
+    pub ws_open: AtomicI64,
+    pub ws_accepted: AtomicU64,
     latency: [AtomicU64; LATENCY_BOUNDS.len() + 1],
     latency_sum_us: AtomicU64,
 }
 
 impl WorkerStats {
     pub fn observe_latency(&self, micros: u64) {
-        let i = LATENCY_BOUNDS_US
-            .iter()
-            .position(|b| micros <= *b)
-            .unwrap_or(LATENCY_BOUNDS.len());
+        let i = LATENCY_BOUNDS_US.iter().position(|b| micros <= *b).unwrap_or(LATENCY_BOUNDS.len());
         self.latency[i].fetch_add(1, Relaxed);
         self.latency_sum_us.fetch_add(micros, Relaxed);
     }
@@ -94,9 +88,7 @@ pub struct Registry {
 impl Registry {
     pub fn new(workers: usize) -> Self {
         Registry {
-            workers: (0..workers)
-                .map(|_| Arc::new(CachePadded::new(WorkerStats::default())))
-                .collect(),
+            workers: (0..workers).map(|_| Arc::new(CachePadded::new(WorkerStats::default()))).collect(),
             services: Mutex::new(BTreeMap::new()),
             drivers: Mutex::new(vec!["starting"; workers]),
             reloads_ok: AtomicU64::new(0),
@@ -110,9 +102,7 @@ impl Registry {
 
     pub fn service(&self, name: &str) -> Arc<ServiceStats> {
         let mut map = self.services.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(name.to_string())
-            .or_insert_with(|| Arc::new(ServiceStats::new(self.workers.len())))
-            .clone()
+        map.entry(name.to_string()).or_insert_with(|| Arc::new(ServiceStats::new(self.workers.len()))).clone()
     }
 
     pub fn set_driver(&self, worker: usize, driver: &'static str) {
@@ -123,28 +113,20 @@ impl Registry {
     }
 
     pub fn open_connections(&self) -> i64 {
-        self.workers
-            .iter()
-            .map(|w| w.open_connections.load(Relaxed))
-            .sum()
+        self.workers.iter().map(|w| w.open_connections.load(Relaxed)).sum()
     }
 
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self, snapshot_version: u64) -> String {
         let mut o = String::with_capacity(4096);
-        let sum =
-            |f: &dyn Fn(&WorkerStats) -> u64| -> u64 { self.workers.iter().map(|w| f(w)).sum() };
+        let sum = |f: &dyn Fn(&WorkerStats) -> u64| -> u64 { self.workers.iter().map(|w| f(w)).sum() };
 
         o.push_str("# HELP wasp_requests_total Requests answered, by service and status class.\n# TYPE wasp_requests_total counter\n");
         let services = self.services.lock().unwrap_or_else(|p| p.into_inner());
         for (name, s) in services.iter() {
             let label = if name.is_empty() { "-" } else { name.as_str() };
             for (i, n) in s.totals().iter().enumerate() {
-                let _ = writeln!(
-                    o,
-                    "wasp_requests_total{{service=\"{label}\",class=\"{}xx\"}} {n}",
-                    i + 1
-                );
+                let _ = writeln!(o, "wasp_requests_total{{service=\"{label}\",class=\"{}xx\"}} {n}", i + 1);
             }
         }
         drop(services);
@@ -153,21 +135,12 @@ impl Registry {
         let mut cumulative = 0;
         for (i, bound) in LATENCY_BOUNDS.iter().enumerate() {
             cumulative += sum(&|w| w.latency[i].load(Relaxed));
-            let _ = writeln!(
-                o,
-                "wasp_request_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
-            );
+            let _ = writeln!(o, "wasp_request_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}");
         }
         cumulative += sum(&|w| w.latency[LATENCY_BOUNDS.len()].load(Relaxed));
-        let _ = writeln!(
-            o,
-            "wasp_request_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
-        );
-        let _ = writeln!(
-            o,
-            "wasp_request_duration_seconds_sum {}",
-            sum(&|w| w.latency_sum_us.load(Relaxed)) as f64 / 1e6
-        );
+        let _ = writeln!(o, "wasp_request_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
+        let _ =
+            writeln!(o, "wasp_request_duration_seconds_sum {}", sum(&|w| w.latency_sum_us.load(Relaxed)) as f64 / 1e6);
         let _ = writeln!(o, "wasp_request_duration_seconds_count {cumulative}");
 
         o.push_str("# HELP wasp_gateway_errors_total Answers the gateway made itself, by kind.\n# TYPE wasp_gateway_errors_total counter\n");
@@ -181,50 +154,24 @@ impl Registry {
             );
         }
         o.push_str("# HELP wasp_upstream_errors_total Failed connects, resets and malformed answers from services.\n# TYPE wasp_upstream_errors_total counter\n");
-        let _ = writeln!(
-            o,
-            "wasp_upstream_errors_total {}",
-            sum(&|w| w.upstream_errors.load(Relaxed))
-        );
+        let _ = writeln!(o, "wasp_upstream_errors_total {}", sum(&|w| w.upstream_errors.load(Relaxed)));
         o.push_str("# HELP wasp_upstream_connects_total New connections opened to services.\n# TYPE wasp_upstream_connects_total counter\n");
-        let _ = writeln!(
-            o,
-            "wasp_upstream_connects_total {}",
-            sum(&|w| w.upstream_connects.load(Relaxed))
-        );
+        let _ = writeln!(o, "wasp_upstream_connects_total {}", sum(&|w| w.upstream_connects.load(Relaxed)));
         o.push_str("# HELP wasp_connections_accepted_total Client connections accepted.\n# TYPE wasp_connections_accepted_total counter\n");
-        let _ = writeln!(
-            o,
-            "wasp_connections_accepted_total {}",
-            sum(&|w| w.accepted.load(Relaxed))
-        );
+        let _ = writeln!(o, "wasp_connections_accepted_total {}", sum(&|w| w.accepted.load(Relaxed)));
         o.push_str("# HELP wasp_open_connections Client connections open now.\n# TYPE wasp_open_connections gauge\n");
         let _ = writeln!(o, "wasp_open_connections {}", self.open_connections());
-        o.push_str(
-            "# HELP wasp_io_driver The I/O driver each worker runs.\n# TYPE wasp_io_driver gauge\n",
-        );
-        for (i, d) in self
-            .drivers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .enumerate()
-        {
+        o.push_str("# HELP wasp_io_driver The I/O driver each worker runs.\n# TYPE wasp_io_driver gauge\n");
+        for (i, d) in self.drivers.lock().unwrap_or_else(|p| p.into_inner()).iter().enumerate() {
             let _ = writeln!(o, "wasp_io_driver{{worker=\"{i}\",driver=\"{d}\"}} 1");
         }
-        o.push_str("# HELP wasp_config_version Version of the routing snapshot in use.\n# TYPE wasp_config_version gauge\n");
+        o.push_str(
+            "# HELP wasp_config_version Version of the routing snapshot in use.\n# TYPE wasp_config_version gauge\n",
+        );
         let _ = writeln!(o, "wasp_config_version {snapshot_version}");
         o.push_str("# HELP wasp_config_reloads_total Reloads by result.\n# TYPE wasp_config_reloads_total counter\n");
-        let _ = writeln!(
-            o,
-            "wasp_config_reloads_total{{result=\"ok\"}} {}",
-            self.reloads_ok.load(Relaxed)
-        );
-        let _ = writeln!(
-            o,
-            "wasp_config_reloads_total{{result=\"failed\"}} {}",
-            self.reloads_failed.load(Relaxed)
-        );
+        let _ = writeln!(o, "wasp_config_reloads_total{{result=\"ok\"}} {}", self.reloads_ok.load(Relaxed));
+        let _ = writeln!(o, "wasp_config_reloads_total{{result=\"failed\"}} {}", self.reloads_failed.load(Relaxed));
         o
     }
 }

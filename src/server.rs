@@ -31,8 +31,8 @@ pub struct Overrides {
 pub fn load(path: Option<&Path>, ov: &Overrides) -> Result<Config, ConfigError> {
     let mut cfg = match path {
         Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| ConfigError(format!("{}: cannot read: {e}", p.display())))?;
+            let text =
+                std::fs::read_to_string(p).map_err(|e| ConfigError(format!("{}: cannot read: {e}", p.display())))?;
             Config::from_toml(&text, &p.display().to_string())?
         }
         None => Config::from_toml(DEFAULT_CONFIG, "built-in default config")?,
@@ -44,11 +44,7 @@ pub fn load(path: Option<&Path>, ov: &Overrides) -> Result<Config, ConfigError> 
         cfg.server.admin_listen = a;
     }
     match ov.workers {
-        Some(0) => {
-            cfg.server.workers = std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        }
+        Some(0) => cfg.server.workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         Some(n) => cfg.server.workers = n,
         None => {}
     }
@@ -62,15 +58,12 @@ pub fn serve(path: Option<PathBuf>, ov: Overrides) -> Result<(), String> {
     let s = &config.server;
     // Signals are registered before any thread starts so every thread
     // inherits the mask and no signal is lost during start-up.
-    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
-        .map_err(|e| format!("signals: {e}"))?;
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT]).map_err(|e| format!("signals: {e}"))?;
 
     let registry = Arc::new(Registry::new(s.workers));
-    let snapshot: SharedSnapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(
-        1,
-        config.gateway.clone(),
-        &registry,
-    )));
+    let snapshot: SharedSnapshot =
+        Arc::new(ArcSwap::from_pointee(Snapshot::build(1, config.gateway.clone(), &registry)));
     let shutdown = Arc::new(Shutdown::default());
 
     let listeners = listener::bind_all(s.listen, s.workers, s.backlog)
@@ -80,14 +73,14 @@ pub fn serve(path: Option<PathBuf>, ov: Overrides) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {} (admin): {e}", s.admin_listen))?;
     let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
 
-    let cores = if s.pin_workers {
-        core_affinity::get_core_ids().unwrap_or_default()
-    } else {
-        Vec::new()
-    };
+    let cores = if s.pin_workers { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut handles = Vec::new();
+    let mut inboxes = Vec::new();
     for (id, l) in listeners.into_iter().enumerate() {
+        // Bounded: a flood of admin pushes waits here, not in worker memory.
+        let (inbox_tx, inbox_rx) = flume::bounded(4096);
+        inboxes.push(inbox_tx);
         let spec = WorkerSpec {
             id,
             listener: l,
@@ -97,6 +90,7 @@ pub fn serve(path: Option<PathBuf>, ov: Overrides) -> Result<(), String> {
             driver: s.io_driver,
             core: (!cores.is_empty()).then(|| cores[id % cores.len()]),
             drain_timeout: s.drain_timeout,
+            inbox: inbox_rx,
             ready: ready_tx.clone(),
         };
         handles.push(worker::spawn(spec).map_err(|e| format!("cannot start worker {id}: {e}"))?);
@@ -122,20 +116,19 @@ pub fn serve(path: Option<PathBuf>, ov: Overrides) -> Result<(), String> {
         snapshot: snapshot.clone(),
         ready: Default::default(),
         shutdown: shutdown.clone(),
+        inboxes,
     });
     let admin_state = state.clone();
     let admin_thread = std::thread::Builder::new()
         .name("wasp-admin".into())
         .spawn(move || {
-            let rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-                .enable_timer()
-                .build();
+            let rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build();
             match rt {
-                Ok(mut rt) => rt.block_on(admin::server::run(
-                    admin_listener,
-                    admin_state.shutdown.clone(),
-                    move |req| admin::handle(admin_state.clone(), req),
-                )),
+                Ok(mut rt) => {
+                    rt.block_on(admin::server::run(admin_listener, admin_state.shutdown.clone(), move |req| {
+                        admin::handle(admin_state.clone(), req)
+                    }))
+                }
                 Err(e) => tracing::error!(error = %e, "admin runtime failed"),
             }
         })
@@ -170,17 +163,9 @@ pub fn serve(path: Option<PathBuf>, ov: Overrides) -> Result<(), String> {
 }
 
 /// Re-reads the file; on success swaps the snapshot, on failure keeps it.
-fn reload(
-    path: Option<&Path>,
-    ov: &Overrides,
-    current: &mut Config,
-    registry: &Registry,
-    snapshot: &SharedSnapshot,
-) {
+fn reload(path: Option<&Path>, ov: &Overrides, current: &mut Config, registry: &Registry, snapshot: &SharedSnapshot) {
     let Some(path) = path else {
-        tracing::info!(
-            "reload requested, but wasp runs on the built-in config: nothing to re-read"
-        );
+        tracing::info!("reload requested, but wasp runs on the built-in config: nothing to re-read");
         return;
     };
     let new = match load(Some(path), ov) {
@@ -203,9 +188,5 @@ fn reload(
     snapshot.store(Arc::new(next));
     current.gateway = new.gateway;
     registry.reloads_ok.fetch_add(1, Ordering::Relaxed);
-    tracing::info!(
-        version,
-        services = current.gateway.services.len(),
-        "configuration reloaded"
-    );
+    tracing::info!(version, services = current.gateway.services.len(), "configuration reloaded");
 }

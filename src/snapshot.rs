@@ -7,6 +7,7 @@
 
 use crate::config::{GatewayConfig, ServiceConfig};
 use crate::metrics::{Registry, ServiceStats};
+use crate::ws::endpoint::Endpoint;
 use ahash::AHashMap;
 use arc_swap::ArcSwap;
 use std::sync::Arc;
@@ -35,6 +36,10 @@ pub struct Snapshot {
     pub services: AHashMap<Arc<str>, Arc<Service>>,
     /// Counters for requests that matched no service.
     pub unrouted: Arc<ServiceStats>,
+    /// WebSocket endpoints by name.
+    pub endpoints: AHashMap<Arc<str>, Arc<Endpoint>>,
+    /// WebSocket endpoints by upgrade path.
+    pub endpoint_paths: AHashMap<String, Arc<Endpoint>>,
 }
 
 impl Snapshot {
@@ -53,12 +58,14 @@ impl Snapshot {
                 (name, Arc::new(svc))
             })
             .collect();
-        Snapshot {
-            version,
-            gateway,
-            services,
-            unrouted: registry.service(""),
+        let mut endpoints = AHashMap::new();
+        let mut endpoint_paths = AHashMap::new();
+        for e in &gateway.endpoints {
+            let ep = Arc::new(Endpoint::new(e.clone()));
+            endpoints.insert(Arc::from(e.name.as_str()), ep.clone());
+            endpoint_paths.insert(e.path.clone(), ep);
         }
+        Snapshot { version, gateway, services, unrouted: registry.service(""), endpoints, endpoint_paths }
     }
 }
 

@@ -22,22 +22,9 @@ fn rejects(gw: &Gateway, bytes: &[u8], status: u16, code: &str) {
     let mut buf = Vec::new();
     let r = read_response(&mut s, &mut buf, false)
         .unwrap_or_else(|| panic!("no answer to {:?}", String::from_utf8_lossy(bytes)));
-    assert_eq!(
-        r.status,
-        status,
-        "{:?} -> {}",
-        String::from_utf8_lossy(bytes),
-        r.text()
-    );
-    assert_eq!(
-        r.header("content-type").as_deref(),
-        Some("application/json")
-    );
-    assert!(
-        r.text().contains(&format!("\"error\":\"{code}\"")),
-        "{}",
-        r.text()
-    );
+    assert_eq!(r.status, status, "{:?} -> {}", String::from_utf8_lossy(bytes), r.text());
+    assert_eq!(r.header("content-type").as_deref(), Some("application/json"));
+    assert!(r.text().contains(&format!("\"error\":\"{code}\"")), "{}", r.text());
     assert_eq!(r.header("connection").as_deref(), Some("close"));
     assert!(closed(&mut s), "connection closed after a rejected request");
 }
@@ -137,29 +124,17 @@ fn smuggling_attempt_cannot_hide_a_second_request() {
     let mut s = connect(gw.public);
     s.write_all(b"POST /echo/a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /echo/b HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     let mut buf = Vec::new();
-    assert_eq!(
-        read_response(&mut s, &mut buf, false).unwrap().text(),
-        "POST /a HTTP/1.1|abc"
-    );
-    assert_eq!(
-        read_response(&mut s, &mut buf, false).unwrap().text(),
-        "GET /b HTTP/1.1|"
-    );
-    let lines: Vec<String> = o
-        .requests()
-        .iter()
-        .map(|r| r.request_line().to_string())
-        .collect();
+    assert_eq!(read_response(&mut s, &mut buf, false).unwrap().text(), "POST /a HTTP/1.1|abc");
+    assert_eq!(read_response(&mut s, &mut buf, false).unwrap().text(), "GET /b HTTP/1.1|");
+    let lines: Vec<String> = o.requests().iter().map(|r| r.request_line().to_string()).collect();
     assert_eq!(lines, vec!["POST /a HTTP/1.1", "GET /b HTTP/1.1"]);
 }
 
 #[test]
 fn size_limits_431_414_413() {
-    let (o, gw) = gateway("[limits]\nmax_header_bytes = 2048\nmax_headers = 10\nmax_uri_bytes = 512\nmax_body_bytes = 1000\n");
-    let big_header = format!(
-        "GET /echo/x HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
-        "a".repeat(3000)
-    );
+    let (o, gw) =
+        gateway("[limits]\nmax_header_bytes = 2048\nmax_headers = 10\nmax_uri_bytes = 512\nmax_body_bytes = 1000\n");
+    let big_header = format!("GET /echo/x HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n", "a".repeat(3000));
     rejects(&gw, big_header.as_bytes(), 431, "headers_too_large");
     let mut many = String::from("GET /echo/x HTTP/1.1\r\nHost: t\r\n");
     for i in 0..11 {
@@ -172,14 +147,8 @@ fn size_limits_431_414_413() {
     // A URI too long before the line even ends.
     let endless = format!("GET /echo/{}", "u".repeat(1500));
     rejects(&gw, endless.as_bytes(), 414, "uri_too_long");
-    rejects(
-        &gw,
-        b"POST /echo/x HTTP/1.1\r\nHost: t\r\nContent-Length: 1001\r\n\r\n",
-        413,
-        "body_too_large",
-    );
-    let mut chunked =
-        b"POST /echo/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    rejects(&gw, b"POST /echo/x HTTP/1.1\r\nHost: t\r\nContent-Length: 1001\r\n\r\n", 413, "body_too_large");
+    let mut chunked = b"POST /echo/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     chunked.extend_from_slice(b"3e8\r\n");
     chunked.extend_from_slice(&[b'x'; 1000]);
     chunked.extend_from_slice(b"\r\n1\r\nx\r\n0\r\n\r\n");
@@ -201,10 +170,7 @@ fn slow_header_gets_408_and_does_not_block_others() {
     for _ in 0..5 {
         assert_eq!(http_get(gw.public, "/echo/fast").status, 200);
     }
-    assert!(
-        t0.elapsed() < Duration::from_millis(400),
-        "fast clients were not held up"
-    );
+    assert!(t0.elapsed() < Duration::from_millis(400), "fast clients were not held up");
     let mut buf = Vec::new();
     let r = read_response(&mut slow, &mut buf, false).expect("408 answer");
     assert_eq!(r.status, 408);
@@ -227,11 +193,7 @@ fn slow_header_gets_408_and_does_not_block_others() {
         }
         std::thread::sleep(Duration::from_millis(30));
     }
-    assert!(
-        answered.starts_with(b"HTTP/1.1 408 "),
-        "{:?}",
-        String::from_utf8_lossy(&answered)
-    );
+    assert!(answered.starts_with(b"HTTP/1.1 408 "), "{:?}", String::from_utf8_lossy(&answered));
     assert!(t0.elapsed() < Duration::from_secs(2));
 }
 
@@ -253,30 +215,10 @@ fn paths_are_normalized_before_routing() {
     assert_eq!(o.requests().len(), n + 1);
     let r = http_get(gw.public, "/nosuch/%2E%2E/%2e%2e/../");
     assert_eq!(r.status, 404);
-    rejects(
-        &gw,
-        b"GET /echo%2Fadmin/x HTTP/1.1\r\nHost: t\r\n\r\n",
-        400,
-        "bad_request",
-    );
-    rejects(
-        &gw,
-        b"GET /echo/..%2f..%2fadmin HTTP/1.1\r\nHost: t\r\n\r\n",
-        400,
-        "bad_request",
-    );
-    rejects(
-        &gw,
-        b"GET http://evil/echo/x HTTP/1.1\r\nHost: t\r\n\r\n",
-        400,
-        "bad_request",
-    );
-    rejects(
-        &gw,
-        b"GET /ec%zzho/x HTTP/1.1\r\nHost: t\r\n\r\n",
-        400,
-        "bad_request",
-    );
+    rejects(&gw, b"GET /echo%2Fadmin/x HTTP/1.1\r\nHost: t\r\n\r\n", 400, "bad_request");
+    rejects(&gw, b"GET /echo/..%2f..%2fadmin HTTP/1.1\r\nHost: t\r\n\r\n", 400, "bad_request");
+    rejects(&gw, b"GET http://evil/echo/x HTTP/1.1\r\nHost: t\r\n\r\n", 400, "bad_request");
+    rejects(&gw, b"GET /ec%zzho/x HTTP/1.1\r\nHost: t\r\n\r\n", 400, "bad_request");
 }
 
 #[test]
@@ -295,8 +237,7 @@ fn garbage_and_abrupt_clients_never_take_the_gateway_down() {
     }
     // A client that vanishes mid-body.
     let mut s = connect(gw.public);
-    s.write_all(b"POST /echo/x HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nabc")
-        .unwrap();
+    s.write_all(b"POST /echo/x HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nabc").unwrap();
     drop(s);
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(http_get(gw.public, "/echo/still-up").status, 200);

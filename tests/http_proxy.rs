@@ -40,43 +40,22 @@ fn round_robin_and_refusing_instance_is_skipped() {
 
 #[test]
 fn unknown_service_404_and_no_instance_503_with_json() {
-    let gw = Gateway::start(&config_with(
-        &[("down", vec![dead_addr(), dead_addr()]), ("empty", vec![])],
-        "",
-    ));
+    let gw = Gateway::start(&config_with(&[("down", vec![dead_addr(), dead_addr()]), ("empty", vec![])], ""));
     let r = http_get(gw.public, "/nope/x");
     assert_eq!(r.status, 404);
-    assert_eq!(
-        r.header("content-type").as_deref(),
-        Some("application/json")
-    );
-    assert!(
-        r.text()
-            .starts_with(r#"{"error":"unknown_service","status":404"#),
-        "{}",
-        r.text()
-    );
+    assert_eq!(r.header("content-type").as_deref(), Some("application/json"));
+    assert!(r.text().starts_with(r#"{"error":"unknown_service","status":404"#), "{}", r.text());
     let r = http_get(gw.public, "/down/x");
     assert_eq!(r.status, 503);
-    assert!(
-        r.text().contains(r#""error":"no_instance""#),
-        "{}",
-        r.text()
-    );
+    assert!(r.text().contains(r#""error":"no_instance""#), "{}", r.text());
     assert!(r.text().contains(r#""service":"down""#));
     let rid = r.header("x-request-id").expect("request id on errors");
     assert!(r.text().contains(&rid));
     let r = http_get(gw.public, "/empty/x");
     assert_eq!(r.status, 503);
     let m = gw.metrics();
-    assert!(
-        m.contains("wasp_gateway_errors_total{kind=\"no_instance\",status=\"503\"} 2"),
-        "{m}"
-    );
-    assert!(
-        m.contains("wasp_gateway_errors_total{kind=\"unknown_service\",status=\"404\"} 1"),
-        "{m}"
-    );
+    assert!(m.contains("wasp_gateway_errors_total{kind=\"no_instance\",status=\"503\"} 2"), "{m}");
+    assert!(m.contains("wasp_gateway_errors_total{kind=\"unknown_service\",status=\"404\"} 1"), "{m}");
 }
 
 #[test]
@@ -84,24 +63,13 @@ fn upstream_timeout_is_504_and_garbage_is_502() {
     let slow = Origin::start(|_| Reply::Delay(Duration::from_secs(3), ok_response(b"late")));
     let bad = Origin::start(|_| Reply::RawClose(b"NOT HTTP AT ALL\r\n\r\n".to_vec()));
     let bad_cl = Origin::start(|_| {
-        Reply::RawClose(
-            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello".to_vec(),
-        )
+        Reply::RawClose(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello".to_vec())
     });
     let silent = Origin::start(|_| Reply::Close);
     let extra = "";
-    let mut cfg = config_with(
-        &[
-            ("bad", vec![bad.addr]),
-            ("badcl", vec![bad_cl.addr]),
-            ("silent", vec![silent.addr]),
-        ],
-        extra,
-    );
-    cfg.push_str(&format!(
-        "[services.slow]\ninstances = [\"{}\"]\ntimeout = \"300ms\"\n",
-        slow.addr
-    ));
+    let mut cfg =
+        config_with(&[("bad", vec![bad.addr]), ("badcl", vec![bad_cl.addr]), ("silent", vec![silent.addr])], extra);
+    cfg.push_str(&format!("[services.slow]\ninstances = [\"{}\"]\ntimeout = \"300ms\"\n", slow.addr));
     let gw = Gateway::start(&cfg);
     let r = http_get(gw.public, "/slow/x");
     assert_eq!(r.status, 504);
@@ -120,30 +88,16 @@ fn keep_alive_on_both_sides() {
     let mut s = connect(gw.public);
     let mut buf = Vec::new();
     for i in 0..5 {
-        s.write_all(format!("GET /echo/{i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
-            .unwrap();
+        s.write_all(format!("GET /echo/{i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes()).unwrap();
         let r = read_response(&mut s, &mut buf, false).expect("response");
         assert_eq!(r.status, 200);
         assert!(r.text().starts_with(&format!("GET /{i} HTTP/1.1")));
     }
     // Pipelined: two requests in one write, two answers in order.
-    s.write_all(
-        b"GET /echo/p1 HTTP/1.1\r\nHost: t\r\n\r\nGET /echo/p2 HTTP/1.1\r\nHost: t\r\n\r\n",
-    )
-    .unwrap();
-    assert!(read_response(&mut s, &mut buf, false)
-        .unwrap()
-        .text()
-        .starts_with("GET /p1 "));
-    assert!(read_response(&mut s, &mut buf, false)
-        .unwrap()
-        .text()
-        .starts_with("GET /p2 "));
-    assert_eq!(
-        o.connections.load(std::sync::atomic::Ordering::SeqCst),
-        1,
-        "upstream connection reused"
-    );
+    s.write_all(b"GET /echo/p1 HTTP/1.1\r\nHost: t\r\n\r\nGET /echo/p2 HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert!(read_response(&mut s, &mut buf, false).unwrap().text().starts_with("GET /p1 "));
+    assert!(read_response(&mut s, &mut buf, false).unwrap().text().starts_with("GET /p2 "));
+    assert_eq!(o.connections.load(std::sync::atomic::Ordering::SeqCst), 1, "upstream connection reused");
 }
 
 #[test]
@@ -156,11 +110,7 @@ fn stale_pooled_connection_is_retried_for_bodyless_request() {
         assert_eq!(http_get(gw.public, "/o/").status, 200);
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(
-        o.requests().len(),
-        3,
-        "each request reached the service exactly once"
-    );
+    assert_eq!(o.requests().len(), 3, "each request reached the service exactly once");
 }
 
 #[test]
@@ -169,32 +119,19 @@ fn request_bodies_stream_with_length_and_chunked() {
     let gw = Gateway::start(&config_with(&[("o", vec![o.addr])], ""));
     let body: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
     let mut s = connect(gw.public);
-    s.write_all(
-        format!(
-            "POST /o/up HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        )
-        .as_bytes(),
-    )
-    .unwrap();
+    s.write_all(format!("POST /o/up HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes())
+        .unwrap();
     s.write_all(&body).unwrap();
     let mut buf = Vec::new();
     let r = read_response(&mut s, &mut buf, false).unwrap();
     assert_eq!(r.text(), "2000000");
     assert_eq!(o.last().body, body);
-    assert_eq!(
-        o.last().header("content-length").as_deref(),
-        Some("2000000")
-    );
+    assert_eq!(o.last().header("content-length").as_deref(), Some("2000000"));
 
     // Chunked in, re-chunked out: same payload, extensions and trailers dropped.
-    s.write_all(
-        b"POST /o/c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n",
-    )
-    .unwrap();
+    s.write_all(b"POST /o/c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n").unwrap();
     std::thread::sleep(Duration::from_millis(50));
-    s.write_all(b"6\r\n world\r\n0\r\nTrailer-A: 1\r\n\r\n")
-        .unwrap();
+    s.write_all(b"6\r\n world\r\n0\r\nTrailer-A: 1\r\n\r\n").unwrap();
     let r = read_response(&mut s, &mut buf, false).unwrap();
     assert_eq!(r.text(), "11");
     let seen = o.last();
@@ -219,10 +156,7 @@ fn response_bodies_chunked_and_close_delimited() {
     assert!(r.chunked);
     assert_eq!(r.text(), "abcdefg");
     let r = http_get(gw.public, "/o/eof");
-    assert!(
-        r.chunked,
-        "an HTTP/1.1 client gets a close-delimited body re-chunked"
-    );
+    assert!(r.chunked, "an HTTP/1.1 client gets a close-delimited body re-chunked");
     assert_eq!(r.text(), "until-close-body");
     let r = http_get(gw.public, "/o/big");
     assert_eq!(r.body.len(), 1_000_000);
@@ -238,10 +172,7 @@ fn expect_100_continue() {
     let o = Origin::start(|s| Reply::Raw(ok_response(&s.body)));
     let gw = Gateway::start(&config_with(&[("o", vec![o.addr])], ""));
     let mut s = connect(gw.public);
-    s.write_all(
-        b"PUT /o/x HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n",
-    )
-    .unwrap();
+    s.write_all(b"PUT /o/x HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n").unwrap();
     let mut first = [0u8; 25];
     std::io::Read::read_exact(&mut s, &mut first).unwrap();
     assert_eq!(&first, b"HTTP/1.1 100 Continue\r\n\r\n");
@@ -250,10 +181,7 @@ fn expect_100_continue() {
     let r = read_response(&mut s, &mut buf, false).unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "data");
-    assert!(
-        o.last().header("expect").is_none(),
-        "Expect is handled by the gateway"
-    );
+    assert!(o.last().header("expect").is_none(), "Expect is handled by the gateway");
 }
 
 #[test]
@@ -272,22 +200,18 @@ fn head_204_304_have_no_body() {
     let gw = Gateway::start(&config_with(&[("o", vec![o.addr])], ""));
     let mut s = connect(gw.public);
     let mut buf = Vec::new();
-    s.write_all(b"HEAD /o/h HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
+    s.write_all(b"HEAD /o/h HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     let r = read_response(&mut s, &mut buf, true).unwrap();
     assert_eq!(r.header("content-length").as_deref(), Some("42"));
-    s.write_all(b"GET /o/204 HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
+    s.write_all(b"GET /o/204 HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     let r = read_response(&mut s, &mut buf, false).unwrap();
     assert_eq!(r.status, 204);
     assert!(r.header("content-length").is_none() && r.header("transfer-encoding").is_none());
-    s.write_all(b"GET /o/304 HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
+    s.write_all(b"GET /o/304 HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     let r = read_response(&mut s, &mut buf, false).unwrap();
     assert_eq!(r.status, 304);
     // The connection is still in sync: one more request works.
-    s.write_all(b"HEAD /o/h HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
+    s.write_all(b"HEAD /o/h HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     assert_eq!(read_response(&mut s, &mut buf, true).unwrap().status, 200);
     assert!(buf.is_empty(), "no stray body bytes: {buf:?}");
 }
@@ -304,18 +228,12 @@ fn http10_client_keep_alive_only_when_asked() {
     assert_eq!(r.header("connection").as_deref(), Some("close"));
     assert!(closed(&mut s));
     let mut s = connect(gw.public);
-    s.write_all(b"GET /echo/a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-        .unwrap();
+    s.write_all(b"GET /echo/a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
     let r = read_response(&mut s, &mut buf, false).unwrap();
     assert_eq!(r.header("connection").as_deref(), Some("keep-alive"));
-    s.write_all(b"GET /echo/b HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-        .unwrap();
+    s.write_all(b"GET /echo/b HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
     assert_eq!(read_response(&mut s, &mut buf, false).unwrap().status, 200);
-    assert_eq!(
-        o.last().header("host").as_deref(),
-        Some("echo"),
-        "HTTP/1.0 without Host: the service name is sent"
-    );
+    assert_eq!(o.last().header("host").as_deref(), Some("echo"), "HTTP/1.0 without Host: the service name is sent");
 }
 
 #[test]
@@ -333,16 +251,10 @@ fn websocket_upgrade_relayed_only_after_101() {
     let mut buf = Vec::new();
     let r = read_response(&mut s, &mut buf, false).unwrap();
     assert_eq!(r.status, 101);
-    assert_eq!(
-        r.header("sec-websocket-accept").as_deref(),
-        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
-    );
+    assert_eq!(r.header("sec-websocket-accept").as_deref(), Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
     let seen = o.last();
     assert_eq!(seen.header("upgrade").as_deref(), Some("websocket"));
-    assert_eq!(
-        seen.header("sec-websocket-key").as_deref(),
-        Some("dGhlIHNhbXBsZSBub25jZQ==")
-    );
+    assert_eq!(seen.header("sec-websocket-key").as_deref(), Some("dGhlIHNhbXBsZSBub25jZQ=="));
     s.write_all(b"tunnel bytes").unwrap();
     let mut got = [0u8; 12];
     std::io::Read::read_exact(&mut s, &mut got).unwrap();
@@ -350,10 +262,7 @@ fn websocket_upgrade_relayed_only_after_101() {
 
     // No 101: an ordinary answer, and the connection is not switched.
     let mut s = connect(gw.public);
-    s.write_all(
-        b"GET /o/plain HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
-    )
-    .unwrap();
+    s.write_all(b"GET /o/plain HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n").unwrap();
     let r = read_response(&mut s, &mut buf, false).unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "no upgrade here");
@@ -371,45 +280,20 @@ fn hop_by_hop_forwarded_and_request_id() {
     );
     assert_eq!(r.status, 200);
     let seen = o.last();
-    for h in [
-        "connection",
-        "x-custom-hop",
-        "keep-alive",
-        "te",
-        "proxy-authorization",
-        "forwarded",
-    ] {
-        assert!(
-            seen.header(h).is_none(),
-            "{h} must not reach the service: {}",
-            seen.head
-        );
+    for h in ["connection", "x-custom-hop", "keep-alive", "te", "proxy-authorization", "forwarded"] {
+        assert!(seen.header(h).is_none(), "{h} must not reach the service: {}", seen.head);
     }
     assert_eq!(seen.header("x-keep").as_deref(), Some("yes"));
-    assert_eq!(
-        seen.header("x-forwarded-for").as_deref(),
-        Some("127.0.0.1"),
-        "an untrusted client's XFF is replaced"
-    );
+    assert_eq!(seen.header("x-forwarded-for").as_deref(), Some("127.0.0.1"), "an untrusted client's XFF is replaced");
     assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("http"));
-    assert_eq!(
-        seen.header("x-forwarded-host").as_deref(),
-        Some("gw.example")
-    );
+    assert_eq!(seen.header("x-forwarded-host").as_deref(), Some("gw.example"));
     assert_eq!(seen.header("host").as_deref(), Some("gw.example"));
     let rid = seen.header("x-request-id").expect("generated request id");
-    assert_eq!(
-        r.header("x-request-id"),
-        Some(rid.clone()),
-        "same id back to the client"
-    );
+    assert_eq!(r.header("x-request-id"), Some(rid.clone()), "same id back to the client");
     assert!(rid.len() >= 16);
     assert!(r.header("keep-alive").is_none() && r.header("x-hop").is_none());
     // A client's own request id is kept.
-    let r = raw(
-        gw.public,
-        b"GET /o/x HTTP/1.1\r\nHost: t\r\nX-Request-Id: abc-123\r\n\r\n",
-    );
+    let r = raw(gw.public, b"GET /o/x HTTP/1.1\r\nHost: t\r\nX-Request-Id: abc-123\r\n\r\n");
     assert_eq!(r.header("x-request-id").as_deref(), Some("abc-123"));
     assert_eq!(o.last().header("x-request-id").as_deref(), Some("abc-123"));
     assert_eq!(o.last().headers_named("x-request-id"), 1);
@@ -418,16 +302,10 @@ fn hop_by_hop_forwarded_and_request_id() {
 #[test]
 fn trusted_proxy_forwarded_headers_are_extended() {
     let o = Origin::echo();
-    let gw = Gateway::start(&config_with(
-        &[("echo", vec![o.addr])],
-        "trusted_proxies = [\"127.0.0.0/8\"]",
-    ));
+    let gw = Gateway::start(&config_with(&[("echo", vec![o.addr])], "trusted_proxies = [\"127.0.0.0/8\"]"));
     raw(gw.public, b"GET /echo/x HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: https\r\n\r\n");
     let seen = o.last();
-    assert_eq!(
-        seen.header("x-forwarded-for").as_deref(),
-        Some("1.2.3.4, 127.0.0.1")
-    );
+    assert_eq!(seen.header("x-forwarded-for").as_deref(), Some("1.2.3.4, 127.0.0.1"));
     assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("https"));
 }
 
@@ -465,14 +343,9 @@ fn head_and_body_split_across_many_writes() {
     let o = Origin::start(|s| Reply::Raw(ok_response(&s.body)));
     let gw = Gateway::start(&config_with(&[("o", vec![o.addr])], ""));
     let mut s = connect(gw.public);
-    for part in [
-        &b"POST /o/spl"[..],
-        b"it HTTP/1.1\r\nHo",
-        b"st: t\r\nContent-Len",
-        b"gth: 10\r\n",
-        b"\r\n01234",
-        b"56789",
-    ] {
+    for part in
+        [&b"POST /o/spl"[..], b"it HTTP/1.1\r\nHo", b"st: t\r\nContent-Len", b"gth: 10\r\n", b"\r\n01234", b"56789"]
+    {
         s.write_all(part).unwrap();
         std::thread::sleep(Duration::from_millis(30));
     }

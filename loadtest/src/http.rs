@@ -19,36 +19,23 @@ pub struct Target {
 
 impl Target {
     pub fn parse(url: &str) -> Result<Target, String> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("{url:?}: only http:// URLs"))?;
+        let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url:?}: only http:// URLs"))?;
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
-        let with_port = if authority.contains(':') {
-            authority.to_string()
-        } else {
-            format!("{authority}:80")
-        };
+        let with_port = if authority.contains(':') { authority.to_string() } else { format!("{authority}:80") };
         let addr = with_port
             .to_socket_addrs()
             .map_err(|e| format!("{authority}: {e}"))?
             .next()
             .ok_or_else(|| format!("{authority}: no address"))?;
-        Ok(Target {
-            addr,
-            host: authority.to_string(),
-            path: path.to_string(),
-        })
+        Ok(Target { addr, host: authority.to_string(), path: path.to_string() })
     }
 }
 
 pub fn build_request(t: &Target, args: &Args) -> Result<Vec<u8>, String> {
-    let mut r = format!(
-        "{} {} HTTP/1.1\r\nHost: {}\r\n",
-        args.method, t.path, t.host
-    );
+    let mut r = format!("{} {} HTTP/1.1\r\nHost: {}\r\n", args.method, t.path, t.host);
     for h in &args.headers {
         if !h.contains(':') || h.contains('\r') || h.contains('\n') {
             return Err(format!("header {h:?}: use \"Name: value\""));
@@ -77,25 +64,16 @@ pub struct Plan {
     pub total_conns: usize,
 }
 
-pub fn run_thread(
-    plan: Plan,
-    conns: Vec<usize>,
-    live: Arc<Live>,
-) -> Result<Histogram<u64>, String> {
-    let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-        .enable_timer()
-        .build()
-        .map_err(|e| e.to_string())?;
+pub fn run_thread(plan: Plan, conns: Vec<usize>, live: Arc<Live>) -> Result<Histogram<u64>, String> {
+    let mut rt =
+        monoio::RuntimeBuilder::<monoio::FusionDriver>::new().enable_timer().build().map_err(|e| e.to_string())?;
     rt.block_on(async move {
-        let hist = Rc::new(RefCell::new(
-            Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?,
-        ));
+        let hist =
+            Rc::new(RefCell::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?));
         let mut tasks = Vec::new();
         for c in conns {
             let (plan, live, hist) = (plan.clone(), live.clone(), hist.clone());
-            tasks.push(monoio::spawn(async move {
-                connection(plan, c, live, hist).await
-            }));
+            tasks.push(monoio::spawn(async move { connection(plan, c, live, hist).await }));
         }
         for t in tasks {
             t.await;
@@ -122,9 +100,7 @@ async fn connection(plan: Plan, index: usize, live: Arc<Live>, hist: Rc<RefCell<
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut sent: u64 = 0;
     // Fixed rate: this connection's first send is offset within one interval.
-    let offset = plan
-        .interval
-        .map(|i| i.mul_f64(index as f64 / plan.total_conns as f64));
+    let offset = plan.interval.map(|i| i.mul_f64(index as f64 / plan.total_conns as f64));
     while more(&plan, &live) {
         let due = match (plan.interval, offset) {
             (Some(i), Some(o)) => {
@@ -158,8 +134,7 @@ async fn connection(plan: Plan, index: usize, live: Arc<Live>, hist: Rc<RefCell<
             }
         }
         let Some(s) = stream.as_mut() else { continue };
-        let result =
-            monoio::time::timeout(plan.timeout, exchange(s, &plan.request, &mut buf)).await;
+        let result = monoio::time::timeout(plan.timeout, exchange(s, &plan.request, &mut buf)).await;
         match result {
             Ok(Ok((status, bytes, keep))) => {
                 let micros = due.elapsed().as_micros() as u64;
@@ -182,11 +157,7 @@ async fn connection(plan: Plan, index: usize, live: Arc<Live>, hist: Rc<RefCell<
 }
 
 /// Sends one request and reads one response. Returns (status, body bytes, keep-alive).
-async fn exchange(
-    s: &mut TcpStream,
-    request: &Arc<Vec<u8>>,
-    buf: &mut Vec<u8>,
-) -> std::io::Result<(u16, u64, bool)> {
+async fn exchange(s: &mut TcpStream, request: &Arc<Vec<u8>>, buf: &mut Vec<u8>) -> std::io::Result<(u16, u64, bool)> {
     let req: Vec<u8> = request.as_ref().clone();
     let (r, _) = s.write_all(req).await;
     r?;
@@ -202,14 +173,10 @@ async fn exchange(
                 let mut keep = resp.version == Some(1);
                 for h in resp.headers.iter() {
                     if h.name.eq_ignore_ascii_case("content-length") {
-                        len = std::str::from_utf8(h.value)
-                            .ok()
-                            .and_then(|v| v.trim().parse().ok());
+                        len = std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse().ok());
                     } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
                         chunked = true;
-                    } else if h.name.eq_ignore_ascii_case("connection")
-                        && h.value.eq_ignore_ascii_case(b"close")
-                    {
+                    } else if h.name.eq_ignore_ascii_case("connection") && h.value.eq_ignore_ascii_case(b"close") {
                         keep = false;
                     }
                 }
@@ -244,10 +211,7 @@ async fn fill(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<()> {
     *buf = slice.into_inner();
     let _ = IoBuf::bytes_init(buf);
     match r? {
-        0 => Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "closed",
-        )),
+        0 => Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed")),
         _ => Ok(()),
     }
 }

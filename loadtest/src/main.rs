@@ -16,11 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Parser, Debug, Clone)]
-#[command(
-    name = "wasp-loadtest",
-    version,
-    about = "HTTP/1.1 load generator with HDR latency percentiles"
-)]
+#[command(name = "wasp-loadtest", version, about = "HTTP/1.1 load generator with HDR latency percentiles")]
 pub struct Args {
     /// Target URL, e.g. http://127.0.0.1:8080/echo/
     pub url: String,
@@ -72,12 +68,8 @@ pub struct Live {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{s:?}: add a unit (ms, s, m)"))?;
-    let n: u64 = s[..split]
-        .parse()
-        .map_err(|_| format!("{s:?}: not a number"))?;
+    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| format!("{s:?}: add a unit (ms, s, m)"))?;
+    let n: u64 = s[..split].parse().map_err(|_| format!("{s:?}: not a number"))?;
     match &s[split..] {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
@@ -106,8 +98,7 @@ fn run(args: Args) -> Result<(), String> {
     let deadline = args.requests.is_none().then_some(start + duration);
     // Per-connection spacing at a fixed rate: each connection sends every
     // `conns / rate` seconds, offset so they do not fire together.
-    let interval =
-        (args.rate > 0).then(|| Duration::from_secs_f64(conns as f64 / args.rate as f64));
+    let interval = (args.rate > 0).then(|| Duration::from_secs_f64(conns as f64 / args.rate as f64));
 
     let mut handles = Vec::new();
     for t in 0..threads {
@@ -123,13 +114,10 @@ fn run(args: Args) -> Result<(), String> {
             total_conns: conns,
         };
         let live = live.clone();
-        handles.push(std::thread::spawn(move || {
-            http::run_thread(plan, my_conns, live)
-        }));
+        handles.push(std::thread::spawn(move || http::run_thread(plan, my_conns, live)));
     }
     let progress = (!args.quiet).then(|| report::spawn_progress(live.clone(), start));
-    let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
-        .map_err(|e| e.to_string())?;
+    let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
     for h in handles {
         match h.join() {
             Ok(Ok(part)) => hist.add(part).map_err(|e| e.to_string())?,

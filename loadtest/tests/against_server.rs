@@ -51,25 +51,10 @@ fn server() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
 fn counts_requests_statuses_and_writes_json() {
     let (addr, count) = server();
     let out = Command::new(env!("CARGO_BIN_EXE_wasp-loadtest"))
-        .args([
-            &format!("http://{addr}/x"),
-            "-c",
-            "4",
-            "-t",
-            "2",
-            "-n",
-            "300",
-            "--quiet",
-            "--json",
-            "-",
-        ])
+        .args([&format!("http://{addr}/x"), "-c", "4", "-t", "2", "-n", "300", "--quiet", "--json", "-"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("requests   300"), "{text}");
     let json_start = text.find('{').unwrap();
@@ -88,43 +73,24 @@ fn fixed_rate_is_held() {
     let (addr, _) = server();
     let t0 = std::time::Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_wasp-loadtest"))
-        .args([
-            &format!("http://{addr}/x"),
-            "-c",
-            "2",
-            "-R",
-            "200",
-            "-d",
-            "1s",
-            "--quiet",
-            "--json",
-            "-",
-        ])
+        .args([&format!("http://{addr}/x"), "-c", "2", "-R", "200", "-d", "1s", "--quiet", "--json", "-"])
         .output()
         .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     let v: serde_json::Value = serde_json::from_str(&text[text.find('{').unwrap()..]).unwrap();
     let n = v["requests"].as_u64().unwrap();
-    assert!(
-        (150..=230).contains(&n),
-        "about 200 requests in 1 s at 200/s, got {n}"
-    );
+    assert!((150..=230).contains(&n), "about 200 requests in 1 s at 200/s, got {n}");
     assert!(t0.elapsed() < std::time::Duration::from_secs(5));
 }
 
 #[test]
 fn bad_arguments_are_clear_errors() {
-    let out = Command::new(env!("CARGO_BIN_EXE_wasp-loadtest"))
-        .args(["https://x/", "-n", "1"])
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_wasp-loadtest")).args(["https://x/", "-n", "1"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("only http://"));
-    let out = Command::new(env!("CARGO_BIN_EXE_wasp-loadtest"))
-        .args(["http://127.0.0.1:1/", "-d", "5"])
-        .output()
-        .unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_wasp-loadtest")).args(["http://127.0.0.1:1/", "-d", "5"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unit"));
 }

@@ -1,6 +1,7 @@
 //! The admin listener: health, readiness and metrics. Bound to localhost by
 //! default and never on the public listener.
 
+pub mod push;
 pub mod server;
 
 use crate::metrics::Registry;
@@ -17,19 +18,21 @@ pub struct AdminState {
     /// True once every worker listens, false again when draining starts.
     pub ready: AtomicBool,
     pub shutdown: Arc<Shutdown>,
+    /// One inbox per worker, for the push API.
+    pub inboxes: Vec<flume::Sender<crate::ws::push::Command>>,
 }
 
 pub async fn handle(state: Arc<AdminState>, req: AdminRequest) -> AdminResponse {
+    if let Some(res) = push::handle(&state, &req).await {
+        return res;
+    }
     let get = req.method == "GET" || req.method == "HEAD";
     match (get, req.path.as_str()) {
         (true, "/healthz") => AdminResponse::json(200, r#"{"status":"ok"}"#),
         (true, "/readyz") => {
             let version = state.snapshot.load().version;
             if state.ready.load(Ordering::SeqCst) && !state.shutdown.is_triggered() {
-                AdminResponse::json(
-                    200,
-                    format!(r#"{{"status":"ready","config_version":{version}}}"#),
-                )
+                AdminResponse::json(200, format!(r#"{{"status":"ready","config_version":{version}}}"#))
             } else if state.shutdown.is_triggered() {
                 AdminResponse::json(503, r#"{"status":"draining"}"#)
             } else {
@@ -39,14 +42,9 @@ pub async fn handle(state: Arc<AdminState>, req: AdminRequest) -> AdminResponse 
         (true, "/metrics") => AdminResponse {
             status: 200,
             content_type: "text/plain; version=0.0.4",
-            body: state
-                .registry
-                .render(state.snapshot.load().version)
-                .into_bytes(),
+            body: state.registry.render(state.snapshot.load().version).into_bytes(),
         },
-        (false, "/healthz" | "/readyz" | "/metrics") => {
-            AdminResponse::error(405, "method_not_allowed", "use GET")
-        }
+        (false, "/healthz" | "/readyz" | "/metrics") => AdminResponse::error(405, "method_not_allowed", "use GET"),
         _ => AdminResponse::error(404, "not_found", "no such admin endpoint"),
     }
 }

@@ -25,10 +25,7 @@ pub struct AdminRequest {
 
 impl AdminRequest {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -40,11 +37,7 @@ pub struct AdminResponse {
 
 impl AdminResponse {
     pub fn json(status: u16, body: impl Into<Vec<u8>>) -> Self {
-        AdminResponse {
-            status,
-            content_type: "application/json",
-            body: body.into(),
-        }
+        AdminResponse { status, content_type: "application/json", body: body.into() }
     }
 
     pub fn error(status: u16, code: &str, message: &str) -> Self {
@@ -118,27 +111,17 @@ async fn read_request(conn: &mut BufStream) -> ReadResult {
                 let (path, query) = target.split_once('?').unwrap_or((target, ""));
                 let (path, query) = (path.to_string(), query.to_string());
                 let keep = req.version == Some(1)
-                    && !req.headers.iter().any(|h| {
-                        h.name.eq_ignore_ascii_case("connection")
-                            && h.value.eq_ignore_ascii_case(b"close")
-                    });
+                    && !req
+                        .headers
+                        .iter()
+                        .any(|h| h.name.eq_ignore_ascii_case("connection") && h.value.eq_ignore_ascii_case(b"close"));
                 let hs: Vec<(String, String)> = req
                     .headers
                     .iter()
-                    .map(|h| {
-                        (
-                            h.name.to_string(),
-                            String::from_utf8_lossy(h.value).into_owned(),
-                        )
-                    })
+                    .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
                     .collect();
-                let chunked = hs
-                    .iter()
-                    .any(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"));
-                let len = match hs
-                    .iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-                {
+                let chunked = hs.iter().any(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"));
+                let len = match hs.iter().find(|(n, _)| n.eq_ignore_ascii_case("content-length")) {
                     Some((_, v)) => match parse_content_length(v.trim().as_bytes()) {
                         Some(l) => l as usize,
                         None => return Some((Err("invalid Content-Length"), false)),
@@ -160,16 +143,7 @@ async fn read_request(conn: &mut BufStream) -> ReadResult {
                 }
                 let body = conn.data()[..len].to_vec();
                 conn.consume(len);
-                return Some((
-                    Ok(AdminRequest {
-                        method,
-                        path,
-                        query,
-                        headers: hs,
-                        body,
-                    }),
-                    keep,
-                ));
+                return Some((Ok(AdminRequest { method, path, query, headers: hs, body }), keep));
             }
             Ok(httparse::Status::Partial) if conn.data().len() > 64 * 1024 => {
                 return Some((Err("request head too large"), false))

@@ -12,19 +12,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .find(|c: char| !c.is_ascii_digit())
         .ok_or_else(|| format!("duration {text:?} has no unit (use ms, s, m or h)"))?;
     let (digits, unit) = text.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("duration {text:?} must start with a whole number"))?;
+    let n: u64 = digits.parse().map_err(|_| format!("duration {text:?} must start with a whole number"))?;
     let d = match unit {
         "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.saturating_mul(60)),
         "h" => Duration::from_secs(n.saturating_mul(3600)),
-        _ => {
-            return Err(format!(
-                "duration {text:?} has unknown unit {unit:?} (use ms, s, m or h)"
-            ))
-        }
+        _ => return Err(format!("duration {text:?} has unknown unit {unit:?} (use ms, s, m or h)")),
     };
     Ok(d)
 }

@@ -26,6 +26,9 @@ pub struct FileConfig {
     pub timeouts: TimeoutsSection,
     #[serde(default)]
     pub paths: PathsSection,
+    /// WebSocket endpoints, by name.
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, EndpointSection>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -97,4 +100,37 @@ pub struct PathsSection {
     /// "reject" (default: 400 for %2F, %5C and `\`) or "keep" (forwarded as sent,
     /// never treated as a separator).
     pub encoded_slash: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSection {
+    /// Upgrade path on the public listener, e.g. "/ws/chat".
+    pub path: Spanned<String>,
+    /// JSON path whose value names the route, e.g. "$.action".
+    pub route_selection: Option<Spanned<String>>,
+    /// "routes" (default) or "echo" (a diagnostic endpoint that sends every
+    /// message back unchanged: for conformance suites and client checks).
+    pub mode: Option<Spanned<String>>,
+    pub max_frame_bytes: Option<usize>,
+    pub max_message_bytes: Option<usize>,
+    pub send_queue_bytes: Option<usize>,
+    pub messages_per_second: Option<u32>,
+    pub idle_timeout: Option<Spanned<String>>,
+    pub ping_interval: Option<Spanned<String>>,
+    /// Routes in the order written: `match` routes are tried in this order.
+    #[serde(default)]
+    pub routes: indexmap::IndexMap<String, RouteSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    #[serde(default)]
+    pub http: Vec<Spanned<String>>,
+    #[serde(rename = "match")]
+    pub matches: Option<indexmap::IndexMap<String, toml::Value>>,
+    pub ack: Option<bool>,
+    pub reply: Option<bool>,
+    pub timeout: Option<Spanned<String>>,
 }

@@ -1,8 +1,10 @@
 //! Configuration: strict TOML in (`file`), a validated model out (`model`).
 
 mod duration;
+mod endpoints;
 mod file;
 mod model;
 
 pub use duration::parse_duration;
+pub use endpoints::{parse_http_target, EndpointConfig, EndpointMode, HttpTarget, MatchValue, RouteConfig, WsLimits};
 pub use model::*;

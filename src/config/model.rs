@@ -111,15 +111,11 @@ impl IpNet {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -137,6 +133,7 @@ pub struct GatewayConfig {
     pub timeouts: Timeouts,
     pub encoded_slash: EncodedSlash,
     pub access_log: bool,
+    pub endpoints: Vec<super::endpoints::EndpointConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -149,23 +146,17 @@ pub struct Config {
 pub const MAX_HEADERS_CEILING: usize = 256;
 
 /// Turns byte offsets into line numbers for messages.
-struct Source<'a> {
+pub(super) struct Source<'a> {
     text: &'a str,
     origin: &'a str,
 }
 
 impl Source<'_> {
-    fn line_of(&self, offset: usize) -> usize {
-        self.text
-            .as_bytes()
-            .iter()
-            .take(offset)
-            .filter(|b| **b == b'\n')
-            .count()
-            + 1
+    pub(super) fn line_of(&self, offset: usize) -> usize {
+        self.text.as_bytes().iter().take(offset).filter(|b| **b == b'\n').count() + 1
     }
 
-    fn err<T>(
+    pub(super) fn err<T>(
         &self,
         key: &str,
         span: Option<std::ops::Range<usize>>,
@@ -175,14 +166,10 @@ impl Source<'_> {
             Some(s) => format!(" (line {})", self.line_of(s.start)),
             None => String::new(),
         };
-        Err(ConfigError(format!(
-            "{}: {key}{place}: {}",
-            self.origin,
-            msg.as_ref()
-        )))
+        Err(ConfigError(format!("{}: {key}{place}: {}", self.origin, msg.as_ref())))
     }
 
-    fn duration(
+    pub(super) fn duration(
         &self,
         key: &str,
         v: &Option<Spanned<String>>,
@@ -198,23 +185,14 @@ impl Source<'_> {
         }
     }
 
-    fn addr(
-        &self,
-        key: &str,
-        v: &Option<Spanned<String>>,
-        default: &str,
-    ) -> Result<SocketAddr, ConfigError> {
+    fn addr(&self, key: &str, v: &Option<Spanned<String>>, default: &str) -> Result<SocketAddr, ConfigError> {
         let (text, span) = match v {
             Some(s) => (s.get_ref().as_str(), Some(s.span())),
             None => (default, None),
         };
         match text.parse::<SocketAddr>() {
             Ok(a) => Ok(a),
-            Err(_) => self.err(
-                key,
-                span,
-                format!("{text:?} is not an IP:port socket address"),
-            ),
+            Err(_) => self.err(key, span, format!("{text:?} is not an IP:port socket address")),
         }
     }
 }
@@ -237,17 +215,11 @@ impl Config {
     fn validate(file: FileConfig, src: &Source<'_>) -> Result<Config, ConfigError> {
         let s = &file.server;
         let workers = match s.workers.unwrap_or(0) {
-            0 => std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             n if n > 1024 => return src.err("server.workers", None, "at most 1024 workers"),
             n => n,
         };
-        let io_driver = match s
-            .io_driver
-            .as_ref()
-            .map(|v| (v.get_ref().as_str(), v.span()))
-        {
+        let io_driver = match s.io_driver.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
             None | Some(("auto", _)) => IoDriver::Auto,
             Some(("io_uring", _)) => IoDriver::IoUring,
             Some(("epoll", _)) => IoDriver::Epoll,
@@ -259,20 +231,11 @@ impl Config {
                 )
             }
         };
-        let log_format = match file
-            .log
-            .format
-            .as_ref()
-            .map(|v| (v.get_ref().as_str(), v.span()))
-        {
+        let log_format = match file.log.format.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
             None | Some(("text", _)) => LogFormat::Text,
             Some(("json", _)) => LogFormat::Json,
             Some((other, span)) => {
-                return src.err(
-                    "log.format",
-                    Some(span),
-                    format!("{other:?} is not one of \"text\", \"json\""),
-                )
+                return src.err("log.format", Some(span), format!("{other:?} is not one of \"text\", \"json\""))
             }
         };
         let t = &file.timeouts;
@@ -298,47 +261,23 @@ impl Config {
             pool_idle_per_instance: l.pool_idle_per_instance.unwrap_or(128),
         };
         if limits.max_headers == 0 || limits.max_headers > MAX_HEADERS_CEILING {
-            return src.err(
-                "limits.max_headers",
-                None,
-                format!("must be between 1 and {MAX_HEADERS_CEILING}"),
-            );
+            return src.err("limits.max_headers", None, format!("must be between 1 and {MAX_HEADERS_CEILING}"));
         }
         if limits.max_header_bytes < 256 || limits.max_header_bytes > 1024 * 1024 {
-            return src.err(
-                "limits.max_header_bytes",
-                None,
-                "must be between 256 and 1048576",
-            );
+            return src.err("limits.max_header_bytes", None, "must be between 256 and 1048576");
         }
         if limits.max_uri_bytes < 16 || limits.max_uri_bytes > limits.max_header_bytes {
-            return src.err(
-                "limits.max_uri_bytes",
-                None,
-                "must be between 16 and limits.max_header_bytes",
-            );
+            return src.err("limits.max_uri_bytes", None, "must be between 16 and limits.max_header_bytes");
         }
         if limits.max_connections_per_worker == 0 {
-            return src.err(
-                "server.max_connections_per_worker",
-                None,
-                "must be at least 1",
-            );
+            return src.err("server.max_connections_per_worker", None, "must be at least 1");
         }
         let timeouts = Timeouts {
-            header_read: src.duration(
-                "timeouts.header_read",
-                &t.header_read,
-                Duration::from_secs(10),
-            )?,
+            header_read: src.duration("timeouts.header_read", &t.header_read, Duration::from_secs(10))?,
             idle: src.duration("timeouts.idle", &t.idle, Duration::from_secs(60))?,
             connect: src.duration("timeouts.connect", &t.connect, Duration::from_secs(2))?,
             upstream: src.duration("timeouts.upstream", &t.upstream, Duration::from_secs(30))?,
-            tunnel_idle: src.duration(
-                "timeouts.tunnel_idle",
-                &t.tunnel_idle,
-                Duration::from_secs(600),
-            )?,
+            tunnel_idle: src.duration("timeouts.tunnel_idle", &t.tunnel_idle, Duration::from_secs(600))?,
             pool_idle: src.duration("timeouts.pool_idle", &t.pool_idle, Duration::from_secs(30))?,
         };
 
@@ -374,12 +313,7 @@ impl Config {
             services.push(service(src, name, svc, &timeouts)?);
         }
 
-        let encoded_slash = match file
-            .paths
-            .encoded_slash
-            .as_ref()
-            .map(|v| (v.get_ref().as_str(), v.span()))
-        {
+        let encoded_slash = match file.paths.encoded_slash.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
             None | Some(("reject", _)) => EncodedSlash::Reject,
             Some(("keep", _)) => EncodedSlash::Keep,
             Some((other, span)) => {
@@ -391,6 +325,25 @@ impl Config {
             }
         };
 
+        let mut endpoints: Vec<super::endpoints::EndpointConfig> = Vec::new();
+        for (name, e) in &file.endpoints {
+            let ep = super::endpoints::endpoint(src, name, e, timeouts.upstream)?;
+            if let Some(other) = endpoints.iter().find(|o| o.path == ep.path) {
+                return src.err(
+                    &format!("endpoints.{name}.path"),
+                    Some(e.path.span()),
+                    format!("{:?} is already the path of endpoint {:?}", ep.path, other.name),
+                );
+            }
+            if services.iter().any(|s| {
+                ep.path.trim_start_matches('/').split('/').next() == Some(s.name.as_str())
+                    && ep.path.matches('/').count() == 1
+            }) {
+                return src.err(&format!("endpoints.{name}.path"), Some(e.path.span()), "is the path of a service");
+            }
+            endpoints.push(ep);
+        }
+
         Ok(Config {
             server,
             gateway: GatewayConfig {
@@ -401,6 +354,7 @@ impl Config {
                 timeouts,
                 encoded_slash,
                 access_log: file.log.access.unwrap_or(true),
+                endpoints,
             },
         })
     }
@@ -413,24 +367,13 @@ pub fn valid_service_name(name: &str) -> bool {
         && name.len() <= 64
         && name != "."
         && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
-fn service(
-    src: &Source<'_>,
-    name: &str,
-    svc: &ServiceSection,
-    t: &Timeouts,
-) -> Result<ServiceConfig, ConfigError> {
+fn service(src: &Source<'_>, name: &str, svc: &ServiceSection, t: &Timeouts) -> Result<ServiceConfig, ConfigError> {
     let key = format!("services.{name}");
     if !valid_service_name(name) {
-        return src.err(
-            &key,
-            None,
-            "service names use only letters, digits, '-', '_' and '.' (at most 64)",
-        );
+        return src.err(&key, None, "service names use only letters, digits, '-', '_' and '.' (at most 64)");
     }
     let mut instances = Vec::new();
     for inst in &svc.instances {
@@ -455,11 +398,7 @@ fn service(
     Ok(ServiceConfig {
         name: name.to_string(),
         instances,
-        connect_timeout: src.duration(
-            &format!("{key}.connect_timeout"),
-            &svc.connect_timeout,
-            t.connect,
-        )?,
+        connect_timeout: src.duration(&format!("{key}.connect_timeout"), &svc.connect_timeout, t.connect)?,
         timeout: src.duration(&format!("{key}.timeout"), &svc.timeout, t.upstream)?,
     })
 }
@@ -487,19 +426,14 @@ mod tests {
 
     #[test]
     fn unknown_key_names_key_and_line() {
-        let e = Config::from_toml("[server]\nlisten = \"127.0.0.1:1\"\nlistne = 3\n", "f.toml")
-            .unwrap_err();
+        let e = Config::from_toml("[server]\nlisten = \"127.0.0.1:1\"\nlistne = 3\n", "f.toml").unwrap_err();
         assert!(e.0.contains("line 3"), "{e}");
         assert!(e.0.contains("listne"), "{e}");
     }
 
     #[test]
     fn bad_value_names_key_and_line() {
-        let e = Config::from_toml(
-            "[services.echo]\ninstances = [\"127.0.0.1:1\", \"nope\"]\n",
-            "f.toml",
-        )
-        .unwrap_err();
+        let e = Config::from_toml("[services.echo]\ninstances = [\"127.0.0.1:1\", \"nope\"]\n", "f.toml").unwrap_err();
         assert!(e.0.contains("services.echo.instances (line 2)"), "{e}");
         let e = Config::from_toml("\n[timeouts]\nidle = \"5\"\n", "f.toml").unwrap_err();
         assert!(e.0.contains("timeouts.idle (line 3)"), "{e}");

@@ -41,11 +41,7 @@ impl BodyLeft {
     }
 
     /// Moves body bytes already read from the client into `out`.
-    fn take_buffered(
-        &mut self,
-        client: &mut BufStream,
-        out: &mut Vec<u8>,
-    ) -> Result<(), ProxyError> {
+    fn take_buffered(&mut self, client: &mut BufStream, out: &mut Vec<u8>) -> Result<(), ProxyError> {
         match self {
             BodyLeft::Done => {}
             BodyLeft::Length(left) => {
@@ -59,9 +55,7 @@ impl BodyLeft {
             }
             BodyLeft::Chunked(dec) => {
                 let used = dec.decode(client.data(), out, true).map_err(|e| match e {
-                    crate::http::chunked::ChunkError::TooLarge => {
-                        ProxyError::new(ErrorKind::BodyTooLarge, e.message())
-                    }
+                    crate::http::chunked::ChunkError::TooLarge => ProxyError::new(ErrorKind::BodyTooLarge, e.message()),
                     _ => ProxyError::bad_request(e.message()),
                 })?;
                 client.consume(used);
@@ -93,8 +87,7 @@ impl Dispatch for HttpDispatch {
         let svc = &x.req.service.config;
         let timeouts = &x.snap.gateway.timeouts;
         let mut body = BodyLeft::new(x.req.body, x.snap.gateway.limits.max_body_bytes);
-        body.take_buffered(x.client, x.out)
-            .map_err(Failed::before)?;
+        body.take_buffered(x.client, x.out).map_err(Failed::before)?;
         // Only a request that fits in the first write can be sent again.
         let replayable = body.is_done();
         let mut sent_continue = false;
@@ -102,15 +95,11 @@ impl Dispatch for HttpDispatch {
         let mut attempts = 0;
         let (mut up, addr, resp) = loop {
             attempts += 1;
-            let (addr, stream, reused) = connect(x.worker, svc, x.snap, force_fresh)
-                .await
-                .map_err(Failed::before)?;
+            let (addr, stream, reused) = connect(x.worker, svc, x.snap, force_fresh).await.map_err(Failed::before)?;
             if x.req.expect_continue && !body.is_done() && !sent_continue {
                 // The service is reachable: now let the client send its body.
                 let mut cont = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
-                flush(&mut x.client.stream, &mut cont)
-                    .await
-                    .map_err(|_| Failed::before(gone()))?;
+                flush(&mut x.client.stream, &mut cont).await.map_err(|_| Failed::before(gone()))?;
                 sent_continue = true;
             }
             let mut up = BufStream::new(stream, std::mem::take(x.upstream_buf));
@@ -125,9 +114,7 @@ impl Dispatch for HttpDispatch {
                     continue;
                 }
                 x.worker.stats.upstream_errors.fetch_add(1, Relaxed);
-                return Err(Failed::before(ProxyError::bad_gateway(
-                    "could not send the request to the service",
-                )));
+                return Err(Failed::before(ProxyError::bad_gateway("could not send the request to the service")));
             }
             if !body.is_done() {
                 x.out.clear();
@@ -155,15 +142,8 @@ impl Dispatch for HttpDispatch {
         up.consume(resp.head_len);
 
         if resp.switching {
-            flush(&mut x.client.stream, x.out)
-                .await
-                .map_err(|_| Failed::before(gone()))?;
-            return Ok(Outcome {
-                status: 101,
-                bytes: 0,
-                keep_alive: false,
-                upgraded: Some(up),
-            });
+            flush(&mut x.client.stream, x.out).await.map_err(|_| Failed::before(gone()))?;
+            return Ok(Outcome { status: 101, bytes: 0, keep_alive: false, upgraded: Some(up) });
         }
         let relayed = relay_response(x, &mut up, &resp, svc.timeout).await;
         let bytes = match relayed {
@@ -172,31 +152,16 @@ impl Dispatch for HttpDispatch {
                 if e.side == crate::http::error::Side::Upstream {
                     x.worker.stats.upstream_errors.fetch_add(1, Relaxed);
                 }
-                return Err(Failed {
-                    error: e,
-                    answered: true,
-                    status: resp.status,
-                });
+                return Err(Failed { error: e, answered: true, status: resp.status });
             }
         };
-        let reusable =
-            resp.upstream_reusable && up.data().is_empty() && !x.worker.shutdown.is_triggered();
+        let reusable = resp.upstream_reusable && up.data().is_empty() && !x.worker.shutdown.is_triggered();
         let (stream, buf) = up.into_parts();
         *x.upstream_buf = buf;
         if reusable {
-            x.worker.pool.put(
-                addr,
-                stream,
-                x.snap.gateway.limits.pool_idle_per_instance,
-                Instant::now(),
-            );
+            x.worker.pool.put(addr, stream, x.snap.gateway.limits.pool_idle_per_instance, Instant::now());
         }
-        Ok(Outcome {
-            status: resp.status,
-            bytes,
-            keep_alive: resp.client_keep_alive,
-            upgraded: None,
-        })
+        Ok(Outcome { status: resp.status, bytes, keep_alive: resp.client_keep_alive, upgraded: None })
     }
 }
 
@@ -210,10 +175,7 @@ async fn connect(
 ) -> Result<(SocketAddr, TcpStream, bool), ProxyError> {
     let n = svc.instances.len();
     if n == 0 {
-        return Err(ProxyError::new(
-            ErrorKind::NoInstance,
-            "the service has no instances",
-        ));
+        return Err(ProxyError::new(ErrorKind::NoInstance, "the service has no instances"));
     }
     let now = Instant::now();
     let start = w.next_rr();
@@ -248,10 +210,7 @@ async fn connect(
             }
         }
     }
-    Err(ProxyError::new(
-        ErrorKind::NoInstance,
-        "no reachable instance of the service",
-    ))
+    Err(ProxyError::new(ErrorKind::NoInstance, "no reachable instance of the service"))
 }
 
 /// Streams the rest of the request body from the client to the service.
@@ -261,11 +220,7 @@ async fn stream_request_body(
     body: &mut BodyLeft,
     read_timeout: Duration,
 ) -> Result<(), Failed> {
-    let up_err = |_| {
-        Failed::before(ProxyError::bad_gateway(
-            "the service stopped reading the request body",
-        ))
-    };
+    let up_err = |_| Failed::before(ProxyError::bad_gateway("the service stopped reading the request body"));
     while !body.is_done() {
         if x.client.data().is_empty() {
             match monoio::time::timeout(read_timeout, x.client.fill()).await {
@@ -289,8 +244,7 @@ async fn stream_request_body(
                 }
             }
             _ => {
-                body.take_buffered(x.client, x.out)
-                    .map_err(Failed::before)?;
+                body.take_buffered(x.client, x.out).map_err(Failed::before)?;
                 flush(upstream, x.out).await.map_err(up_err)?;
             }
         }
@@ -323,9 +277,7 @@ async fn read_response_head(
         match monoio::time::timeout(timeout, up.fill()).await {
             Ok(Ok(0)) | Ok(Err(_)) if !got_any => return Err(HeadError::Stale),
             Ok(Ok(0)) | Ok(Err(_)) => {
-                return Err(HeadError::Fatal(ProxyError::bad_gateway(
-                    "the service closed the connection mid-answer",
-                )))
+                return Err(HeadError::Fatal(ProxyError::bad_gateway("the service closed the connection mid-answer")))
             }
             Ok(Ok(_)) => got_any = true,
             Err(_) => {
@@ -375,9 +327,7 @@ async fn relay_response(
             let mut dec = ChunkedDecoder::new(u64::MAX);
             let encode = framing == ClientFraming::Chunked;
             loop {
-                let used = dec
-                    .decode(up.data(), out, encode)
-                    .map_err(|e| ProxyError::bad_gateway(e.message()))?;
+                let used = dec.decode(up.data(), out, encode).map_err(|e| ProxyError::bad_gateway(e.message()))?;
                 up.consume(used);
                 sent = dec.total();
                 flush(client, out).await.map_err(|_| gone())?;
@@ -407,12 +357,7 @@ async fn relay_response(
                     break;
                 }
                 Ok(Ok(_)) => {}
-                Err(_) => {
-                    return Err(ProxyError::new(
-                        ErrorKind::UpstreamTimeout,
-                        "the service stalled mid-body",
-                    ))
-                }
+                Err(_) => return Err(ProxyError::new(ErrorKind::UpstreamTimeout, "the service stalled mid-body")),
             }
         },
     }
@@ -422,13 +367,8 @@ async fn relay_response(
 /// Reads more of a response body; the body is not over, so EOF is an error.
 async fn fill_body(up: &mut BufStream, timeout: Duration) -> Result<usize, ProxyError> {
     match monoio::time::timeout(timeout, up.fill()).await {
-        Ok(Ok(0)) | Ok(Err(_)) => Err(ProxyError::bad_gateway(
-            "the service closed the connection mid-body",
-        )),
+        Ok(Ok(0)) | Ok(Err(_)) => Err(ProxyError::bad_gateway("the service closed the connection mid-body")),
         Ok(Ok(n)) => Ok(n),
-        Err(_) => Err(ProxyError::new(
-            ErrorKind::UpstreamTimeout,
-            "the service stalled mid-body",
-        )),
+        Err(_) => Err(ProxyError::new(ErrorKind::UpstreamTimeout, "the service stalled mid-body")),
     }
 }

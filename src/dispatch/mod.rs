@@ -49,11 +49,7 @@ pub struct Failed {
 
 impl Failed {
     pub fn before(error: ProxyError) -> Self {
-        Failed {
-            error,
-            answered: false,
-            status: 0,
-        }
+        Failed { error, answered: false, status: 0 }
     }
 }
 

@@ -48,12 +48,7 @@ pub struct ChunkedDecoder {
 
 impl ChunkedDecoder {
     pub fn new(limit: u64) -> Self {
-        ChunkedDecoder {
-            state: State::Size,
-            total: 0,
-            limit,
-            trailer_bytes: 0,
-        }
+        ChunkedDecoder { state: State::Size, total: 0, limit, trailer_bytes: 0 }
     }
 
     pub fn is_done(&self) -> bool {
@@ -69,12 +64,7 @@ impl ChunkedDecoder {
     /// payload to `out` (as chunks again when `encode`, raw otherwise).
     /// Returns how many input bytes were used; fewer than given means more
     /// input is needed (or the body is done).
-    pub fn decode(
-        &mut self,
-        input: &[u8],
-        out: &mut Vec<u8>,
-        encode: bool,
-    ) -> Result<usize, ChunkError> {
+    pub fn decode(&mut self, input: &[u8], out: &mut Vec<u8>, encode: bool) -> Result<usize, ChunkError> {
         let mut i = 0;
         loop {
             let rest = &input[i..];
@@ -113,11 +103,7 @@ impl ChunkedDecoder {
                     out.extend_from_slice(&rest[..n]);
                     i += n;
                     let left = left - n as u64;
-                    self.state = if left == 0 {
-                        State::DataEnd
-                    } else {
-                        State::Data(left)
-                    };
+                    self.state = if left == 0 { State::DataEnd } else { State::Data(left) };
                 }
                 State::DataEnd => {
                     if rest.len() < 2 {
@@ -182,14 +168,8 @@ fn parse_size_line(line: &[u8]) -> Result<u64, ChunkError> {
         size = size << 4 | u64::from(v);
     }
     let rest = &line[digits..];
-    let ext = rest
-        .iter()
-        .position(|b| *b != b' ' && *b != b'\t')
-        .map(|p| &rest[p..])
-        .unwrap_or_default();
-    if !ext.is_empty()
-        && (ext[0] != b';' || ext.iter().any(|b| *b < 0x20 && *b != b'\t' || *b == 0x7f))
-    {
+    let ext = rest.iter().position(|b| *b != b' ' && *b != b'\t').map(|p| &rest[p..]).unwrap_or_default();
+    if !ext.is_empty() && (ext[0] != b';' || ext.iter().any(|b| *b < 0x20 && *b != b'\t' || *b == 0x7f)) {
         return Err(ChunkError::BadSize);
     }
     Ok(size)
@@ -245,18 +225,12 @@ mod tests {
     #[test]
     fn rejects() {
         assert_eq!(run(b"5\nhello\r\n", true), Err(ChunkError::BadLineEnd));
-        assert_eq!(
-            run(b"5\r\nhelloXY0\r\n\r\n", true),
-            Err(ChunkError::BadLineEnd)
-        );
+        assert_eq!(run(b"5\r\nhelloXY0\r\n\r\n", true), Err(ChunkError::BadLineEnd));
         assert_eq!(run(b"-5\r\n", true), Err(ChunkError::BadSize));
         assert_eq!(run(b"0x5\r\n", true), Err(ChunkError::BadSize));
         assert_eq!(run(b" 5\r\n", true), Err(ChunkError::BadSize));
         assert_eq!(run(b"\r\n", true), Err(ChunkError::BadSize));
-        assert_eq!(
-            run(b"11111111111111111\r\n", true),
-            Err(ChunkError::BadSize)
-        );
+        assert_eq!(run(b"11111111111111111\r\n", true), Err(ChunkError::BadSize));
         assert_eq!(run(b"5 x\r\n", true), Err(ChunkError::BadSize));
         assert_eq!(run(b"FFFFFFFF\r\n", true), Err(ChunkError::TooLarge));
         assert_eq!(run(b"0\r\nX: 1\n\r\n", true), Err(ChunkError::BadLineEnd));

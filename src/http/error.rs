@@ -30,10 +30,12 @@ pub enum ErrorKind {
     /// The client closed or reset the connection; nothing is answered.
     ClientGone,
     Overloaded,
+    /// A WebSocket endpoint asked for with a plain request.
+    UpgradeRequired,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 12] = [
+    pub const ALL: [ErrorKind; 13] = [
         ErrorKind::BadRequest,
         ErrorKind::UriTooLong,
         ErrorKind::HeadersTooLarge,
@@ -46,6 +48,7 @@ impl ErrorKind {
         ErrorKind::BadGateway,
         ErrorKind::ClientGone,
         ErrorKind::Overloaded,
+        ErrorKind::UpgradeRequired,
     ];
 
     pub fn status(self) -> u16 {
@@ -61,6 +64,7 @@ impl ErrorKind {
             ErrorKind::NoInstance | ErrorKind::Overloaded => 503,
             ErrorKind::UpstreamTimeout => 504,
             ErrorKind::ClientGone => 499,
+            ErrorKind::UpgradeRequired => 426,
         }
     }
 
@@ -79,6 +83,7 @@ impl ErrorKind {
             ErrorKind::BadGateway => "bad_gateway",
             ErrorKind::ClientGone => "client_gone",
             ErrorKind::Overloaded => "overloaded",
+            ErrorKind::UpgradeRequired => "upgrade_required",
         }
     }
 
@@ -88,9 +93,7 @@ impl ErrorKind {
 
     fn side(self) -> Side {
         match self {
-            ErrorKind::UpstreamTimeout | ErrorKind::BadGateway | ErrorKind::NoInstance => {
-                Side::Upstream
-            }
+            ErrorKind::UpstreamTimeout | ErrorKind::BadGateway | ErrorKind::NoInstance => Side::Upstream,
             ErrorKind::UnknownService | ErrorKind::Overloaded => Side::Internal,
             _ => Side::Downstream,
         }
@@ -110,12 +113,7 @@ pub struct ProxyError {
 
 impl ProxyError {
     pub fn new(kind: ErrorKind, message: &'static str) -> Self {
-        ProxyError {
-            kind,
-            side: kind.side(),
-            retryable: false,
-            message,
-        }
+        ProxyError { kind, side: kind.side(), retryable: false, message }
     }
 
     pub fn bad_request(message: &'static str) -> Self {
@@ -143,13 +141,7 @@ impl ProxyError {
 
 impl fmt::Display for ProxyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} ({:?}): {}",
-            self.kind.code(),
-            self.side,
-            self.message
-        )
+        write!(f, "{} ({:?}): {}", self.kind.code(), self.side, self.message)
     }
 }
 
@@ -159,9 +151,7 @@ pub fn json_escape_into(out: &mut Vec<u8>, s: &str) {
         match c {
             '"' => out.extend_from_slice(b"\\\""),
             '\\' => out.extend_from_slice(b"\\\\"),
-            c if (c as u32) < 0x20 => {
-                out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes())
-            }
+            c if (c as u32) < 0x20 => out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes()),
             c => {
                 let mut b = [0u8; 4];
                 out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());

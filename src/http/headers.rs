@@ -27,10 +27,7 @@ impl HeaderMatcher {
             return Err(format!("{p:?}: at most one '*' per pattern"));
         }
         if let Some(b) = p.bytes().find(|b| *b != b'*' && !is_tchar(*b)) {
-            return Err(format!(
-                "{p:?}: {:?} cannot appear in a header name",
-                b as char
-            ));
+            return Err(format!("{p:?}: {:?} cannot appear in a header name", b as char));
         }
         Ok(())
     }
@@ -102,10 +99,7 @@ pub fn is_hop_by_hop(name: &[u8]) -> bool {
 
 /// Iterates the comma-separated, trimmed, non-empty elements of a header value.
 pub fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|b| *b == b',')
-        .map(trim)
-        .filter(|s| !s.is_empty())
+    value.split(|b| *b == b',').map(trim).filter(|s| !s.is_empty())
 }
 
 pub fn trim(mut s: &[u8]) -> &[u8] {
@@ -124,12 +118,7 @@ mod tests {
 
     #[test]
     fn patterns() {
-        let m = HeaderMatcher::new(&[
-            "x-internal-*".into(),
-            "*-secret".into(),
-            "x-a*z".into(),
-            "exact".into(),
-        ]);
+        let m = HeaderMatcher::new(&["x-internal-*".into(), "*-secret".into(), "x-a*z".into(), "exact".into()]);
         assert!(m.matches(b"X-Internal-User"));
         assert!(m.matches(b"x-INTERNAL-"));
         assert!(!m.matches(b"x-internal"));

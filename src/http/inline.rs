@@ -9,10 +9,7 @@ pub struct InlineStr<const N: usize> {
 
 impl<const N: usize> InlineStr<N> {
     pub const fn empty() -> Self {
-        InlineStr {
-            len: 0,
-            bytes: [0; N],
-        }
+        InlineStr { len: 0, bytes: [0; N] }
     }
 
     /// Copies `s`, cut to `N` bytes (on a char boundary only matters for
@@ -52,10 +49,7 @@ pub struct IdGen {
 
 impl IdGen {
     pub fn new(prefix: u32) -> Self {
-        IdGen {
-            prefix,
-            counter: std::cell::Cell::new(0),
-        }
+        IdGen { prefix, counter: std::cell::Cell::new(0) }
     }
 
     pub fn next(&self) -> RequestId {
@@ -78,10 +72,7 @@ fn hex_into(out: &mut [u8], mut v: u64) {
 
 /// A client-supplied request id is kept only if it is short and plain.
 pub fn acceptable_request_id(v: &[u8]) -> bool {
-    !v.is_empty()
-        && v.len() <= 64
-        && v.iter()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+    !v.is_empty() && v.len() <= 64 && v.iter().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
 }
 
 #[cfg(test)]

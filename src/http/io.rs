@@ -22,11 +22,7 @@ pub struct BufStream {
 
 impl BufStream {
     pub fn new(stream: TcpStream, buf: Vec<u8>) -> Self {
-        BufStream {
-            stream,
-            buf,
-            pos: 0,
-        }
+        BufStream { stream, buf, pos: 0 }
     }
 
     /// Bytes read from the socket and not consumed yet.

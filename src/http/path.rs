@@ -51,10 +51,8 @@ fn decode(seg: &[u8]) -> Result<Vec<u8>, PathError> {
     let mut i = 0;
     while i < seg.len() {
         if seg[i] == b'%' {
-            let (Some(h), Some(l)) = (
-                seg.get(i + 1).and_then(|b| hex(*b)),
-                seg.get(i + 2).and_then(|b| hex(*b)),
-            ) else {
+            let (Some(h), Some(l)) = (seg.get(i + 1).and_then(|b| hex(*b)), seg.get(i + 2).and_then(|b| hex(*b)))
+            else {
                 return Err(PathError::BadEscape);
             };
             let v = h << 4 | l;
@@ -100,29 +98,21 @@ pub fn route_target(target: &[u8], encoded_slash: EncodedSlash) -> Result<Routed
             return Err(PathError::EncodedSeparator);
         }
         for w in path.windows(3) {
-            if w[0] == b'%'
-                && (w[1] == b'2' && (w[2] | 0x20) == b'f' || w[1] == b'5' && (w[2] | 0x20) == b'c')
-            {
+            if w[0] == b'%' && (w[1] == b'2' && (w[2] | 0x20) == b'f' || w[1] == b'5' && (w[2] | 0x20) == b'c') {
                 return Err(PathError::EncodedSeparator);
             }
         }
     }
     // Fast path: nothing to normalize (no '//', no dot segment, no escape).
     if !path.contains(&b'%') && !path.windows(2).any(|w| w == b"//" || w == b"/.") {
-        let rest_at = path[1..]
-            .iter()
-            .position(|b| *b == b'/')
-            .map_or(path.len(), |p| p + 1);
+        let rest_at = path[1..].iter().position(|b| *b == b'/').map_or(path.len(), |p| p + 1);
         let service = std::str::from_utf8(&path[1..rest_at]).map_err(|_| PathError::BadEscape)?;
         let mut up = String::with_capacity(target.len() + 1 - rest_at);
         if rest_at == path.len() {
             up.push('/');
         }
         up.push_str(std::str::from_utf8(&target[rest_at..]).map_err(|_| PathError::BadEscape)?);
-        return Ok(Routed {
-            service: service.to_string(),
-            upstream_target: up,
-        });
+        return Ok(Routed { service: service.to_string(), upstream_target: up });
     }
     let mut segs: Vec<&[u8]> = Vec::with_capacity(8);
     for seg in path.split(|b| *b == b'/') {
@@ -159,10 +149,7 @@ pub fn route_target(target: &[u8], encoded_slash: EncodedSlash) -> Result<Routed
         up.push('?');
         up.push_str(std::str::from_utf8(q).map_err(|_| PathError::BadEscape)?);
     }
-    Ok(Routed {
-        service,
-        upstream_target: up,
-    })
+    Ok(Routed { service, upstream_target: up })
 }
 
 #[cfg(test)]
@@ -218,9 +205,6 @@ mod tests {
         let r = route_target(b"/echo%2Fadmin/x", EncodedSlash::Keep).unwrap();
         assert_eq!(r.service, "echo/admin"); // cannot name a service: names have no '/'
         let r = route_target(b"/echo/a%2Fb", EncodedSlash::Keep).unwrap();
-        assert_eq!(
-            (r.service.as_str(), r.upstream_target.as_str()),
-            ("echo", "/a%2Fb")
-        );
+        assert_eq!((r.service.as_str(), r.upstream_target.as_str()), ("echo", "/a%2Fb"));
     }
 }

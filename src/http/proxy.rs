@@ -2,7 +2,7 @@
 
 use super::error::{error_body, reason, ErrorKind, ProxyError};
 use super::io::{flush, BufStream};
-use super::request::{itoa, prepare, ClientInfo, Meta, Prepared};
+use super::request::{itoa, prepare, ClientInfo, Meta, Prepared, Routed, WsUpgrade};
 use super::upgrade::tunnel;
 use crate::dispatch::{dispatch, Exchange};
 use crate::snapshot::Snapshot;
@@ -16,6 +16,7 @@ use std::time::Instant;
 #[allow(clippy::large_enum_variant)] // built once per request, never copied around
 enum Head {
     Ready(Prepared),
+    WebSocket(Box<WsUpgrade>),
     /// The client closed, or stayed silent between requests: close quietly.
     Closed,
     Rejected(Box<super::request::Rejected>),
@@ -24,10 +25,7 @@ enum Head {
 /// Serves requests on one accepted connection until it closes.
 pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, w: Rc<Worker>) {
     let _ = stream.set_nodelay(true);
-    let mut info = ClientInfo {
-        peer_ip: peer.ip().to_string(),
-        trusted: false,
-    };
+    let mut info = ClientInfo { peer_ip: peer.ip().to_string(), trusted: false };
     let mut client = BufStream::new(stream, Vec::with_capacity(8 * 1024));
     let mut out = Vec::with_capacity(4 * 1024);
     let mut upstream_buf = Vec::with_capacity(8 * 1024);
@@ -38,6 +36,11 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, w: Rc<Worker>
         let req = match head {
             Head::Ready(p) => p,
             Head::Closed => return,
+            Head::WebSocket(up) => {
+                client.consume(up.head_len);
+                crate::ws::accept::accept(&w, &snap, client, peer, *up).await;
+                return;
+            }
             Head::Rejected(r) => {
                 let started = Instant::now();
                 let stats = r
@@ -51,9 +54,7 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, w: Rc<Worker>
                 w.stats.error(r.error.kind);
                 finish(&w, &snap, &r.meta, r.error.status(), 0, started);
                 if r.error.answerable()
-                    && answer_error(&mut client.stream, &mut out, &r.error, &r.meta, false)
-                        .await
-                        .is_ok()
+                    && answer_error(&mut client.stream, &mut out, &r.error, &r.meta, false).await.is_ok()
                 {
                     linger_close(client).await;
                 }
@@ -94,11 +95,7 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, w: Rc<Worker>
             }
             Err(f) => {
                 w.stats.error(f.error.kind);
-                let status = if f.answered {
-                    f.status
-                } else {
-                    f.error.status()
-                };
+                let status = if f.answered { f.status } else { f.error.status() };
                 req.service.stats.record(w.id, status);
                 if f.answered || !f.error.answerable() {
                     finish(&w, &snap, &req.meta, status, 0, started);
@@ -111,9 +108,7 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, w: Rc<Worker>
                         f.error.kind,
                         ErrorKind::NoInstance | ErrorKind::UpstreamTimeout | ErrorKind::BadGateway
                     );
-                let ok = answer_error(&mut client.stream, &mut out, &f.error, &req.meta, keep)
-                    .await
-                    .is_ok();
+                let ok = answer_error(&mut client.stream, &mut out, &f.error, &req.meta, keep).await.is_ok();
                 finish(&w, &snap, &req.meta, status, 0, started);
                 if !(keep && ok) {
                     if ok {
@@ -145,14 +140,14 @@ async fn read_head(
     // The head must be complete within `header_read` of its first byte (or
     // of the accept, for a new connection); silence between requests may
     // last `idle`.
-    let mut deadline = (first || !client.data().is_empty())
-        .then(|| Instant::now() + snap.gateway.timeouts.header_read);
+    let mut deadline = (first || !client.data().is_empty()).then(|| Instant::now() + snap.gateway.timeouts.header_read);
     loop {
         if !client.data().is_empty() {
             let proxies = &snap.gateway.trusted_proxies;
             info.trusted = !proxies.is_empty() && proxies.iter().any(|n| n.contains(peer.ip()));
             match prepare(client.data(), &snap, info, &w.ids, out) {
-                Ok(Some(p)) => return (Head::Ready(p), snap),
+                Ok(Some(Routed::Http(p))) => return (Head::Ready(p), snap),
+                Ok(Some(Routed::WebSocket(u))) => return (Head::WebSocket(u), snap),
                 Ok(None) => {}
                 Err(r) => return (Head::Rejected(r), snap),
             }
@@ -173,20 +168,14 @@ async fn read_head(
             }
             Err(_) if !started => return (Head::Closed, snap),
             Err(_) => {
-                let error = ProxyError::new(
-                    ErrorKind::HeaderTimeout,
-                    "request head not received in time",
-                );
+                let error = ProxyError::new(ErrorKind::HeaderTimeout, "request head not received in time");
                 let meta = Meta {
                     method: super::inline::Method::new(b"-"),
                     request_id: w.ids.next(),
                     target: None,
                     service: None,
                 };
-                return (
-                    Head::Rejected(Box::new(super::request::Rejected { error, meta })),
-                    snap,
-                );
+                return (Head::Rejected(Box::new(super::request::Rejected { error, meta })), snap);
             }
         }
     }
@@ -236,11 +225,7 @@ pub async fn answer_error(
     out.extend_from_slice(itoa(body.len() as u64, &mut [0u8; 20]));
     out.extend_from_slice(b"\r\nx-request-id: ");
     out.extend_from_slice(meta.request_id.as_bytes());
-    out.extend_from_slice(if keep_alive {
-        b"\r\n\r\n" as &[u8]
-    } else {
-        b"\r\nconnection: close\r\n\r\n"
-    });
+    out.extend_from_slice(if keep_alive { b"\r\n\r\n" as &[u8] } else { b"\r\nconnection: close\r\n\r\n" });
     if meta.method.as_bytes() != b"HEAD" {
         out.extend_from_slice(&body);
     }
@@ -248,7 +233,7 @@ pub async fn answer_error(
 }
 
 /// Counts the request and writes its access-log line.
-fn finish(w: &Worker, snap: &Snapshot, meta: &Meta, status: u16, bytes: u64, started: Instant) {
+pub(crate) fn finish(w: &Worker, snap: &Snapshot, meta: &Meta, status: u16, bytes: u64, started: Instant) {
     let micros = started.elapsed().as_micros() as u64;
     w.stats.observe_latency(micros);
     if snap.gateway.access_log {

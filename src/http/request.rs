@@ -55,6 +55,25 @@ pub struct Meta {
     pub service: Option<Arc<str>>,
 }
 
+/// A request for a WebSocket endpoint, handshake validated.
+pub struct WsUpgrade {
+    pub head_len: usize,
+    pub endpoint: Arc<crate::ws::endpoint::Endpoint>,
+    /// `Sec-WebSocket-Accept` for the 101.
+    pub accept: String,
+    pub path: String,
+    pub query: String,
+    /// The client's headers (hop-by-hop and protected ones removed), for `$connect`.
+    pub headers: Vec<(String, String)>,
+    pub meta: Meta,
+}
+
+/// Where a prepared request goes.
+pub enum Routed {
+    Http(Prepared),
+    WebSocket(Box<WsUpgrade>),
+}
+
 /// A request refused before any upstream saw it.
 pub struct Rejected {
     pub error: ProxyError,
@@ -80,6 +99,8 @@ struct Seen<'b> {
     xff: Option<&'b [u8]>,
     xf_proto: Option<&'b [u8]>,
     xf_host: Option<&'b [u8]>,
+    ws_key: Option<&'b [u8]>,
+    ws_version: Option<&'b [u8]>,
 }
 
 /// Headers the gateway always sets itself; the client's copies are dropped.
@@ -99,9 +120,7 @@ fn is_regenerated(name: &[u8]) -> bool {
 
 fn parse_error(e: httparse::Error) -> ProxyError {
     match e {
-        httparse::Error::TooManyHeaders => {
-            ProxyError::new(ErrorKind::HeadersTooLarge, "too many header fields")
-        }
+        httparse::Error::TooManyHeaders => ProxyError::new(ErrorKind::HeadersTooLarge, "too many header fields"),
         httparse::Error::HeaderName => {
             ProxyError::bad_request("invalid byte in a header name (or obsolete line folding)")
         }
@@ -120,7 +139,7 @@ pub fn prepare(
     client: &ClientInfo,
     ids: &IdGen,
     out: &mut Vec<u8>,
-) -> Result<Option<Prepared>, Box<Rejected>> {
+) -> Result<Option<Routed>, Box<Rejected>> {
     let limits = &snap.gateway.limits;
     let mut storage: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS_CEILING] =
         [MaybeUninit::uninit(); MAX_HEADERS_CEILING];
@@ -143,16 +162,10 @@ pub fn prepare(
             // Still no end of head: refuse as soon as a limit is certainly broken.
             let line_end = buf.iter().position(|b| *b == b'\n');
             if line_end.is_none() && buf.len() > limits.max_uri_bytes + 64 {
-                return Err(reject(
-                    ProxyError::new(ErrorKind::UriTooLong, "request target too long"),
-                    None,
-                ));
+                return Err(reject(ProxyError::new(ErrorKind::UriTooLong, "request target too long"), None));
             }
             if buf.len() > limits.max_header_bytes {
-                return Err(reject(
-                    ProxyError::new(ErrorKind::HeadersTooLarge, "request head too large"),
-                    None,
-                ));
+                return Err(reject(ProxyError::new(ErrorKind::HeadersTooLarge, "request head too large"), None));
             }
             return Ok(None);
         }
@@ -161,16 +174,10 @@ pub fn prepare(
     let method_s = req.method.unwrap_or("-");
     let target = req.path.unwrap_or("").as_bytes();
     if target.len() > limits.max_uri_bytes {
-        return Err(reject(
-            ProxyError::new(ErrorKind::UriTooLong, "request target too long"),
-            Some(method_s),
-        ));
+        return Err(reject(ProxyError::new(ErrorKind::UriTooLong, "request target too long"), Some(method_s)));
     }
     if head_len > limits.max_header_bytes {
-        return Err(reject(
-            ProxyError::new(ErrorKind::HeadersTooLarge, "request head too large"),
-            Some(method_s),
-        ));
+        return Err(reject(ProxyError::new(ErrorKind::HeadersTooLarge, "request head too large"), Some(method_s)));
     }
     let http10 = req.version == Some(0);
 
@@ -189,8 +196,7 @@ pub fn prepare(
             }
             17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
                 // Only a lone "chunked" is accepted, across all TE fields.
-                seen.te_chunked_only =
-                    !seen.transfer_encoding && value.eq_ignore_ascii_case(b"chunked");
+                seen.te_chunked_only = !seen.transfer_encoding && value.eq_ignore_ascii_case(b"chunked");
                 seen.transfer_encoding = true;
             }
             10 if name.eq_ignore_ascii_case(b"connection") => {
@@ -214,6 +220,8 @@ pub fn prepare(
             15 if name.eq_ignore_ascii_case(b"x-forwarded-for") => seen.xff = Some(value),
             17 if name.eq_ignore_ascii_case(b"x-forwarded-proto") => seen.xf_proto = Some(value),
             16 if name.eq_ignore_ascii_case(b"x-forwarded-host") => seen.xf_host = Some(value),
+            17 if name.eq_ignore_ascii_case(b"sec-websocket-key") => seen.ws_key = Some(value),
+            21 if name.eq_ignore_ascii_case(b"sec-websocket-version") => seen.ws_version = Some(value),
             _ => {}
         }
     }
@@ -225,10 +233,7 @@ pub fn prepare(
     let mut meta = Meta {
         method: Method::new(method_s.as_bytes()),
         request_id,
-        target: snap
-            .gateway
-            .access_log
-            .then(|| String::from_utf8_lossy(target).into_owned()),
+        target: snap.gateway.access_log.then(|| String::from_utf8_lossy(target).into_owned()),
         service: None,
     };
     macro_rules! fail {
@@ -239,34 +244,21 @@ pub fn prepare(
 
     // Framing: the rules that keep a request from meaning two things (RFC 9112 §6.3).
     if !http10 && seen.hosts != 1 || seen.hosts > 1 {
-        fail!(ProxyError::bad_request(
-            "exactly one Host header is required"
-        ));
+        fail!(ProxyError::bad_request("exactly one Host header is required"));
     }
     if let Some(h) = seen.host {
-        if h.is_empty()
-            || !h
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(b))
-        {
+        if h.is_empty() || !h.iter().all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(b)) {
             fail!(ProxyError::bad_request("invalid Host header"));
         }
     }
     if seen.transfer_encoding && seen.content_length.is_some() {
-        fail!(ProxyError::bad_request(
-            "both Content-Length and Transfer-Encoding"
-        ));
+        fail!(ProxyError::bad_request("both Content-Length and Transfer-Encoding"));
     }
     if seen.transfer_encoding && http10 {
-        fail!(ProxyError::bad_request(
-            "Transfer-Encoding in an HTTP/1.0 request"
-        ));
+        fail!(ProxyError::bad_request("Transfer-Encoding in an HTTP/1.0 request"));
     }
     if seen.transfer_encoding && !seen.te_chunked_only {
-        fail!(ProxyError::new(
-            ErrorKind::UnsupportedTransferEncoding,
-            "only Transfer-Encoding: chunked is supported"
-        ));
+        fail!(ProxyError::new(ErrorKind::UnsupportedTransferEncoding, "only Transfer-Encoding: chunked is supported"));
     }
     if seen.content_lengths > 1 {
         fail!(ProxyError::bad_request("duplicate Content-Length"));
@@ -282,17 +274,12 @@ pub fn prepare(
     };
     if let RequestBody::Length(n) = body {
         if n > limits.max_body_bytes {
-            fail!(ProxyError::new(
-                ErrorKind::BodyTooLarge,
-                "request body exceeds the size limit"
-            ));
+            fail!(ProxyError::new(ErrorKind::BodyTooLarge, "request body exceeds the size limit"));
         }
     }
     let upgrade = !http10 && seen.conn_upgrade && seen.upgrade.is_some() && method_s == "GET";
     if upgrade && body != RequestBody::None {
-        fail!(ProxyError::bad_request(
-            "an upgrade request cannot carry a body"
-        ));
+        fail!(ProxyError::bad_request("an upgrade request cannot carry a body"));
     }
 
     // Route: normalize the path, then look the service up.
@@ -300,49 +287,66 @@ pub fn prepare(
         Ok(r) => r,
         Err(e) => fail!(ProxyError::bad_request(e.message())),
     };
+    if !snap.endpoint_paths.is_empty() {
+        let (path_part, query) = routed.upstream_target.split_once('?').unwrap_or((&routed.upstream_target, ""));
+        let full =
+            if path_part == "/" { format!("/{}", routed.service) } else { format!("/{}{}", routed.service, path_part) };
+        if let Some(ep) = snap.endpoint_paths.get(&full) {
+            meta.service = Some(Arc::from(ep.name()));
+            let websocket = seen.upgrade.is_some_and(|u| u.eq_ignore_ascii_case(b"websocket"));
+            if !(upgrade && websocket) {
+                fail!(ProxyError::new(ErrorKind::UpgradeRequired, "this path accepts only WebSocket upgrades"));
+            }
+            if seen.ws_version != Some(b"13") {
+                fail!(ProxyError::bad_request("Sec-WebSocket-Version must be 13"));
+            }
+            let key = match seen.ws_key {
+                Some(k) if crate::ws::handshake::valid_key(k) => k,
+                _ => fail!(ProxyError::bad_request("Sec-WebSocket-Key must be the base64 of 16 bytes")),
+            };
+            let protected = &snap.gateway.protected;
+            let headers = req
+                .headers
+                .iter()
+                .filter(|h| {
+                    let n = h.name.as_bytes();
+                    !is_hop_by_hop(n) && !protected.matches(n) && !n.eq_ignore_ascii_case(b"sec-websocket-key")
+                })
+                .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(trim(h.value)).into_owned()))
+                .collect();
+            return Ok(Some(Routed::WebSocket(Box::new(WsUpgrade {
+                head_len,
+                endpoint: ep.clone(),
+                accept: crate::ws::handshake::accept_key(key),
+                path: full,
+                query: query.to_string(),
+                headers,
+                meta,
+            }))));
+        }
+    }
     let Some(service) = snap.services.get(routed.service.as_str()) else {
         if !routed.service.is_empty() && routed.service.len() <= 64 {
             meta.service = Some(Arc::from(routed.service.as_str()));
         }
-        fail!(ProxyError::new(
-            ErrorKind::UnknownService,
-            "no service is routed at this path"
-        ));
+        fail!(ProxyError::new(ErrorKind::UnknownService, "no service is routed at this path"));
     };
     meta.service = Some(service.name.clone());
 
-    let head = UpstreamHead {
-        method: method_s,
-        target: &routed.upstream_target,
-        body,
-        upgrade,
-    };
-    write_upstream_head(
-        out,
-        &head,
-        req.headers,
-        &seen,
-        snap,
-        client,
-        service,
-        &meta.request_id,
-    );
+    let head = UpstreamHead { method: method_s, target: &routed.upstream_target, body, upgrade };
+    write_upstream_head(out, &head, req.headers, &seen, snap, client, service, &meta.request_id);
 
-    Ok(Some(Prepared {
+    Ok(Some(Routed::Http(Prepared {
         head_len,
         service: service.clone(),
         body,
-        keep_alive: if http10 {
-            seen.conn_keep_alive && !seen.conn_close
-        } else {
-            !seen.conn_close
-        },
+        keep_alive: if http10 { seen.conn_keep_alive && !seen.conn_close } else { !seen.conn_close },
         expect_continue: seen.expect_continue && !http10 && body != RequestBody::None,
         upgrade,
         is_head: method_s == "HEAD",
         http10,
         meta,
-    }))
+    })))
 }
 
 /// `1*DIGIT`, no sign, no list, fits in u64.
@@ -350,9 +354,7 @@ pub fn parse_content_length(v: &[u8]) -> Option<u64> {
     if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    v.iter().try_fold(0u64, |acc, d| {
-        acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-    })
+    v.iter().try_fold(0u64, |acc, d| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')))
 }
 
 /// The request line and framing of the head sent upstream.

@@ -64,36 +64,25 @@ pub fn parse_response(
     let mut storage: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS_CEILING] =
         [MaybeUninit::uninit(); MAX_HEADERS_CEILING];
     let mut res = httparse::Response::new(&mut []);
-    let head_len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut res,
-        buf,
-        &mut storage,
-    ) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD => {
-            return Err(ProxyError::bad_gateway("response head too large"))
-        }
-        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
-        Err(_) => {
-            return Err(ProxyError::bad_gateway(
-                "malformed response head from the service",
-            ))
-        }
-    };
+    let head_len =
+        match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut res, buf, &mut storage) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD => {
+                return Err(ProxyError::bad_gateway("response head too large"))
+            }
+            Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+            Err(_) => return Err(ProxyError::bad_gateway("malformed response head from the service")),
+        };
     let status = res.code.unwrap_or(0);
     if !(100..=599).contains(&status) {
-        return Err(ProxyError::bad_gateway(
-            "invalid status code from the service",
-        ));
+        return Err(ProxyError::bad_gateway("invalid status code from the service"));
     }
     let switching = status == 101;
     if (100..200).contains(&status) && !switching {
         return Ok(Parsed::Interim(head_len));
     }
     if switching && !req.upgrade {
-        return Err(ProxyError::bad_gateway(
-            "the service switched protocols without being asked",
-        ));
+        return Err(ProxyError::bad_gateway("the service switched protocols without being asked"));
     }
     let http10 = res.version == Some(0);
 
@@ -136,27 +125,17 @@ pub fn parse_response(
     let body = if no_body {
         ResponseBody::None
     } else if te && content_length.is_some() {
-        return Err(ProxyError::bad_gateway(
-            "response has both Content-Length and Transfer-Encoding",
-        ));
+        return Err(ProxyError::bad_gateway("response has both Content-Length and Transfer-Encoding"));
     } else if te && !chunked {
-        return Err(ProxyError::bad_gateway(
-            "unsupported Transfer-Encoding from the service",
-        ));
+        return Err(ProxyError::bad_gateway("unsupported Transfer-Encoding from the service"));
     } else if te {
         ResponseBody::Chunked
     } else if lengths > 1 {
-        return Err(ProxyError::bad_gateway(
-            "duplicate Content-Length from the service",
-        ));
+        return Err(ProxyError::bad_gateway("duplicate Content-Length from the service"));
     } else if let Some(v) = content_length {
         match parse_content_length(v) {
             Some(n) => ResponseBody::Length(n),
-            None => {
-                return Err(ProxyError::bad_gateway(
-                    "invalid Content-Length from the service",
-                ))
-            }
+            None => return Err(ProxyError::bad_gateway("invalid Content-Length from the service")),
         }
     } else {
         ResponseBody::UntilClose
@@ -180,8 +159,7 @@ pub fn parse_response(
     let protected = &snap.gateway.protected;
     for h in res.headers.iter() {
         let name = h.name.as_bytes();
-        let keep_length =
-            no_body && !switching && status != 204 && name.eq_ignore_ascii_case(b"content-length");
+        let keep_length = no_body && !switching && status != 204 && name.eq_ignore_ascii_case(b"content-length");
         if !keep_length
             && (is_hop_by_hop(name)
                 || name.eq_ignore_ascii_case(b"content-length")

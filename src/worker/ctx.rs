@@ -23,6 +23,12 @@ pub struct Worker {
     pub open: Cell<usize>,
     /// Round-robin cursor over a service's instances.
     pub rr: Cell<usize>,
+    /// This worker's WebSocket connections and groups.
+    pub ws: crate::ws::conn::Table,
+    /// Read buffers lent to WebSocket sessions while they read.
+    pub ws_bufs: std::cell::RefCell<Vec<Vec<u8>>>,
+    /// Node number printed in connection ids.
+    pub node: u16,
 }
 
 impl Worker {
@@ -43,6 +49,9 @@ impl Worker {
             busy: Cell::new(0),
             open: Cell::new(0),
             rr: Cell::new(seed as usize),
+            ws: Default::default(),
+            ws_bufs: Default::default(),
+            node: 0,
         }
     }
 
@@ -64,6 +73,22 @@ impl<'a> BusyGuard<'a> {
 }
 
 impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.0.busy.set(self.0.busy.get().saturating_sub(1));
+    }
+}
+
+/// Like [`BusyGuard`] for spawned tasks that outlive a borrow.
+pub struct BusyRc(std::rc::Rc<Worker>);
+
+impl BusyRc {
+    pub fn new(w: &std::rc::Rc<Worker>) -> Self {
+        w.busy.set(w.busy.get() + 1);
+        BusyRc(w.clone())
+    }
+}
+
+impl Drop for BusyRc {
     fn drop(&mut self) {
         self.0.busy.set(self.0.busy.get().saturating_sub(1));
     }

@@ -42,12 +42,7 @@ impl Gateway {
         let path = dir.join("wasp.toml");
         std::fs::write(&path, config).expect("write config");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasp"));
-        cmd.args(["serve", "--config"]).arg(&path).args([
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ]);
+        cmd.args(["serve", "--config"]).arg(&path).args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]);
         cmd.args(extra_args);
         Self::spawn(cmd, path, env)
     }
@@ -82,10 +77,7 @@ impl Gateway {
             Ok(l) => l,
             Err(_) => {
                 let _ = child.kill();
-                panic!(
-                    "wasp did not become ready; logs: {:#?}",
-                    logs.lock().unwrap()
-                );
+                panic!("wasp did not become ready; logs: {:#?}", logs.lock().unwrap());
             }
         };
         // The ready line in text (`public=ADDR`) or JSON (`"public":"ADDR"`) format.
@@ -101,13 +93,7 @@ impl Gateway {
             let end = rest.find([' ', '"', ',']).unwrap_or(rest.len());
             rest[..end].parse().expect("addr")
         };
-        Gateway {
-            public: field("public"),
-            admin: field("admin"),
-            child,
-            config_path,
-            logs,
-        }
+        Gateway { public: field("public"), admin: field("admin"), child, config_path, logs }
     }
 
     pub fn signal(&self, sig: i32) {
@@ -164,11 +150,7 @@ fn send_signal(pid: i32, sig: i32) -> i32 {
         9 => "KILL",
         _ => panic!("signal {sig}"),
     };
-    let st = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .expect("kill");
+    let st = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().expect("kill");
     if st.success() {
         0
     } else {
@@ -204,10 +186,7 @@ impl Seen {
         self.head
             .lines()
             .skip(1)
-            .filter(|l| {
-                l.split_once(':')
-                    .is_some_and(|(n, _)| n.eq_ignore_ascii_case(name))
-            })
+            .filter(|l| l.split_once(':').is_some_and(|(n, _)| n.eq_ignore_ascii_case(name)))
             .count()
     }
 }
@@ -252,11 +231,7 @@ impl Origin {
                 std::thread::spawn(move || serve_origin_conn(stream, id, s3, h));
             }
         });
-        Origin {
-            addr,
-            seen,
-            connections,
-        }
+        Origin { addr, seen, connections }
     }
 
     /// Answers 200 with a JSON-ish body naming the request line.
@@ -272,29 +247,18 @@ impl Origin {
     }
 
     pub fn last(&self) -> Seen {
-        self.requests()
-            .last()
-            .cloned()
-            .expect("origin saw no request")
+        self.requests().last().cloned().expect("origin saw no request")
     }
 }
 
 pub fn ok_response(body: &[u8]) -> Vec<u8> {
-    let mut r = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
+    let mut r =
+        format!("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n", body.len()).into_bytes();
     r.extend_from_slice(body);
     r
 }
 
-fn serve_origin_conn(
-    mut stream: TcpStream,
-    id: usize,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    handler: Handler,
-) {
+fn serve_origin_conn(mut stream: TcpStream, id: usize, seen: Arc<Mutex<Vec<Seen>>>, handler: Handler) {
     let _ = stream.set_nodelay(true);
     let mut buf: Vec<u8> = Vec::new();
     loop {
@@ -309,9 +273,7 @@ fn serve_origin_conn(
                 Some(b) => b,
                 None => return,
             }
-        } else if let Some(len) =
-            header_value(&lower, "content-length").and_then(|v| v.parse::<usize>().ok())
-        {
+        } else if let Some(len) = header_value(&lower, "content-length").and_then(|v| v.parse::<usize>().ok()) {
             while buf.len() < len {
                 let mut tmp = [0u8; 65536];
                 match stream.read(&mut tmp) {
@@ -323,11 +285,7 @@ fn serve_origin_conn(
         } else {
             Vec::new()
         };
-        let s = Seen {
-            head,
-            body,
-            conn: id,
-        };
+        let s = Seen { head, body, conn: id };
         seen.lock().unwrap().push(s.clone());
         match handler(&s) {
             Reply::Raw(b) => {
@@ -400,15 +358,8 @@ fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
                 Ok(n) => buf.extend_from_slice(&tmp[..n]),
             }
         };
-        let size = usize::from_str_radix(
-            std::str::from_utf8(&buf[..line_end])
-                .ok()?
-                .split(';')
-                .next()?
-                .trim(),
-            16,
-        )
-        .ok()?;
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&buf[..line_end]).ok()?.split(';').next()?.trim(), 16).ok()?;
         buf.drain(..line_end + 2);
         while buf.len() < size + 2 {
             let mut tmp = [0u8; 65536];
@@ -457,11 +408,7 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
 }
 
 /// Reads one response from `stream`; `head_request` means no body follows.
-pub fn read_response(
-    stream: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    head_request: bool,
-) -> Option<Resp> {
+pub fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>, head_request: bool) -> Option<Resp> {
     let end = read_until_head(stream, buf)?;
     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
     buf.drain(..end);
@@ -475,9 +422,7 @@ pub fn read_response(
         Vec::new()
     } else if chunked {
         read_chunked(stream, buf)?
-    } else if let Some(len) =
-        header_value(&lower, "content-length").and_then(|v| v.parse::<usize>().ok())
-    {
+    } else if let Some(len) = header_value(&lower, "content-length").and_then(|v| v.parse::<usize>().ok()) {
         while buf.len() < len {
             let mut tmp = [0u8; 65536];
             match stream.read(&mut tmp) {
@@ -492,12 +437,7 @@ pub fn read_response(
         buf.extend_from_slice(&rest);
         std::mem::take(buf)
     };
-    Some(Resp {
-        status,
-        head,
-        body,
-        chunked,
-    })
+    Some(Resp { status, head, body, chunked })
 }
 
 /// Sends raw bytes on a new connection and reads one response.
@@ -509,17 +449,12 @@ pub fn raw(addr: SocketAddr, bytes: &[u8]) -> Resp {
 }
 
 pub fn http_get(addr: SocketAddr, path: &str) -> Resp {
-    raw(
-        addr,
-        format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
+    raw(addr, format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
 }
 
 /// Whether the server closed the connection (EOF) within a short wait.
 pub fn closed(stream: &mut TcpStream) -> bool {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let mut b = [0u8; 1];
     matches!(stream.read(&mut b), Ok(0) | Err(_))
 }
@@ -538,10 +473,7 @@ pub fn config_with(services: &[(&str, Vec<SocketAddr>)], extra: &str) -> String 
     c.push('\n');
     for (name, addrs) in services {
         let list: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
-        c.push_str(&format!(
-            "[services.{name}]\ninstances = [{}]\n",
-            list.join(", ")
-        ));
+        c.push_str(&format!("[services.{name}]\ninstances = [{}]\n", list.join(", ")));
     }
     c
 }

@@ -1,0 +1,204 @@
+//! Validation of `[endpoints.*]`: WebSocket endpoints and their routes.
+
+use super::file::{EndpointSection, RouteSection};
+use super::model::{ConfigError, Source};
+use crate::ws::jsonpath::JsonPath;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointMode {
+    Routes,
+    Echo,
+}
+
+/// Per-connection limits of an endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WsLimits {
+    /// Largest single frame (close 1009 above).
+    pub max_frame_bytes: usize,
+    /// Largest reassembled message (close 1009 above).
+    pub max_message_bytes: usize,
+    /// Bytes queued towards one client before it counts as too slow (close 1013).
+    pub send_queue_bytes: usize,
+    /// Events per second a client may send (close 1008 above; 0 = no limit).
+    pub messages_per_second: u32,
+    /// Silence after which the connection is closed (1001).
+    pub idle_timeout: Duration,
+    /// Silence after which the server pings.
+    pub ping_interval: Duration,
+}
+
+/// An HTTP integration: where a route's events are POSTed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpTarget {
+    pub url: String,
+    pub addr: SocketAddr,
+    /// Host header value.
+    pub host: String,
+    /// Path and query sent in the request line.
+    pub path: String,
+}
+
+/// A value a `match` path must hold: strings compare as decoded strings,
+/// numbers and booleans by their JSON text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MatchValue {
+    Str(String),
+    Raw(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    /// The route key: `$connect`, `$disconnect`, `$error`, `$default` or a custom name.
+    pub key: String,
+    pub matches: Vec<(JsonPath, MatchValue)>,
+    pub http: Vec<HttpTarget>,
+    pub ack: bool,
+    pub reply: bool,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointConfig {
+    pub name: String,
+    pub path: String,
+    pub route_selection: Option<JsonPath>,
+    pub mode: EndpointMode,
+    /// In the order written.
+    pub routes: Vec<RouteConfig>,
+    pub limits: WsLimits,
+}
+
+/// Parses `http://host:port/path` (no TLS, no user info) and resolves it once.
+pub fn parse_http_target(url: &str) -> Result<HttpTarget, String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url:?}: integrations are http:// URLs"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() || authority.contains('@') {
+        return Err(format!("{url:?}: needs host:port and no user info"));
+    }
+    if path.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'#') {
+        return Err(format!("{url:?}: the path has spaces, control bytes or a fragment"));
+    }
+    let with_port = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let addr = with_port
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| format!("{url:?}: {authority} does not resolve"))?;
+    Ok(HttpTarget { url: url.to_string(), addr, host: authority.to_string(), path: path.to_string() })
+}
+
+const RESERVED: [&str; 4] = ["$connect", "$disconnect", "$error", "$default"];
+
+pub(super) fn endpoint(
+    src: &Source<'_>,
+    name: &str,
+    e: &EndpointSection,
+    default_timeout: Duration,
+) -> Result<EndpointConfig, ConfigError> {
+    let key = format!("endpoints.{name}");
+    if !super::model::valid_service_name(name) {
+        return src.err(&key, None, "endpoint names use only letters, digits, '-', '_' and '.' (at most 64)");
+    }
+    let path = e.path.get_ref();
+    if !path.starts_with('/')
+        || path.contains("//")
+        || path.contains("/.")
+        || path.contains('?')
+        || path.contains('%')
+        || path.len() > 256
+    {
+        return src.err(
+            &format!("{key}.path"),
+            Some(e.path.span()),
+            "must be a normalized absolute path such as \"/ws/chat\" (no '//', dot segments, '?' or '%')",
+        );
+    }
+    let route_selection = match &e.route_selection {
+        None => None,
+        Some(s) => Some(
+            JsonPath::parse(s.get_ref()).or_else(|m| src.err(&format!("{key}.route_selection"), Some(s.span()), m))?,
+        ),
+    };
+    let mode = match e.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
+        None | Some(("routes", _)) => EndpointMode::Routes,
+        Some(("echo", _)) => EndpointMode::Echo,
+        Some((other, span)) => {
+            return src.err(&format!("{key}.mode"), Some(span), format!("{other:?} is not one of \"routes\", \"echo\""))
+        }
+    };
+    let limits = WsLimits {
+        max_frame_bytes: e.max_frame_bytes.unwrap_or(1024 * 1024),
+        max_message_bytes: e.max_message_bytes.unwrap_or(1024 * 1024),
+        send_queue_bytes: e.send_queue_bytes.unwrap_or(1024 * 1024),
+        messages_per_second: e.messages_per_second.unwrap_or(0),
+        idle_timeout: src.duration(&format!("{key}.idle_timeout"), &e.idle_timeout, Duration::from_secs(600))?,
+        ping_interval: src.duration(&format!("{key}.ping_interval"), &e.ping_interval, Duration::from_secs(30))?,
+    };
+    if limits.max_frame_bytes < 125 || limits.max_message_bytes < limits.max_frame_bytes.min(125) {
+        return src.err(&format!("{key}.max_frame_bytes"), None, "must be at least 125 (a control frame's size)");
+    }
+    if limits.send_queue_bytes < 1024 {
+        return src.err(&format!("{key}.send_queue_bytes"), None, "must be at least 1024");
+    }
+    let mut routes = Vec::new();
+    for (rkey, r) in &e.routes {
+        routes.push(route(src, &format!("{key}.routes.\"{rkey}\""), rkey, r, default_timeout)?);
+    }
+    Ok(EndpointConfig { name: name.to_string(), path: path.clone(), route_selection, mode, routes, limits })
+}
+
+fn route(
+    src: &Source<'_>,
+    key: &str,
+    rkey: &str,
+    r: &RouteSection,
+    default_timeout: Duration,
+) -> Result<RouteConfig, ConfigError> {
+    if rkey.starts_with('$') && !RESERVED.contains(&rkey) {
+        return src.err(key, None, format!("route keys starting with '$' are reserved: use one of {RESERVED:?}"));
+    }
+    if rkey.is_empty() || rkey.len() > 128 {
+        return src.err(key, None, "route keys have 1 to 128 characters");
+    }
+    let mut http = Vec::new();
+    for u in &r.http {
+        http.push(parse_http_target(u.get_ref()).or_else(|m| src.err(&format!("{key}.http"), Some(u.span()), m))?);
+    }
+    let mut matches = Vec::new();
+    for (p, v) in r.matches.iter().flatten() {
+        let path = JsonPath::parse(p).or_else(|m| src.err(&format!("{key}.match"), None, m))?;
+        let value = match v {
+            toml::Value::String(s) => MatchValue::Str(s.clone()),
+            toml::Value::Integer(i) => MatchValue::Raw(i.to_string()),
+            toml::Value::Boolean(b) => MatchValue::Raw(b.to_string()),
+            _ => {
+                return src.err(
+                    &format!("{key}.match"),
+                    None,
+                    format!("{p:?}: match values are strings, integers or booleans"),
+                )
+            }
+        };
+        matches.push((path, value));
+    }
+    if !matches.is_empty() && rkey.starts_with('$') {
+        return src.err(&format!("{key}.match"), None, "the $-routes are chosen by the gateway, not by `match`");
+    }
+    Ok(RouteConfig {
+        key: rkey.to_string(),
+        matches,
+        http,
+        ack: r.ack.unwrap_or(false),
+        reply: r.reply.unwrap_or(false),
+        timeout: src.duration(&format!("{key}.timeout"), &r.timeout, default_timeout)?,
+    })
+}

@@ -1,0 +1,207 @@
+//! What happens to one client event: validate, pick a route, ack, forward to
+//! the route's backends in parallel, send back the reply or an error event.
+//! Also the `$connect`, `$disconnect` and `$error` calls.
+
+use super::conn::{json_string, WsConn};
+use super::endpoint::Endpoint;
+use super::frame::{close, OP_BINARY, OP_TEXT};
+use super::integration::{call, Answer, CallInfo};
+use super::jsonpath::is_valid_json;
+use super::message::Message;
+use super::session::MAX_INFLIGHT;
+use crate::config::RouteConfig;
+use crate::http::error::ProxyError;
+use crate::worker::{BusyRc, Worker};
+use futures_util::future::join_all;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// `{"type":"error","error":CODE,"message":...,"route":...,"request_id":...}`
+pub fn error_event(code: &str, message: &str, route: Option<&str>, request_id: &str, status: Option<u16>) -> Vec<u8> {
+    let mut s = format!(r#"{{"type":"error","error":{},"message":{}"#, json_string(code), json_string(message));
+    if let Some(r) = route {
+        s.push_str(&format!(r#","route":{}"#, json_string(r)));
+    }
+    s.push_str(&format!(r#","request_id":{}"#, json_string(request_id)));
+    if let Some(st) = status {
+        s.push_str(&format!(r#","status":{st}"#));
+    }
+    s.push('}');
+    s.into_bytes()
+}
+
+/// The event's own `id` (a string or a number) as JSON text, if it has one.
+fn event_id(event: &[u8]) -> Option<String> {
+    let v = sonic_rs::get_from_slice(event, ["id"]).ok()?;
+    let raw = v.as_raw_str();
+    let ok = raw.starts_with('"') || raw.bytes().all(|b| b.is_ascii_digit() || b == b'-' || b == b'.');
+    (ok && raw.len() <= 256).then(|| raw.to_string())
+}
+
+/// Handles one complete data message of a `routes` endpoint.
+pub fn on_event(w: &Rc<Worker>, conn: &Rc<WsConn>, _at_connect: &Arc<Endpoint>, msg: Message) {
+    let request_id = w.ids.next();
+    let rid = request_id.as_str();
+    // The endpoint as of now: a reload applies to the next event.
+    let snap = w.snapshot.load();
+    let Some(ep) = snap.endpoints.get(&*conn.endpoint).cloned() else {
+        conn.request_close(close::GOING_AWAY, "endpoint removed");
+        return;
+    };
+    drop(snap);
+    if !msg.text {
+        let _ =
+            conn.send(OP_TEXT, &error_event("binary_not_supported", "events are JSON text messages", None, rid, None));
+        return;
+    }
+    if !is_valid_json(&msg.data) {
+        let e = error_event("invalid_json", "the event is not a JSON document", None, rid, None);
+        let _ = conn.send(OP_TEXT, &e);
+        notify_error(w, conn, &ep, e, rid);
+        return;
+    }
+    let Some(route) = ep.select(&msg.data) else {
+        let e = error_event(
+            "no_route",
+            "no route matches the event and the endpoint has no $default route",
+            None,
+            rid,
+            None,
+        );
+        let _ = conn.send(OP_TEXT, &e);
+        notify_error(w, conn, &ep, e, rid);
+        return;
+    };
+    if route.ack {
+        let id = event_id(&msg.data).unwrap_or_else(|| json_string(rid));
+        let ack = format!(r#"{{"type":"ack","route":{},"id":{id}}}"#, json_string(&route.key));
+        let _ = conn.send(OP_TEXT, ack.as_bytes());
+    }
+    if route.http.is_empty() {
+        return;
+    }
+    if conn.inflight.get() >= MAX_INFLIGHT {
+        let _ = conn.send(
+            OP_TEXT,
+            &error_event(
+                "too_many_inflight",
+                "too many events of this connection are being processed",
+                Some(&route.key),
+                rid,
+                None,
+            ),
+        );
+        return;
+    }
+    conn.inflight.set(conn.inflight.get() + 1);
+    let (w, conn, rid) = (w.clone(), conn.clone(), rid.to_string());
+    let route_key = route.key.clone();
+    monoio::spawn(async move {
+        let _busy = BusyRc::new(&w);
+        if let Some(route) = ep.route(&route_key) {
+            forward(&w, &conn, &ep, route, &msg.data, &rid).await;
+        }
+        conn.inflight.set(conn.inflight.get().saturating_sub(1));
+    });
+}
+
+/// Sends the event to every backend of the route at once.
+async fn forward(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, route: &RouteConfig, body: &[u8], rid: &str) {
+    let info = CallInfo { connection_id: &conn.id_text, endpoint: ep.name(), route: &route.key, request_id: rid };
+    let calls = route.http.iter().map(|t| call(w, t, &info, body, route.timeout));
+    let results: Vec<Result<Answer, ProxyError>> = join_all(calls).await;
+    if route.reply {
+        if let Some(Ok(a)) = results.first() {
+            if (200..300).contains(&a.status) && !a.body.is_empty() {
+                let op = if std::str::from_utf8(&a.body).is_ok() { OP_TEXT } else { OP_BINARY };
+                let _ = conn.send(op, &a.body);
+            }
+        }
+    }
+    let failed = results.iter().zip(&route.http).find_map(|(r, t)| match r {
+        Ok(a) if (200..300).contains(&a.status) => None,
+        Ok(a) => Some((a.status, format!("{} answered {}", t.url, a.status))),
+        Err(e) => Some((e.status(), format!("{}: {}", t.url, e.message))),
+    });
+    if let Some((status, message)) = failed {
+        let e = error_event("integration_failed", &message, Some(&route.key), rid, Some(status));
+        let _ = conn.send(OP_TEXT, &e);
+        notify_error(w, conn, ep, e, rid);
+    }
+}
+
+/// Tells the `$error` route (when configured) about a failed event.
+fn notify_error(w: &Rc<Worker>, conn: &WsConn, ep: &Arc<Endpoint>, error: Vec<u8>, rid: &str) {
+    if ep.route("$error").is_none_or(|r| r.http.is_empty()) {
+        return;
+    }
+    let (w, ep, conn_id, rid) = (w.clone(), ep.clone(), conn.id_text.clone(), rid.to_string());
+    monoio::spawn(async move {
+        let _busy = BusyRc::new(&w);
+        let Some(route) = ep.route("$error") else { return };
+        let info = CallInfo { connection_id: &conn_id, endpoint: ep.name(), route: "$error", request_id: &rid };
+        let calls = route.http.iter().map(|t| call(&w, t, &info, &error, route.timeout));
+        for r in join_all(calls).await {
+            if let Err(e) = r {
+                tracing::warn!(endpoint = ep.name(), error = %e, "$error integration failed");
+            }
+        }
+    });
+}
+
+/// Calls `$connect`: every backend must answer 2xx. Returns the groups to
+/// join, or the status that refuses the handshake.
+pub async fn on_connect(
+    w: &Worker,
+    ep: &Endpoint,
+    conn_id: &str,
+    rid: &str,
+    body: &[u8],
+) -> Result<Vec<String>, (u16, String)> {
+    let Some(route) = ep.route("$connect").filter(|r| !r.http.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let info = CallInfo { connection_id: conn_id, endpoint: ep.name(), route: "$connect", request_id: rid };
+    let results = join_all(route.http.iter().map(|t| call(w, t, &info, body, route.timeout))).await;
+    let mut groups = Vec::new();
+    for r in results {
+        match r {
+            Ok(a) if (200..300).contains(&a.status) => {
+                for g in a.groups.iter().flat_map(|g| g.split(',')) {
+                    let g = g.trim();
+                    if !g.is_empty() && g.len() <= 128 {
+                        groups.push(g.to_string());
+                    }
+                }
+            }
+            Ok(a) => return Err((a.status.clamp(400, 599), String::from_utf8_lossy(&a.body).into_owned())),
+            Err(e) => return Err((e.status(), e.message.to_string())),
+        }
+    }
+    Ok(groups)
+}
+
+/// Calls `$disconnect` in the background.
+pub fn on_disconnect(w: &Rc<Worker>, ep: Arc<Endpoint>, conn_id: String, code: u16, reason: String) {
+    if ep.route("$disconnect").is_none_or(|r| r.http.is_empty()) {
+        return;
+    }
+    let w = w.clone();
+    monoio::spawn(async move {
+        let _busy = BusyRc::new(&w);
+        let Some(route) = ep.route("$disconnect") else { return };
+        let rid = w.ids.next();
+        let body = format!(
+            r#"{{"connection_id":"{conn_id}","endpoint":{},"close_code":{code},"reason":{}}}"#,
+            json_string(ep.name()),
+            json_string(&reason)
+        );
+        let info =
+            CallInfo { connection_id: &conn_id, endpoint: ep.name(), route: "$disconnect", request_id: rid.as_str() };
+        for r in join_all(route.http.iter().map(|t| call(&w, t, &info, body.as_bytes(), route.timeout))).await {
+            if let Err(e) = r {
+                tracing::warn!(endpoint = ep.name(), error = %e, "$disconnect integration failed");
+            }
+        }
+    });
+}

@@ -1,0 +1,132 @@
+//! The push API: the admin thread sends commands to the worker that owns a
+//! connection (read from the id) or to every worker (groups, endpoints), and
+//! awaits the answer. Workers handle commands on their own thread, so the
+//! connection table needs no lock.
+
+use super::conn::{ConnId, QueueError};
+use super::frame::{OP_BINARY, OP_TEXT};
+use crate::worker::Worker;
+use std::rc::Rc;
+use std::sync::Arc;
+
+pub enum SendOutcome {
+    Queued,
+    Gone,
+    Full,
+}
+
+pub enum Command {
+    Send {
+        id: ConnId,
+        body: Arc<Vec<u8>>,
+        reply: flume::Sender<SendOutcome>,
+    },
+    Info {
+        id: ConnId,
+        reply: flume::Sender<Option<String>>,
+    },
+    Close {
+        id: ConnId,
+        code: u16,
+        reason: String,
+        reply: flume::Sender<bool>,
+    },
+    /// Connections with `id > after`, in id order, at most `limit`.
+    List {
+        endpoint: Option<String>,
+        group: Option<String>,
+        after: u64,
+        limit: usize,
+        reply: flume::Sender<Vec<(u64, String)>>,
+    },
+    Join {
+        id: ConnId,
+        group: String,
+        reply: flume::Sender<bool>,
+    },
+    Leave {
+        id: ConnId,
+        group: String,
+        reply: flume::Sender<bool>,
+    },
+    /// To a group, to an endpoint, or (both `None`) to every connection.
+    Broadcast {
+        group: Option<String>,
+        endpoint: Option<String>,
+        body: Arc<Vec<u8>>,
+        reply: flume::Sender<usize>,
+    },
+    /// Close every connection (drain).
+    CloseAll {
+        code: u16,
+        reason: String,
+    },
+}
+
+fn opcode(body: &[u8]) -> u8 {
+    if std::str::from_utf8(body).is_ok() {
+        OP_TEXT
+    } else {
+        OP_BINARY
+    }
+}
+
+/// Runs on the worker: answers commands until the sender side is gone.
+pub async fn serve_inbox(w: Rc<Worker>, rx: flume::Receiver<Command>) {
+    while let Ok(cmd) = rx.recv_async().await {
+        handle(&w, cmd);
+    }
+}
+
+pub fn handle(w: &Worker, cmd: Command) {
+    match cmd {
+        Command::Send { id, body, reply } => {
+            let out = match w.ws.get(id) {
+                None => SendOutcome::Gone,
+                Some(c) => match c.send(opcode(&body), &body) {
+                    Ok(()) => SendOutcome::Queued,
+                    Err(QueueError::Full) => SendOutcome::Full,
+                    Err(QueueError::Closing) => SendOutcome::Gone,
+                },
+            };
+            let _ = reply.send(out);
+        }
+        Command::Info { id, reply } => {
+            let _ = reply.send(w.ws.get(id).map(|c| c.info_json()));
+        }
+        Command::Close { id, code, reason, reply } => {
+            let found = w.ws.get(id).map(|c| c.request_close(code, &reason)).is_some();
+            let _ = reply.send(found);
+        }
+        Command::List { endpoint, group, after, limit, reply } => {
+            let mut conns = match &group {
+                Some(g) => w.ws.group_members(g),
+                None => w.ws.all(None),
+            };
+            conns.retain(|c| c.id.0 > after && endpoint.as_deref().is_none_or(|e| &*c.endpoint == e));
+            conns.sort_by_key(|c| c.id.0);
+            conns.truncate(limit);
+            let _ = reply.send(conns.iter().map(|c| (c.id.0, c.info_json())).collect());
+        }
+        Command::Join { id, group, reply } => {
+            let _ = reply.send(w.ws.join(id, &group));
+        }
+        Command::Leave { id, group, reply } => {
+            let _ = reply.send(w.ws.leave(id, &group));
+        }
+        Command::Broadcast { group, endpoint, body, reply } => {
+            let targets = match &group {
+                Some(g) => w.ws.group_members(g),
+                None => w.ws.all(endpoint.as_deref()),
+            };
+            let op = opcode(&body);
+            let n = targets.iter().filter(|c| c.send(op, &body).is_ok()).count();
+            let _ = reply.send(n);
+        }
+        Command::CloseAll { code, reason } => {
+            for c in w.ws.all(None) {
+                c.request_close(code, &reason);
+            }
+        }
+    }
+}
