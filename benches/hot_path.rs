@@ -7,7 +7,7 @@ use wasp::config::{Config, EncodedSlash};
 use wasp::http::chunked::ChunkedDecoder;
 use wasp::http::inline::IdGen;
 use wasp::http::path::route_target;
-use wasp::http::request::{prepare, ClientInfo};
+use wasp::http::request::{prepare, ClientInfo, Routed};
 use wasp::http::response::parse_response;
 use wasp::metrics::Registry;
 use wasp::snapshot::Snapshot;
@@ -60,7 +60,7 @@ fn bench(c: &mut Criterion) {
     });
 
     let req = match prepare(REQUEST, &snap, &client, &ids, &mut out) {
-        Ok(Some(p)) => p,
+        Ok(Some(Routed::Http(p))) => p,
         _ => panic!("bench request must prepare"),
     };
     c.bench_function("response_head_rewrite", |b| {

@@ -2,6 +2,8 @@
 //! origins on loopback sockets, and raw clients that state the exact bytes.
 #![allow(dead_code)]
 
+pub mod ws;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
