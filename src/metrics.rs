@@ -161,6 +161,11 @@ impl Registry {
         let _ = writeln!(o, "wasp_connections_accepted_total {}", sum(&|w| w.accepted.load(Relaxed)));
         o.push_str("# HELP wasp_open_connections Client connections open now.\n# TYPE wasp_open_connections gauge\n");
         let _ = writeln!(o, "wasp_open_connections {}", self.open_connections());
+        o.push_str("# HELP wasp_ws_connections Open WebSocket connections.\n# TYPE wasp_ws_connections gauge\n");
+        let _ =
+            writeln!(o, "wasp_ws_connections {}", self.workers.iter().map(|w| w.ws_open.load(Relaxed)).sum::<i64>());
+        o.push_str("# HELP wasp_ws_connections_accepted_total WebSocket handshakes completed.\n# TYPE wasp_ws_connections_accepted_total counter\n");
+        let _ = writeln!(o, "wasp_ws_connections_accepted_total {}", sum(&|w| w.ws_accepted.load(Relaxed)));
         o.push_str("# HELP wasp_io_driver The I/O driver each worker runs.\n# TYPE wasp_io_driver gauge\n");
         for (i, d) in self.drivers.lock().unwrap_or_else(|p| p.into_inner()).iter().enumerate() {
             let _ = writeln!(o, "wasp_io_driver{{worker=\"{i}\",driver=\"{d}\"}} 1");

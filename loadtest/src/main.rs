@@ -9,6 +9,7 @@
 
 mod http;
 mod report;
+mod ws;
 
 use clap::Parser;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -53,6 +54,27 @@ pub struct Args {
     /// No live progress line.
     #[arg(long)]
     pub quiet: bool,
+    /// WebSocket: the event each connection sends (round-trip mode) or the
+    /// message POSTed to the push API (broadcast mode).
+    #[arg(long, default_value = r#"{"action":"send","text":"hello"}"#)]
+    pub message: String,
+    /// WebSocket: source addresses 127.0.0.2.. to spread connections over.
+    #[arg(long, default_value_t = 4)]
+    pub sources: usize,
+    /// WebSocket: broadcast mode; the push-API URL to POST to, e.g.
+    /// http://127.0.0.1:9901/endpoints/chat/messages.
+    #[arg(long)]
+    pub broadcast: Option<String>,
+    /// WebSocket broadcast: POSTs in flight at once.
+    #[arg(long, default_value_t = 8)]
+    pub inflight: usize,
+    /// WebSocket broadcast: undelivered messages allowed per connection
+    /// before the producer waits (closed loop).
+    #[arg(long, default_value_t = 8)]
+    pub backlog: u64,
+    /// WebSocket: open the connections and keep them idle for the duration.
+    #[arg(long)]
+    pub hold: bool,
 }
 
 /// Counters shared by all connections, read by the progress line.
@@ -87,6 +109,9 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<(), String> {
+    if args.url.starts_with("ws://") {
+        return run_ws(args);
+    }
     let target = http::Target::parse(&args.url)?;
     let request = Arc::new(http::build_request(&target, &args)?);
     let duration = parse_duration(&args.duration)?;
@@ -131,6 +156,29 @@ fn run(args: Args) -> Result<(), String> {
     }
     let elapsed = start.elapsed();
     let summary = report::Summary::new(&args, &live, &hist, elapsed);
+    println!("{}", summary.text());
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
+        if path == "-" {
+            println!("{json}");
+        } else {
+            std::fs::write(path, json).map_err(|e| format!("{path}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn run_ws(args: Args) -> Result<(), String> {
+    let duration = parse_duration(&args.duration)?;
+    let live = Arc::new(Live::default());
+    let start = Instant::now();
+    let progress = (!args.quiet).then(|| report::spawn_progress(live.clone(), start));
+    let out = ws::run(&args, live.clone(), duration)?;
+    live.stop.store(true, Ordering::SeqCst);
+    if let Some(p) = progress {
+        let _ = p.join();
+    }
+    let summary = report::WsSummary::new(&args, &out, duration);
     println!("{}", summary.text());
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;

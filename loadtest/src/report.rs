@@ -116,3 +116,78 @@ impl Summary {
         )
     }
 }
+
+#[derive(Serialize)]
+pub struct WsSummary {
+    pub url: String,
+    pub mode: &'static str,
+    pub connections_opened: u64,
+    pub connections_failed: u64,
+    pub duration_s: f64,
+    /// Round trips (round-trip mode) or frames delivered (broadcast, hold).
+    pub received: u64,
+    pub per_s: f64,
+    pub broadcasts_posted: u64,
+    /// Broadcast mode: deliveries / (broadcasts × connections).
+    pub delivery_ratio: Option<f64>,
+    pub latency: Option<Latency>,
+}
+
+impl WsSummary {
+    pub fn new(args: &Args, o: &crate::ws::WsOutcome, d: Duration) -> WsSummary {
+        let mode = if args.broadcast.is_some() {
+            "broadcast"
+        } else if args.hold {
+            "hold"
+        } else {
+            "round-trip"
+        };
+        let h = &o.hist;
+        let expected = o.broadcasts * o.opened;
+        WsSummary {
+            url: args.url.clone(),
+            mode,
+            connections_opened: o.opened,
+            connections_failed: o.failed,
+            duration_s: d.as_secs_f64(),
+            received: o.received,
+            per_s: o.received as f64 / d.as_secs_f64().max(1e-9),
+            broadcasts_posted: o.broadcasts,
+            delivery_ratio: (expected > 0).then(|| o.received as f64 / expected as f64),
+            latency: (mode == "round-trip" && h.len() > 0).then(|| Latency {
+                p50_us: h.value_at_quantile(0.50),
+                p90_us: h.value_at_quantile(0.90),
+                p99_us: h.value_at_quantile(0.99),
+                p999_us: h.value_at_quantile(0.999),
+                max_us: h.max(),
+                mean_us: h.mean(),
+            }),
+        }
+    }
+
+    pub fn text(&self) -> String {
+        let mut t = format!(
+            "{url} ({mode})\n  connections {open} open, {failed} failed, {dur:.1}s\n  received   {recv} ({rate:.0}/s)",
+            url = self.url,
+            mode = self.mode,
+            open = self.connections_opened,
+            failed = self.connections_failed,
+            dur = self.duration_s,
+            recv = self.received,
+            rate = self.per_s
+        );
+        if let Some(r) = self.delivery_ratio {
+            t.push_str(&format!("\n  broadcasts {} posted, delivered {:.4} of expected", self.broadcasts_posted, r));
+        }
+        if let Some(l) = &self.latency {
+            t.push_str(&format!(
+                "\n  latency    p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  max {:.3} ms",
+                l.p50_us as f64 / 1000.0,
+                l.p90_us as f64 / 1000.0,
+                l.p99_us as f64 / 1000.0,
+                l.max_us as f64 / 1000.0
+            ));
+        }
+        t
+    }
+}

@@ -23,12 +23,14 @@ enum Head {
 }
 
 /// Serves requests on one accepted connection until it closes.
-pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, w: Rc<Worker>) {
+pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, w: Rc<Worker>, guard: crate::worker::OpenGuard) {
     let _ = stream.set_nodelay(true);
     let mut info = ClientInfo { peer_ip: peer.ip().to_string(), trusted: false };
     let mut client = BufStream::new(stream, Vec::with_capacity(8 * 1024));
-    let mut out = Vec::with_capacity(4 * 1024);
-    let mut upstream_buf = Vec::with_capacity(8 * 1024);
+    // Allocated on first use: a connection that upgrades to WebSocket never
+    // needs them, and an idle one should not hold them.
+    let mut out = Vec::new();
+    let mut upstream_buf = Vec::new();
     let mut first = true;
     loop {
         // Phase: read head; parse, validate, route, rewrite.
@@ -38,7 +40,12 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, w: Rc<Worker>
             Head::Closed => return,
             Head::WebSocket(up) => {
                 client.consume(up.head_len);
-                crate::ws::accept::accept(&w, &snap, client, peer, *up).await;
+                drop((out, upstream_buf));
+                if let Some(session) = crate::ws::accept::handshake(&w, &snap, client, peer, *up).await {
+                    // The session gets a task of its own, sized for it alone:
+                    // this HTTP task (and its state) ends here.
+                    monoio::spawn(crate::ws::session::run(w.clone(), session, guard));
+                }
                 return;
             }
             Head::Rejected(r) => {

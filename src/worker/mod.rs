@@ -100,6 +100,7 @@ async fn run(spec: WorkerSpec, driver: &'static str) {
     let seed = ahash::RandomState::new().hash_one(spec.id) as u32;
     let w = Rc::new(Worker::new(spec.id, spec.snapshot, spec.registry.worker(spec.id), spec.shutdown.clone(), seed));
     monoio::spawn(crate::ws::push::serve_inbox(w.clone(), spec.inbox));
+    monoio::spawn(sweep_websockets(w.clone()));
     let _ = spec.ready.send(Ok(driver));
 
     let stop = spec.shutdown.wait();
@@ -122,10 +123,7 @@ async fn run(spec: WorkerSpec, driver: &'static str) {
                 }
                 let guard = OpenGuard::new(&w);
                 let w2 = w.clone();
-                monoio::spawn(async move {
-                    let _guard = guard;
-                    serve_connection(stream, peer, w2).await;
-                });
+                monoio::spawn(serve_connection(stream, peer, w2, guard));
             }
             Some(Err(e)) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -146,13 +144,26 @@ async fn run(spec: WorkerSpec, driver: &'static str) {
     tracing::info!(worker = w.id, unfinished = w.busy.get(), "worker drained");
 }
 
-/// Counts an open client connection on the worker and in the metrics.
-struct OpenGuard {
+/// Pings, idle timeouts and close-handshake timeouts of every WebSocket
+/// connection of the worker, checked ten times a second by one task instead
+/// of a timer per connection (each would cost memory and timer-wheel work).
+async fn sweep_websockets(w: Rc<Worker>) {
+    loop {
+        monoio::time::sleep(Duration::from_millis(100)).await;
+        if !w.ws.is_empty() {
+            w.ws.sweep(crate::ws::conn::now_ms());
+        }
+    }
+}
+
+/// Counts an open client connection on the worker and in the metrics; it
+/// moves with the connection (into the WebSocket session after an upgrade).
+pub struct OpenGuard {
     open: Rc<Worker>,
 }
 
 impl OpenGuard {
-    fn new(w: &Rc<Worker>) -> Self {
+    pub fn new(w: &Rc<Worker>) -> Self {
         w.open.set(w.open.get() + 1);
         w.stats.open_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         OpenGuard { open: w.clone() }

@@ -2,9 +2,8 @@
 //! 101 answer, registration in the worker's table, and `$disconnect` at the end.
 
 use super::conn::{json_string, ConnId, WsConn};
-use super::events::{on_connect, on_disconnect};
+use super::events::on_connect;
 use super::handshake::switching_protocols;
-use super::session;
 use crate::http::error::{reason, ErrorKind};
 use crate::http::io::{flush, BufStream};
 use crate::http::proxy::finish;
@@ -25,7 +24,22 @@ fn random_u64() -> u64 {
     u64::from_le_bytes(b)
 }
 
-pub async fn accept(w: &Rc<Worker>, snap: &Snapshot, mut client: BufStream, peer: SocketAddr, up: WsUpgrade) {
+/// A connection past its handshake, ready to run (`session::run`).
+pub struct Session {
+    pub stream: monoio::net::TcpStream,
+    pub leftover: Vec<u8>,
+    pub conn: Rc<WsConn>,
+    pub endpoint: std::sync::Arc<super::endpoint::Endpoint>,
+}
+
+/// `$connect`, then the 101. `None` when the handshake was refused or failed.
+pub async fn handshake(
+    w: &Rc<Worker>,
+    snap: &Snapshot,
+    mut client: BufStream,
+    peer: SocketAddr,
+    up: WsUpgrade,
+) -> Option<Session> {
     let started = Instant::now();
     let ep = up.endpoint.clone();
     let id = ConnId::new(w.id, random_u64());
@@ -59,19 +73,19 @@ pub async fn accept(w: &Rc<Worker>, snap: &Snapshot, mut client: BufStream, peer
             let _ = flush(&mut client.stream, &mut out).await;
             w.stats.error(if status >= 500 { ErrorKind::BadGateway } else { ErrorKind::BadRequest });
             finish(w, snap, &up.meta, status, 0, started);
-            return;
+            return None;
         }
     };
 
     let mut out = Vec::with_capacity(256);
     switching_protocols(&up.accept, &id_text, &mut out);
     if flush(&mut client.stream, &mut out).await.is_err() {
-        return;
+        return None;
     }
     finish(w, snap, &up.meta, 101, 0, started);
 
     let (stream, leftover) = client.into_leftover();
-    let conn = Rc::new(WsConn::new(id, w.node, Rc::from(ep.name()), peer, ep.config.limits.send_queue_bytes));
+    let conn = Rc::new(WsConn::new(id, w.node, w.ws.endpoint_name(ep.name()), peer, &ep.config.limits));
     w.ws.insert(conn.clone());
     for g in &groups {
         w.ws.join(id, g);
@@ -81,8 +95,5 @@ pub async fn accept(w: &Rc<Worker>, snap: &Snapshot, mut client: BufStream, peer
     if w.shutdown.is_triggered() {
         conn.request_close(super::frame::close::GOING_AWAY, "server shutting down");
     }
-    let ended = session::run(w, stream, leftover, &conn, &ep).await;
-    w.ws.remove(id);
-    w.stats.ws_open.fetch_sub(1, Relaxed);
-    on_disconnect(w, ep, id_text, ended.code, ended.reason);
+    Some(Session { stream, leftover, conn, endpoint: ep })
 }

@@ -61,7 +61,6 @@ pub enum QueueError {
 /// One connection's state that other tasks on the worker can touch.
 pub struct WsConn {
     pub id: ConnId,
-    pub id_text: String,
     pub endpoint: Rc<str>,
     pub peer: SocketAddr,
     pub connected_at_ms: u64,
@@ -70,42 +69,63 @@ pub struct WsConn {
     /// Encoded frames waiting for the socket: one write sends them all.
     out: RefCell<Vec<u8>>,
     limit: usize,
-    /// A close the session should perform (code, reason).
-    close: RefCell<Option<(u16, String)>>,
+    /// A close the session should perform (code, reason); rarely set, boxed.
+    close: RefCell<Option<Box<(u16, String)>>>,
     /// Wakes the session task when there is output or a close.
     waker: Cell<Option<Waker>>,
     signalled: Cell<bool>,
     /// Events of this connection being processed now (bounded).
     pub inflight: Cell<u32>,
+    /// Keep-alive, checked by the worker's sweeper (no timer per connection).
+    pub ping_ms: u32,
+    pub idle_ms: u32,
+    pub ping_out: Cell<bool>,
+    /// When our close frame went out (0: not yet).
+    pub close_sent_ms: Cell<u64>,
+    /// Set by the sweeper: give up on the connection now.
+    pub aborted: Cell<bool>,
 }
+
+/// How long a peer may take to answer our close frame.
+pub const CLOSE_WAIT_MS: u64 = 2000;
 
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl WsConn {
-    pub fn new(id: ConnId, node: u16, endpoint: Rc<str>, peer: SocketAddr, limit: usize) -> WsConn {
+    pub fn new(
+        id: ConnId,
+        _node: u16,
+        endpoint: Rc<str>,
+        peer: SocketAddr,
+        limits: &crate::config::WsLimits,
+    ) -> WsConn {
         let now = now_ms();
         WsConn {
             id,
-            id_text: id.display(node),
             endpoint,
             peer,
             connected_at_ms: now,
             last_active_ms: Cell::new(now),
             groups: RefCell::new(Vec::new()),
             out: RefCell::new(Vec::new()),
-            limit,
+            limit: limits.send_queue_bytes,
             close: RefCell::new(None),
             waker: Cell::new(None),
             signalled: Cell::new(false),
             inflight: Cell::new(0),
+            ping_ms: limits.ping_interval.as_millis().min(u32::MAX as u128) as u32,
+            idle_ms: limits.idle_timeout.as_millis().min(u32::MAX as u128) as u32,
+            ping_out: Cell::new(false),
+            close_sent_ms: Cell::new(0),
+            aborted: Cell::new(false),
         }
     }
 
     /// Queues one frame (text when the payload is UTF-8 and `text`).
     pub fn send(&self, opcode: u8, payload: &[u8]) -> Result<(), QueueError> {
-        if self.close.borrow().is_some() {
+        if self.is_closing() {
             return Err(QueueError::Closing);
         }
         let mut out = self.out.borrow_mut();
@@ -141,14 +161,37 @@ impl WsConn {
     pub fn request_close(&self, code: u16, reason: &str) {
         let mut c = self.close.borrow_mut();
         if c.is_none() {
-            *c = Some((code, reason.to_string()));
+            *c = Some(Box::new((code, reason.to_string())));
         }
         drop(c);
         self.wake();
     }
 
     pub fn close_requested(&self) -> Option<(u16, String)> {
-        self.close.borrow().clone()
+        self.close.borrow().as_deref().cloned()
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.close.borrow().is_some()
+    }
+
+    /// One sweeper pass for this connection at `now` (ms).
+    pub fn sweep(&self, now: u64) {
+        let sent = self.close_sent_ms.get();
+        if sent != 0 {
+            if now.saturating_sub(sent) >= CLOSE_WAIT_MS {
+                self.aborted.set(true);
+                self.wake();
+            }
+            return;
+        }
+        let silent = now.saturating_sub(self.last_active_ms.get());
+        if silent >= u64::from(self.idle_ms) {
+            self.request_close(super::frame::close::GOING_AWAY, "idle timeout");
+        } else if silent >= u64::from(self.ping_ms) && !self.ping_out.get() {
+            self.ping_out.set(true);
+            self.send_control(super::frame::OP_PING, b"wasp");
+        }
     }
 
     fn wake(&self) {
@@ -163,11 +206,11 @@ impl WsConn {
         Signalled { conn: self }
     }
 
-    pub fn info_json(&self) -> String {
+    pub fn info_json(&self, node: u16) -> String {
         let groups: Vec<String> = self.groups.borrow().iter().map(|g| json_string(g)).collect();
         format!(
             r#"{{"id":"{}","endpoint":{},"remote_addr":"{}","connected_at_ms":{},"last_active_ms":{},"groups":[{}]}}"#,
-            self.id_text,
+            self.id.display(node),
             json_string(&self.endpoint),
             self.peer,
             self.connected_at_ms,
@@ -205,9 +248,21 @@ pub fn json_string(s: &str) -> String {
 pub struct Table {
     conns: RefCell<AHashMap<u64, Rc<WsConn>>>,
     groups: RefCell<AHashMap<Rc<str>, AHashSet<u64>>>,
+    /// One shared copy of each endpoint name for all its connections.
+    names: RefCell<AHashMap<Box<str>, Rc<str>>>,
 }
 
 impl Table {
+    pub fn endpoint_name(&self, name: &str) -> Rc<str> {
+        let mut names = self.names.borrow_mut();
+        if let Some(n) = names.get(name) {
+            return n.clone();
+        }
+        let n: Rc<str> = Rc::from(name);
+        names.insert(name.into(), n.clone());
+        n
+    }
+
     pub fn insert(&self, c: Rc<WsConn>) {
         self.conns.borrow_mut().insert(c.id.0, c);
     }
@@ -272,6 +327,13 @@ impl Table {
     }
 
     /// Every connection, optionally only those of one endpoint.
+    /// Runs the keep-alive checks of every connection.
+    pub fn sweep(&self, now: u64) {
+        for c in self.conns.borrow().values() {
+            c.sweep(now);
+        }
+    }
+
     pub fn all(&self, endpoint: Option<&str>) -> Vec<Rc<WsConn>> {
         self.conns.borrow().values().filter(|c| endpoint.is_none_or(|e| &*c.endpoint == e)).cloned().collect()
     }
@@ -294,10 +356,29 @@ mod tests {
 
     #[test]
     fn queue_limit_and_groups() {
-        let c = Rc::new(WsConn::new(ConnId::new(0, 1), 0, Rc::from("chat"), "127.0.0.1:1".parse().unwrap(), 1024));
+        let limits = crate::config::WsLimits {
+            max_frame_bytes: 1000,
+            max_message_bytes: 1000,
+            send_queue_bytes: 1024,
+            messages_per_second: 0,
+            idle_timeout: std::time::Duration::from_secs(10),
+            ping_interval: std::time::Duration::from_secs(1),
+        };
+        let c = Rc::new(WsConn::new(ConnId::new(0, 1), 0, Rc::from("chat"), "127.0.0.1:1".parse().unwrap(), &limits));
         assert_eq!(c.send(1, &[b'a'; 600]), Ok(()));
         assert_eq!(c.send(1, &[b'a'; 600]), Err(QueueError::Full));
         assert_eq!(c.close_requested().map(|c| c.0), Some(1013));
+        let fresh = WsConn::new(ConnId::new(0, 2), 0, Rc::from("chat"), "127.0.0.1:1".parse().unwrap(), &limits);
+        let t0 = fresh.last_active_ms.get();
+        fresh.sweep(t0 + 500);
+        assert!(!fresh.has_output());
+        fresh.sweep(t0 + 1000);
+        assert!(fresh.has_output(), "a ping after ping_interval");
+        fresh.sweep(t0 + 10_000);
+        assert_eq!(fresh.close_requested().map(|c| c.0), Some(1001), "idle timeout");
+        fresh.close_sent_ms.set(t0 + 10_000);
+        fresh.sweep(t0 + 12_000);
+        assert!(fresh.aborted.get(), "no close answer in time");
         let t = Table::default();
         t.insert(c.clone());
         assert!(t.join(c.id, "room"));

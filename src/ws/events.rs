@@ -107,7 +107,8 @@ pub fn on_event(w: &Rc<Worker>, conn: &Rc<WsConn>, _at_connect: &Arc<Endpoint>, 
 
 /// Sends the event to every backend of the route at once.
 async fn forward(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, route: &RouteConfig, body: &[u8], rid: &str) {
-    let info = CallInfo { connection_id: &conn.id_text, endpoint: ep.name(), route: &route.key, request_id: rid };
+    let conn_id = conn.id.display(w.node);
+    let info = CallInfo { connection_id: &conn_id, endpoint: ep.name(), route: &route.key, request_id: rid };
     let calls = route.http.iter().map(|t| call(w, t, &info, body, route.timeout));
     let results: Vec<Result<Answer, ProxyError>> = join_all(calls).await;
     if route.reply {
@@ -135,7 +136,8 @@ fn notify_error(w: &Rc<Worker>, conn: &WsConn, ep: &Arc<Endpoint>, error: Vec<u8
     if ep.route("$error").is_none_or(|r| r.http.is_empty()) {
         return;
     }
-    let (w, ep, conn_id, rid) = (w.clone(), ep.clone(), conn.id_text.clone(), rid.to_string());
+    let (ep, conn_id, rid) = (ep.clone(), conn.id.display(w.node), rid.to_string());
+    let w = w.clone();
     monoio::spawn(async move {
         let _busy = BusyRc::new(&w);
         let Some(route) = ep.route("$error") else { return };

@@ -92,7 +92,7 @@ pub fn handle(w: &Worker, cmd: Command) {
             let _ = reply.send(out);
         }
         Command::Info { id, reply } => {
-            let _ = reply.send(w.ws.get(id).map(|c| c.info_json()));
+            let _ = reply.send(w.ws.get(id).map(|c| c.info_json(w.node)));
         }
         Command::Close { id, code, reason, reply } => {
             let found = w.ws.get(id).map(|c| c.request_close(code, &reason)).is_some();
@@ -106,7 +106,7 @@ pub fn handle(w: &Worker, cmd: Command) {
             conns.retain(|c| c.id.0 > after && endpoint.as_deref().is_none_or(|e| &*c.endpoint == e));
             conns.sort_by_key(|c| c.id.0);
             conns.truncate(limit);
-            let _ = reply.send(conns.iter().map(|c| (c.id.0, c.info_json())).collect());
+            let _ = reply.send(conns.iter().map(|c| (c.id.0, c.info_json(w.node))).collect());
         }
         Command::Join { id, group, reply } => {
             let _ = reply.send(w.ws.join(id, &group));

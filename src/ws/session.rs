@@ -7,11 +7,14 @@
 //! once the socket is readable, and returned after the frames are handled
 //! (a partial frame keeps its bytes). Queued frames leave in one write.
 
+use super::accept::Session;
 use super::conn::{now_ms, WsConn};
 use super::endpoint::Endpoint;
+use super::events::on_disconnect;
 use super::frame::{self, close, Fail, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
 use super::message::{Assembler, Message};
-use crate::config::{EndpointMode, WsLimits};
+use crate::config::EndpointMode;
+use crate::worker::OpenGuard;
 use crate::worker::Worker;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
@@ -23,8 +26,6 @@ use std::time::{Duration, Instant};
 /// Read buffers kept per worker for sessions, and their size.
 const POOL_BUF: usize = 16 * 1024;
 const POOL_KEEP: usize = 256;
-/// How long a peer may take to answer our close frame.
-const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// How long a single write may stall before the peer counts as gone.
 const WRITE_STALL: Duration = Duration::from_secs(30);
 /// Events of one connection processed at once; more get an error event.
@@ -42,86 +43,98 @@ struct State {
     assembler: Assembler,
     close_sent: bool,
     close_received: bool,
-    tokens: f64,
+    tokens: f32,
     refilled: Instant,
-    last_read: Instant,
-    ping_out: bool,
-    /// The code and reason to report once the socket is done.
-    ended: Option<Ended>,
+    /// The code and reason to report once the socket is done (rarely set: boxed).
+    ended: Option<Box<Ended>>,
 }
 
 impl State {
     fn end(&mut self, code: u16, reason: &str) -> Ended {
-        self.ended.take().unwrap_or(Ended { code, reason: reason.to_string() })
+        self.ended.take().map(|b| *b).unwrap_or(Ended { code, reason: reason.to_string() })
     }
 
-    fn next_timer(&self, l: &WsLimits) -> Duration {
-        let due = if self.close_sent {
-            CLOSE_WAIT
-        } else if self.ping_out {
-            l.idle_timeout
-        } else {
-            l.ping_interval.min(l.idle_timeout)
-        };
-        due.saturating_sub(self.last_read.elapsed()).max(Duration::from_millis(1))
+    fn ended_once(&mut self, code: u16, reason: &str) {
+        if self.ended.is_none() {
+            self.ended = Some(Box::new(Ended { code, reason: reason.to_string() }));
+        }
     }
 }
 
-pub async fn run(
+/// Writes everything or gives up after `WRITE_STALL`. Boxed by callers: a
+/// parked session's task then holds only the small "readable or signalled"
+/// state, not the largest future it ever awaits.
+async fn write_out(stream: &mut TcpStream, out: Vec<u8>) -> bool {
+    matches!(monoio::time::timeout(WRITE_STALL, stream.write_all(out)).await, Ok((Ok(_), _)))
+}
+
+async fn read_more(stream: &mut TcpStream, buf: Vec<u8>) -> (std::io::Result<usize>, Vec<u8>) {
+    let (len, cap) = (buf.len(), buf.capacity());
+    let (res, slice) = stream.read(buf.slice_mut(len..cap)).await;
+    (res, slice.into_inner())
+}
+
+/// The connection's task: runs it to its end, then reports `$disconnect`.
+pub async fn run(w: Rc<Worker>, s: Session, _open: OpenGuard) {
+    let Session { mut stream, leftover, conn, endpoint } = s;
+    let ended = serve(&w, &mut stream, leftover, &conn, &endpoint).await;
+    w.ws.remove(conn.id);
+    w.stats.ws_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    on_disconnect(&w, endpoint, conn.id.display(w.node), ended.code, ended.reason);
+}
+
+async fn serve(
     w: &Rc<Worker>,
-    mut stream: TcpStream,
+    stream: &mut TcpStream,
     leftover: Vec<u8>,
     conn: &Rc<WsConn>,
     endpoint: &Arc<Endpoint>,
 ) -> Ended {
-    let limits = endpoint.config.limits.clone();
-    let mode = endpoint.config.mode;
-    let now = Instant::now();
+    let limits = &endpoint.config.limits;
     let mut st = State {
         pending: Vec::new(),
         assembler: Assembler::default(),
         close_sent: false,
         close_received: false,
-        tokens: f64::from(limits.messages_per_second.max(1)),
-        refilled: now,
-        last_read: now,
-        ping_out: false,
+        tokens: limits.messages_per_second.max(1) as f32,
+        refilled: Instant::now(),
         ended: None,
     };
-    if !leftover.is_empty() {
-        handle_bytes(w, conn, endpoint, &limits, mode, &mut st, leftover);
+    // The handshake's read buffer: frames that came with it are handled,
+    // and the buffer goes back to the pool (an idle connection holds none).
+    if leftover.is_empty() {
+        give_buf(w, leftover);
+    } else {
+        handle_bytes(w, conn, endpoint, &mut st, leftover);
     }
     loop {
-        if conn.has_output() {
-            let out = conn.take_output();
-            match monoio::time::timeout(WRITE_STALL, stream.write_all(out)).await {
-                Ok((Ok(_), _)) => {}
-                _ => return st.end(1006, "write failed"),
-            }
+        if conn.aborted.get() {
+            return st.end(1006, "no close answer");
+        }
+        if conn.has_output() && !Box::pin(write_out(stream, conn.take_output())).await {
+            return st.end(1006, "write failed");
         }
         if !st.close_sent {
             if let Some((code, reason)) = conn.close_requested() {
                 let mut f = Vec::new();
                 frame::encode_close(code, &reason, &mut f);
-                if !matches!(monoio::time::timeout(WRITE_STALL, stream.write_all(f)).await, Ok((Ok(_), _))) {
+                if !Box::pin(write_out(stream, f)).await {
                     return st.end(code, &reason);
                 }
                 st.close_sent = true;
-                st.ended.get_or_insert(Ended { code, reason });
-                // The close wait starts now.
-                st.last_read = Instant::now();
+                conn.close_sent_ms.set(now_ms());
+                st.ended_once(code, &reason);
             }
         }
         if st.close_sent && st.close_received {
-            let _ = stream.shutdown().await;
+            let _ = Box::pin(stream.shutdown()).await;
             return st.end(close::NORMAL, "closed");
         }
-        let wait = st.next_timer(&limits);
-        // Some(true): readable; Some(false): socket error; None: woken or timer.
+        // Parked here while idle. Timers (ping, idle, close wait) are the
+        // worker's sweeper's job; it wakes us through `signalled`.
         let readable = monoio::select! {
             r = stream.readable(false) => Some(r.is_ok()),
             _ = conn.signalled() => None,
-            _ = monoio::time::sleep(wait) => None,
         };
         match readable {
             Some(true) => {
@@ -129,36 +142,21 @@ pub async fn run(
                 if buf.capacity() - buf.len() < 1024 {
                     buf.reserve(POOL_BUF);
                 }
-                let (len, cap) = (buf.len(), buf.capacity());
-                let (res, slice) = stream.read(buf.slice_mut(len..cap)).await;
-                let buf = slice.into_inner();
+                let (res, buf) = Box::pin(read_more(stream, buf)).await;
                 match res {
                     Ok(0) | Err(_) => {
                         give_buf(w, buf);
                         return st.end(1006, "connection lost");
                     }
                     Ok(_) => {
-                        st.last_read = Instant::now();
-                        st.ping_out = false;
+                        conn.ping_out.set(false);
                         conn.last_active_ms.set(now_ms());
-                        handle_bytes(w, conn, endpoint, &limits, mode, &mut st, buf);
+                        handle_bytes(w, conn, endpoint, &mut st, buf);
                     }
                 }
             }
             Some(false) => return st.end(1006, "connection lost"),
-            None => {
-                let idle = st.last_read.elapsed();
-                if st.close_sent {
-                    if idle >= CLOSE_WAIT {
-                        return st.end(1006, "no close answer");
-                    }
-                } else if idle >= limits.idle_timeout {
-                    conn.request_close(close::GOING_AWAY, "idle timeout");
-                } else if idle >= limits.ping_interval && !st.ping_out {
-                    conn.send_control(OP_PING, b"wasp");
-                    st.ping_out = true;
-                }
-            }
+            None => {}
         }
     }
 }
@@ -176,15 +174,8 @@ fn give_buf(w: &Worker, mut buf: Vec<u8>) {
 }
 
 /// Parses and handles every complete frame in `buf`; keeps a partial one.
-fn handle_bytes(
-    w: &Rc<Worker>,
-    conn: &Rc<WsConn>,
-    ep: &Arc<Endpoint>,
-    l: &WsLimits,
-    mode: EndpointMode,
-    st: &mut State,
-    mut buf: Vec<u8>,
-) {
+fn handle_bytes(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, st: &mut State, mut buf: Vec<u8>) {
+    let l = &ep.config.limits;
     let mut pos = 0;
     while pos < buf.len() && !st.close_received {
         let h = match frame::parse_header(&buf[pos..], l.max_frame_bytes) {
@@ -218,16 +209,13 @@ fn handle_bytes(
                         if !st.close_sent {
                             conn.request_close(if code == 1005 { close::NORMAL } else { code }, "");
                         }
-                        st.ended.get_or_insert(Ended {
-                            code,
-                            reason: String::from_utf8_lossy(&payload[payload.len().min(2)..]).into_owned(),
-                        });
+                        st.ended_once(code, &String::from_utf8_lossy(&payload[payload.len().min(2)..]));
                     }
                     Err(f) => fail(conn, st, f),
                 }
             }
             op => match st.assembler.push(op, h.fin, payload, l.max_message_bytes) {
-                Ok(Some(msg)) => on_message(w, conn, ep, l, mode, st, msg),
+                Ok(Some(msg)) => on_message(w, conn, ep, st, msg),
                 Ok(None) => {}
                 Err(f) => {
                     fail(conn, st, f);
@@ -252,26 +240,19 @@ fn handle_bytes(
 }
 
 fn fail(conn: &WsConn, st: &mut State, f: Fail) {
-    st.ended.get_or_insert(Ended { code: f.code, reason: f.reason.to_string() });
+    st.ended_once(f.code, f.reason);
     conn.request_close(f.code, f.reason);
 }
 
-fn on_message(
-    w: &Rc<Worker>,
-    conn: &Rc<WsConn>,
-    ep: &Arc<Endpoint>,
-    l: &WsLimits,
-    mode: EndpointMode,
-    st: &mut State,
-    msg: Message,
-) {
-    if conn.close_requested().is_some() {
+fn on_message(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, st: &mut State, msg: Message) {
+    let l = &ep.config.limits;
+    if conn.is_closing() {
         return;
     }
     if l.messages_per_second > 0 {
-        let rate = f64::from(l.messages_per_second);
+        let rate = l.messages_per_second as f32;
         let now = Instant::now();
-        st.tokens = (st.tokens + now.duration_since(st.refilled).as_secs_f64() * rate).min(rate);
+        st.tokens = (st.tokens + now.duration_since(st.refilled).as_secs_f32() * rate).min(rate);
         st.refilled = now;
         if st.tokens < 1.0 {
             conn.request_close(close::POLICY, "message rate limit exceeded");
@@ -279,7 +260,7 @@ fn on_message(
         }
         st.tokens -= 1.0;
     }
-    match mode {
+    match ep.config.mode {
         EndpointMode::Echo => {
             let _ = conn.send(if msg.text { OP_TEXT } else { OP_BINARY }, &msg.data);
         }
