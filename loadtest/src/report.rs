@@ -154,7 +154,7 @@ impl WsSummary {
             per_s: o.received as f64 / d.as_secs_f64().max(1e-9),
             broadcasts_posted: o.broadcasts,
             delivery_ratio: (expected > 0).then(|| o.received as f64 / expected as f64),
-            latency: (mode == "round-trip" && h.len() > 0).then(|| Latency {
+            latency: (mode == "round-trip" && !h.is_empty()).then(|| Latency {
                 p50_us: h.value_at_quantile(0.50),
                 p90_us: h.value_at_quantile(0.90),
                 p99_us: h.value_at_quantile(0.99),
