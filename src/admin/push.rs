@@ -199,9 +199,16 @@ async fn list(state: &AdminState, query: &str) -> AdminResponse {
             }
         },
     };
-    let pages =
-        ask_all(state, |reply| Command::List { endpoint: endpoint.clone(), group: group.clone(), after, limit, reply })
-            .await;
+    // One more than a page from each worker: whether a next page exists is
+    // known even when one worker holds them all.
+    let pages = ask_all(state, |reply| Command::List {
+        endpoint: endpoint.clone(),
+        group: group.clone(),
+        after,
+        limit: limit + 1,
+        reply,
+    })
+    .await;
     let Some(pages) = pages else { return busy() };
     let mut all: Vec<(u64, String)> = pages.into_iter().flatten().collect();
     all.sort_by_key(|(id, _)| *id);

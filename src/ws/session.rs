@@ -37,26 +37,52 @@ pub struct Ended {
     pub reason: String,
 }
 
-struct State {
-    /// Bytes of a frame not complete yet (empty while idle: no memory held).
+/// Per-connection state that only exists while something is in progress
+/// (a partial frame, a fragmented message, rate accounting, a close). Idle
+/// connections keep it unallocated.
+#[derive(Default)]
+struct Busy {
+    /// Bytes of a frame not complete yet.
     pending: Vec<u8>,
     assembler: Assembler,
+    tokens: f32,
+    refilled: Option<Instant>,
+    /// The code and reason to report once the socket is done.
+    ended: Option<Ended>,
+}
+
+struct State {
     close_sent: bool,
     close_received: bool,
-    tokens: f32,
-    refilled: Instant,
-    /// The code and reason to report once the socket is done (rarely set: boxed).
-    ended: Option<Box<Ended>>,
+    busy: Option<Box<Busy>>,
 }
 
 impl State {
+    fn busy(&mut self) -> &mut Busy {
+        self.busy.get_or_insert_with(Box::default)
+    }
+
     fn end(&mut self, code: u16, reason: &str) -> Ended {
-        self.ended.take().map(|b| *b).unwrap_or(Ended { code, reason: reason.to_string() })
+        self.busy.as_mut().and_then(|b| b.ended.take()).unwrap_or(Ended { code, reason: reason.to_string() })
     }
 
     fn ended_once(&mut self, code: u16, reason: &str) {
-        if self.ended.is_none() {
-            self.ended = Some(Box::new(Ended { code, reason: reason.to_string() }));
+        let b = self.busy();
+        if b.ended.is_none() {
+            b.ended = Some(Ended { code, reason: reason.to_string() });
+        }
+    }
+
+    fn take_pending(&mut self) -> Option<Vec<u8>> {
+        self.busy.as_mut().map(|b| std::mem::take(&mut b.pending)).filter(|p| !p.is_empty())
+    }
+
+    /// Drops the in-progress state once nothing is in progress.
+    fn settle(&mut self) {
+        if let Some(b) = &self.busy {
+            if b.pending.is_empty() && !b.assembler.in_progress() && b.ended.is_none() && b.refilled.is_none() {
+                self.busy = None;
+            }
         }
     }
 }
@@ -77,49 +103,27 @@ async fn read_more(stream: &mut TcpStream, buf: Vec<u8>) -> (std::io::Result<usi
 /// The connection's task: runs it to its end, then reports `$disconnect`.
 pub async fn run(w: Rc<Worker>, s: Session, _open: OpenGuard) {
     let Session { mut stream, leftover, conn, endpoint } = s;
-    let ended = serve(&w, &mut stream, leftover, &conn, &endpoint).await;
-    w.ws.remove(conn.id);
-    w.stats.ws_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    on_disconnect(&w, endpoint, conn.id.display(w.node), ended.code, ended.reason);
-}
-
-async fn serve(
-    w: &Rc<Worker>,
-    stream: &mut TcpStream,
-    leftover: Vec<u8>,
-    conn: &Rc<WsConn>,
-    endpoint: &Arc<Endpoint>,
-) -> Ended {
-    let limits = &endpoint.config.limits;
-    let mut st = State {
-        pending: Vec::new(),
-        assembler: Assembler::default(),
-        close_sent: false,
-        close_received: false,
-        tokens: limits.messages_per_second.max(1) as f32,
-        refilled: Instant::now(),
-        ended: None,
-    };
+    let mut st = State { close_sent: false, close_received: false, busy: None };
     // The handshake's read buffer: frames that came with it are handled,
     // and the buffer goes back to the pool (an idle connection holds none).
     if leftover.is_empty() {
-        give_buf(w, leftover);
+        give_buf(&w, leftover);
     } else {
-        handle_bytes(w, conn, endpoint, &mut st, leftover);
+        handle_bytes(&w, &conn, &endpoint, &mut st, leftover);
     }
-    loop {
+    let ended = loop {
         if conn.aborted.get() {
-            return st.end(1006, "no close answer");
+            break st.end(1006, "no close answer");
         }
-        if conn.has_output() && !Box::pin(write_out(stream, conn.take_output())).await {
-            return st.end(1006, "write failed");
+        if conn.has_output() && !Box::pin(write_out(&mut stream, conn.take_output())).await {
+            break st.end(1006, "write failed");
         }
         if !st.close_sent {
             if let Some((code, reason)) = conn.close_requested() {
                 let mut f = Vec::new();
                 frame::encode_close(code, &reason, &mut f);
-                if !Box::pin(write_out(stream, f)).await {
-                    return st.end(code, &reason);
+                if !Box::pin(write_out(&mut stream, f)).await {
+                    break st.end(code, &reason);
                 }
                 st.close_sent = true;
                 conn.close_sent_ms.set(now_ms());
@@ -128,7 +132,7 @@ async fn serve(
         }
         if st.close_sent && st.close_received {
             let _ = Box::pin(stream.shutdown()).await;
-            return st.end(close::NORMAL, "closed");
+            break st.end(close::NORMAL, "closed");
         }
         // Parked here while idle. Timers (ping, idle, close wait) are the
         // worker's sweeper's job; it wakes us through `signalled`.
@@ -138,27 +142,31 @@ async fn serve(
         };
         match readable {
             Some(true) => {
-                let mut buf = if st.pending.is_empty() { take_buf(w) } else { std::mem::take(&mut st.pending) };
+                let mut buf = st.take_pending().unwrap_or_else(|| take_buf(&w));
                 if buf.capacity() - buf.len() < 1024 {
                     buf.reserve(POOL_BUF);
                 }
-                let (res, buf) = Box::pin(read_more(stream, buf)).await;
+                let (res, buf) = Box::pin(read_more(&mut stream, buf)).await;
                 match res {
                     Ok(0) | Err(_) => {
-                        give_buf(w, buf);
-                        return st.end(1006, "connection lost");
+                        give_buf(&w, buf);
+                        break st.end(1006, "connection lost");
                     }
                     Ok(_) => {
                         conn.ping_out.set(false);
                         conn.last_active_ms.set(now_ms());
-                        handle_bytes(w, conn, endpoint, &mut st, buf);
+                        handle_bytes(&w, &conn, &endpoint, &mut st, buf);
+                        st.settle();
                     }
                 }
             }
-            Some(false) => return st.end(1006, "connection lost"),
+            Some(false) => break st.end(1006, "connection lost"),
             None => {}
         }
-    }
+    };
+    w.ws.remove(conn.id);
+    w.stats.ws_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    on_disconnect(&w, endpoint, conn.id.display(w.node), ended.code, ended.reason);
 }
 
 fn take_buf(w: &Worker) -> Vec<u8> {
@@ -214,7 +222,7 @@ fn handle_bytes(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, st: &mut 
                     Err(f) => fail(conn, st, f),
                 }
             }
-            op => match st.assembler.push(op, h.fin, payload, l.max_message_bytes) {
+            op => match st.busy().assembler.push(op, h.fin, payload, l.max_message_bytes) {
                 Ok(Some(msg)) => on_message(w, conn, ep, st, msg),
                 Ok(None) => {}
                 Err(f) => {
@@ -235,7 +243,7 @@ fn handle_bytes(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, st: &mut 
         give_buf(w, buf);
     } else {
         buf.drain(..pos);
-        st.pending = buf;
+        st.busy().pending = buf;
     }
 }
 
@@ -252,13 +260,15 @@ fn on_message(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, st: &mut St
     if l.messages_per_second > 0 {
         let rate = l.messages_per_second as f32;
         let now = Instant::now();
-        st.tokens = (st.tokens + now.duration_since(st.refilled).as_secs_f32() * rate).min(rate);
-        st.refilled = now;
-        if st.tokens < 1.0 {
+        let b = st.busy();
+        let since = b.refilled.map_or(1.0, |t| now.duration_since(t).as_secs_f32());
+        b.tokens = (b.tokens + since * rate).min(rate);
+        b.refilled = Some(now);
+        if b.tokens < 1.0 {
             conn.request_close(close::POLICY, "message rate limit exceeded");
             return;
         }
-        st.tokens -= 1.0;
+        b.tokens -= 1.0;
     }
     match ep.config.mode {
         EndpointMode::Echo => {
