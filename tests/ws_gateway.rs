@@ -418,3 +418,44 @@ fn python() -> String {
     std::env::var("WASP_TEST_PYTHON")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/pyenv/bin/python").to_string())
 }
+
+/// The workspace's load generator, built if this test run did not build it.
+fn loadtest_bin() -> std::path::PathBuf {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_wasp")).with_file_name("wasp-loadtest");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st =
+            std::process::Command::new(cargo).args(["build", "-p", "wasp-loadtest"]).status().expect("cargo build");
+        assert!(st.success());
+    }
+    bin
+}
+
+#[test]
+fn loadtest_client_round_trips_and_broadcast() {
+    let (b, a) = (backend(), backend());
+    let gw = Gateway::start(&chat_config(&b, &a, ""));
+    let run = |args: &[&str]| -> serde_json::Value {
+        let out = std::process::Command::new(loadtest_bin())
+            .args(args)
+            .args(["--quiet", "--json", "-"])
+            .output()
+            .expect("run loadtest");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        serde_json::from_str(&text[text.find('{').expect("json summary")..]).expect("json")
+    };
+    let url = format!("ws://{}/ws/chat", gw.public);
+    // Round trips through the `$default` route (reply = true) to a real backend.
+    let v = run(&[&url, "-c", "8", "-d", "1s", "--message", r#"{"action":"other","n":1}"#]);
+    assert_eq!(v["mode"], "round-trip");
+    assert_eq!(v["connections_opened"], 8);
+    assert!(v["received"].as_u64().unwrap() > 50, "{v}");
+    assert!(v["latency"]["p99_us"].as_u64().unwrap() > 0);
+    // Broadcast through the push API, closed loop: nearly all delivered in the window.
+    let push = format!("http://{}/endpoints/chat/messages", gw.admin);
+    let v = run(&[&url, "-c", "50", "-d", "1s", "--broadcast", &push, "--message", "tick"]);
+    assert_eq!(v["mode"], "broadcast");
+    assert!(v["broadcasts_posted"].as_u64().unwrap() > 10, "{v}");
+    assert!(v["delivery_ratio"].as_f64().unwrap() > 0.8, "{v}");
+}
