@@ -157,15 +157,7 @@ fn run(args: Args) -> Result<(), String> {
     let elapsed = start.elapsed();
     let summary = report::Summary::new(&args, &live, &hist, elapsed);
     println!("{}", summary.text());
-    if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
-        if path == "-" {
-            println!("{json}");
-        } else {
-            std::fs::write(path, json).map_err(|e| format!("{path}: {e}"))?;
-        }
-    }
-    Ok(())
+    write_json(args.json.as_deref(), &summary)
 }
 
 fn run_ws(args: Args) -> Result<(), String> {
@@ -180,13 +172,17 @@ fn run_ws(args: Args) -> Result<(), String> {
     }
     let summary = report::WsSummary::new(&args, &out, duration);
     println!("{}", summary.text());
-    if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
-        if path == "-" {
-            println!("{json}");
-        } else {
-            std::fs::write(path, json).map_err(|e| format!("{path}: {e}"))?;
-        }
+    write_json(args.json.as_deref(), &summary)
+}
+
+/// Writes the JSON summary to a file, or to stdout for "-".
+fn write_json(path: Option<&str>, summary: &impl serde::Serialize) -> Result<(), String> {
+    let Some(path) = path else { return Ok(()) };
+    let json = serde_json::to_string_pretty(summary).map_err(|e| e.to_string())?;
+    if path == "-" {
+        println!("{json}");
+        Ok(())
+    } else {
+        std::fs::write(path, json).map_err(|e| format!("{path}: {e}"))
     }
-    Ok(())
 }

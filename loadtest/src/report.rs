@@ -42,6 +42,19 @@ pub struct Latency {
     pub mean_us: f64,
 }
 
+impl Latency {
+    pub fn of(h: &Histogram<u64>) -> Latency {
+        Latency {
+            p50_us: h.value_at_quantile(0.50),
+            p90_us: h.value_at_quantile(0.90),
+            p99_us: h.value_at_quantile(0.99),
+            p999_us: h.value_at_quantile(0.999),
+            max_us: h.max(),
+            mean_us: h.mean(),
+        }
+    }
+}
+
 #[derive(Serialize)]
 pub struct Summary {
     pub url: String,
@@ -80,14 +93,7 @@ impl Summary {
             status_3xx: s(3),
             status_4xx: s(4),
             status_5xx: s(5),
-            latency: Latency {
-                p50_us: h.value_at_quantile(0.50),
-                p90_us: h.value_at_quantile(0.90),
-                p99_us: h.value_at_quantile(0.99),
-                p999_us: h.value_at_quantile(0.999),
-                max_us: h.max(),
-                mean_us: h.mean(),
-            },
+            latency: Latency::of(h),
         }
     }
 
@@ -154,14 +160,7 @@ impl WsSummary {
             per_s: o.received as f64 / d.as_secs_f64().max(1e-9),
             broadcasts_posted: o.broadcasts,
             delivery_ratio: (expected > 0).then(|| o.received as f64 / expected as f64),
-            latency: (mode == "round-trip" && !h.is_empty()).then(|| Latency {
-                p50_us: h.value_at_quantile(0.50),
-                p90_us: h.value_at_quantile(0.90),
-                p99_us: h.value_at_quantile(0.99),
-                p999_us: h.value_at_quantile(0.999),
-                max_us: h.max(),
-                mean_us: h.mean(),
-            }),
+            latency: (mode == "round-trip" && !h.is_empty()).then(|| Latency::of(h)),
         }
     }
 
