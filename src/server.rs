@@ -40,6 +40,11 @@ pub fn load(path: Option<&Path>, ov: &Overrides) -> Result<Config, ConfigError> 
     if let Some(l) = ov.listen {
         cfg.server.listen = l;
     }
+    if let Ok(t) = std::env::var("WASP_ADMIN_TOKEN") {
+        if !t.is_empty() {
+            cfg.server.admin_token = Some(t);
+        }
+    }
     if let Some(a) = ov.admin_listen {
         cfg.server.admin_listen = a;
     }
@@ -117,6 +122,7 @@ pub fn serve(path: Option<PathBuf>, ov: Overrides) -> Result<(), String> {
         ready: Default::default(),
         shutdown: shutdown.clone(),
         inboxes,
+        token: config.server.admin_token.clone(),
     });
     let admin_state = state.clone();
     let admin_thread = std::thread::Builder::new()

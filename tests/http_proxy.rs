@@ -354,3 +354,21 @@ fn head_and_body_split_across_many_writes() {
     assert_eq!(r.text(), "0123456789");
     assert_eq!(o.last().request_line(), "POST /split HTTP/1.1");
 }
+
+#[test]
+fn unknown_service_keeps_a_clean_connection_open() {
+    let o = Origin::echo();
+    let gw = Gateway::start(&config_with(&[("echo", vec![o.addr])], ""));
+    let mut s = connect(gw.public);
+    let mut buf = Vec::new();
+    s.write_all(b"GET /nope/x HTTP/1.1\r\nHost: t\r\n\r\nGET /echo/after HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let r = read_response(&mut s, &mut buf, false).unwrap();
+    assert_eq!(r.status, 404);
+    assert!(r.header("connection").is_none(), "{}", r.head);
+    let r = read_response(&mut s, &mut buf, false).unwrap();
+    assert_eq!((r.status, r.text().starts_with("GET /after ")), (200, true));
+    // With a body pending (not read), the connection is closed instead.
+    s.write_all(b"POST /nope/x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello").unwrap();
+    let r = read_response(&mut s, &mut buf, false).unwrap();
+    assert_eq!(r.header("connection").as_deref(), Some("close"));
+}

@@ -240,3 +240,35 @@ fn systemd_unit_is_notify_with_reload_and_limits() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn admin_token_guards_the_admin_api_but_not_health() {
+    let o = Origin::echo();
+    let mut cfg = config_with(&[("echo", vec![o.addr])], "");
+    cfg.push_str("[admin]\ntoken = \"s3cret-token-0123456789\"\n[endpoints.chat]\npath = \"/ws/chat\"\n");
+    let gw = Gateway::start(&cfg);
+    assert_eq!(http_get(gw.admin, "/healthz").status, 200);
+    assert_eq!(http_get(gw.admin, "/metrics").status, 200);
+    let r = http_get(gw.admin, "/connections");
+    assert_eq!(r.status, 401);
+    assert!(r.text().contains("unauthorized"));
+    let r =
+        raw(gw.admin, b"GET /connections HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer wrong-token-0123456789\r\n\r\n");
+    assert_eq!(r.status, 401);
+    let r =
+        raw(gw.admin, b"GET /connections HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer s3cret-token-0123456789\r\n\r\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The environment wins over the file.
+    let gw = Gateway::start_with(&cfg, &[], &[("WASP_ADMIN_TOKEN", "from-env-token-0123456789")]);
+    let r = raw(
+        gw.admin,
+        b"GET /connections HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer from-env-token-0123456789\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    // A short token is a config error naming the key.
+    let dir = temp_dir("token");
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[admin]\ntoken = \"short\"\n").unwrap();
+    let out = wasp().args(["check", "--config"]).arg(&bad).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("admin.token (line 2)"));
+}

@@ -459,3 +459,37 @@ fn loadtest_client_round_trips_and_broadcast() {
     assert!(v["broadcasts_posted"].as_u64().unwrap() > 10, "{v}");
     assert!(v["delivery_ratio"].as_f64().unwrap() > 0.8, "{v}");
 }
+
+#[test]
+fn reload_keeps_connections_and_drains_removed_endpoints() {
+    let b = backend();
+    let two = |second_route: &str| {
+        format!(
+            "[server]\nworkers = 1\n[timeouts]\ndrain = \"400ms\"\n[endpoints.keep]\npath = \"/ws/keep\"\nroute_selection = \"$.action\"\n[endpoints.keep.routes.go]\nhttp = [\"http://{}/{second_route}\"]\nreply = true\n{}",
+            b.addr,
+            if second_route == "v1" { "[endpoints.gone]\npath = \"/ws/gone\"\n[endpoints.gone.routes.\"$default\"]\nack = true\n" } else { "" }
+        )
+    };
+    let gw = Gateway::start(&two("v1"));
+    let mut keep = WsClient::connect(gw.public, "/ws/keep");
+    let mut gone = WsClient::connect(gw.public, "/ws/gone");
+    keep.send_text(r#"{"action":"go"}"#);
+    assert!(keep.recv_text().starts_with(r#"{"got""#));
+    assert_eq!(wait_for(&b, "/v1").request_line(), "POST /v1 HTTP/1.1");
+    std::fs::write(&gw.config_path, two("v2")).unwrap();
+    gw.signal(SIGHUP);
+    assert!(gw.wait_log("configuration reloaded", Duration::from_secs(5)));
+    // The changed endpoint's open connection uses the new routes.
+    keep.send_text(r#"{"action":"go"}"#);
+    assert!(keep.recv_text().starts_with(r#"{"got""#));
+    assert_eq!(wait_for(&b, "/v2").request_line(), "POST /v2 HTTP/1.1");
+    // The removed endpoint's connection refuses events, then gets 1001 after the drain.
+    gone.send_text(r#"{"x":1}"#);
+    assert!(gone.recv_text().contains("endpoint_removed"));
+    let t0 = std::time::Instant::now();
+    assert_eq!(gone.recv_close(), Some(1001));
+    assert!(t0.elapsed() < Duration::from_secs(3));
+    // The kept connection is still open.
+    keep.send_text(r#"{"action":"go"}"#);
+    assert!(keep.recv_text().starts_with(r#"{"got""#));
+}

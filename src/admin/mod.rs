@@ -18,11 +18,25 @@ pub struct AdminState {
     /// True once every worker listens, false again when draining starts.
     pub ready: AtomicBool,
     pub shutdown: Arc<Shutdown>,
+    /// Bearer token required by everything but health, readiness and metrics.
+    pub token: Option<String>,
     /// One inbox per worker, for the push API.
     pub inboxes: Vec<flume::Sender<crate::ws::push::Command>>,
 }
 
+/// Compares without stopping at the first difference (no timing oracle).
+fn token_matches(given: &[u8], want: &[u8]) -> bool {
+    given.len() == want.len() && given.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
 pub async fn handle(state: Arc<AdminState>, req: AdminRequest) -> AdminResponse {
+    let open = matches!(req.path.as_str(), "/healthz" | "/readyz" | "/metrics");
+    if let (Some(want), false) = (&state.token, open) {
+        let given = req.header("authorization").and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+        if !token_matches(given.trim().as_bytes(), want.as_bytes()) {
+            return AdminResponse::error(401, "unauthorized", "send Authorization: Bearer <admin token>");
+        }
+    }
     if let Some(res) = push::handle(&state, &req).await {
         return res;
     }

@@ -26,6 +26,8 @@ pub struct FileConfig {
     pub timeouts: TimeoutsSection,
     #[serde(default)]
     pub paths: PathsSection,
+    #[serde(default)]
+    pub admin: AdminSection,
     /// WebSocket endpoints, by name.
     #[serde(default)]
     pub endpoints: BTreeMap<String, EndpointSection>,
@@ -133,4 +135,12 @@ pub struct RouteSection {
     pub ack: Option<bool>,
     pub reply: Option<bool>,
     pub timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Bearer token the admin API requires (`WASP_ADMIN_TOKEN` overrides).
+    /// Health, readiness and metrics stay open.
+    pub token: Option<Spanned<String>>,
 }

@@ -63,6 +63,8 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     pub log_level: String,
     pub drain_timeout: Duration,
+    /// Bearer token for the admin API; `None`: no token (localhost only by default).
+    pub admin_token: Option<String>,
 }
 
 /// Limits that keep one client from costing the gateway more than its share.
@@ -249,6 +251,13 @@ impl Config {
             log_format,
             log_level: file.log.level.clone().unwrap_or_else(|| "info".to_string()),
             drain_timeout: src.duration("timeouts.drain", &t.drain, Duration::from_secs(10))?,
+            admin_token: match &file.admin.token {
+                None => None,
+                Some(t) if t.get_ref().len() < 16 || t.get_ref().bytes().any(|b| !b.is_ascii_graphic()) => {
+                    return src.err("admin.token", Some(t.span()), "use at least 16 visible ASCII characters");
+                }
+                Some(t) => Some(t.get_ref().clone()),
+            },
         };
 
         let l = &file.limits;

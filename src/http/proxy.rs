@@ -60,10 +60,19 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, w: Rc<Worker>
                 stats.record(w.id, r.error.status());
                 w.stats.error(r.error.kind);
                 finish(&w, &snap, &r.meta, r.error.status(), 0, started);
-                if r.error.answerable()
-                    && answer_error(&mut client.stream, &mut out, &r.error, &r.meta, false).await.is_ok()
-                {
-                    linger_close(client).await;
+                let keep = r.continue_after.filter(|_| !w.shutdown.is_triggered());
+                let sent = r.error.answerable()
+                    && answer_error(&mut client.stream, &mut out, &r.error, &r.meta, keep.is_some()).await.is_ok();
+                match keep {
+                    // A well-formed request for a path we do not route: the
+                    // connection is in sync and stays open.
+                    Some(n) if sent => {
+                        client.consume(n);
+                        first = false;
+                        continue;
+                    }
+                    _ if sent => linger_close(client).await,
+                    _ => {}
                 }
                 return;
             }
@@ -182,7 +191,10 @@ async fn read_head(
                     target: None,
                     service: None,
                 };
-                return (Head::Rejected(Box::new(super::request::Rejected { error, meta })), snap);
+                return (
+                    Head::Rejected(Box::new(super::request::Rejected { error, meta, continue_after: None })),
+                    snap,
+                );
             }
         }
     }

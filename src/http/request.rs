@@ -78,6 +78,9 @@ pub enum Routed {
 pub struct Rejected {
     pub error: ProxyError,
     pub meta: Meta,
+    /// The head's length when the connection can go on after the answer
+    /// (a complete, bodiless, keep-alive request): otherwise it is closed.
+    pub continue_after: Option<usize>,
 }
 
 #[derive(Default)]
@@ -147,6 +150,7 @@ pub fn prepare(
     let mut req = httparse::Request::new(&mut []);
     let reject = |error: ProxyError, method: Option<&str>| {
         Box::new(Rejected {
+            continue_after: None,
             error,
             meta: Meta {
                 method: Method::new(method.unwrap_or("-").as_bytes()),
@@ -238,7 +242,7 @@ pub fn prepare(
     };
     macro_rules! fail {
         ($err:expr) => {
-            return Err(Box::new(Rejected { error: $err, meta }))
+            return Err(Box::new(Rejected { error: $err, meta, continue_after: None }))
         };
     }
 
@@ -329,7 +333,11 @@ pub fn prepare(
         if !routed.service.is_empty() && routed.service.len() <= 64 {
             meta.service = Some(Arc::from(routed.service.as_str()));
         }
-        fail!(ProxyError::new(ErrorKind::UnknownService, "no service is routed at this path"));
+        let keep = body == RequestBody::None
+            && !upgrade
+            && if http10 { seen.conn_keep_alive && !seen.conn_close } else { !seen.conn_close };
+        let error = ProxyError::new(ErrorKind::UnknownService, "no service is routed at this path");
+        return Err(Box::new(Rejected { error, meta, continue_after: keep.then_some(head_len) }));
     };
     meta.service = Some(service.name.clone());
 

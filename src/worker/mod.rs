@@ -100,7 +100,7 @@ async fn run(spec: WorkerSpec, driver: &'static str) {
     let seed = ahash::RandomState::new().hash_one(spec.id) as u32;
     let w = Rc::new(Worker::new(spec.id, spec.snapshot, spec.registry.worker(spec.id), spec.shutdown.clone(), seed));
     monoio::spawn(crate::ws::push::serve_inbox(w.clone(), spec.inbox));
-    monoio::spawn(sweep_websockets(w.clone()));
+    monoio::spawn(sweep_websockets(w.clone(), spec.drain_timeout));
     let _ = spec.ready.send(Ok(driver));
 
     let stop = spec.shutdown.wait();
@@ -147,12 +147,41 @@ async fn run(spec: WorkerSpec, driver: &'static str) {
 /// Pings, idle timeouts and close-handshake timeouts of every WebSocket
 /// connection of the worker, checked ten times a second by one task instead
 /// of a timer per connection (each would cost memory and timer-wheel work).
-async fn sweep_websockets(w: Rc<Worker>) {
+async fn sweep_websockets(w: Rc<Worker>, drain: Duration) {
+    let mut seen_version = w.snapshot.load().version;
+    // Endpoints removed by a reload, and when their connections must go.
+    let mut removed: Vec<(std::rc::Rc<str>, u64)> = Vec::new();
     loop {
         monoio::time::sleep(Duration::from_millis(100)).await;
-        if !w.ws.is_empty() {
-            w.ws.sweep(crate::ws::conn::now_ms());
+        if w.ws.is_empty() {
+            removed.clear();
+            continue;
         }
+        let now = crate::ws::conn::now_ms();
+        let snap = w.snapshot.load();
+        if snap.version != seen_version {
+            seen_version = snap.version;
+            // Open connections keep working on a changed endpoint (their next
+            // event uses the new routes); a removed endpoint's connections get
+            // the drain period, then a 1001.
+            for name in w.ws.endpoint_names() {
+                if !snap.endpoints.contains_key(&*name) && !removed.iter().any(|(n, _)| *n == name) {
+                    removed.push((name, now + drain.as_millis() as u64));
+                }
+            }
+            removed.retain(|(n, _)| !snap.endpoints.contains_key(&**n));
+        }
+        drop(snap);
+        removed.retain(|(name, at)| {
+            if now < *at {
+                return true;
+            }
+            for c in w.ws.all(Some(name)) {
+                c.request_close(crate::ws::frame::close::GOING_AWAY, "endpoint removed");
+            }
+            false
+        });
+        w.ws.sweep(now);
     }
 }
 

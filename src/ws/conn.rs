@@ -327,6 +327,11 @@ impl Table {
     }
 
     /// Every connection, optionally only those of one endpoint.
+    /// Names of the endpoints this worker has connections on.
+    pub fn endpoint_names(&self) -> Vec<Rc<str>> {
+        self.names.borrow().values().cloned().collect()
+    }
+
     /// Runs the keep-alive checks of every connection.
     pub fn sweep(&self, now: u64) {
         for c in self.conns.borrow().values() {

@@ -4,7 +4,7 @@
 
 use super::conn::{json_string, WsConn};
 use super::endpoint::Endpoint;
-use super::frame::{close, OP_BINARY, OP_TEXT};
+use super::frame::{OP_BINARY, OP_TEXT};
 use super::integration::{call, Answer, CallInfo};
 use super::jsonpath::is_valid_json;
 use super::message::Message;
@@ -45,7 +45,18 @@ pub fn on_event(w: &Rc<Worker>, conn: &Rc<WsConn>, _at_connect: &Arc<Endpoint>, 
     // The endpoint as of now: a reload applies to the next event.
     let snap = w.snapshot.load();
     let Some(ep) = snap.endpoints.get(&*conn.endpoint).cloned() else {
-        conn.request_close(close::GOING_AWAY, "endpoint removed");
+        // Removed by a reload: the worker's sweeper closes the connection
+        // (1001) when the drain period ends; until then events are refused.
+        let _ = conn.send(
+            OP_TEXT,
+            &error_event(
+                "endpoint_removed",
+                "this endpoint was removed; the connection will be closed",
+                None,
+                rid,
+                None,
+            ),
+        );
         return;
     };
     drop(snap);
