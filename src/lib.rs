@@ -15,6 +15,7 @@ pub mod logging;
 pub mod metrics;
 pub mod server;
 pub mod snapshot;
+pub mod store;
 pub mod systemd;
 pub mod worker;
 pub mod ws;
