@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod control;
 pub mod dispatch;
 pub mod http;
 pub mod logging;

@@ -8,11 +8,12 @@
 
 use crate::admin::{self, AdminState};
 use crate::config::{Config, ConfigError, DEFAULT_CONFIG};
+use crate::control::Control;
 use crate::metrics::Registry;
-use crate::snapshot::{SharedSnapshot, Snapshot};
+use crate::snapshot::SharedSnapshot;
+use crate::store::SqliteStore;
 use crate::systemd;
 use crate::worker::{self, listener, shutdown::Shutdown, WorkerSpec};
-use arc_swap::ArcSwap;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,16 +28,22 @@ pub struct Overrides {
     pub workers: Option<usize>,
 }
 
-/// Reads and validates the file (or the built-in default), then applies overrides.
-pub fn load(path: Option<&Path>, ov: &Overrides) -> Result<Config, ConfigError> {
-    let mut cfg = match path {
+/// The file's text and its name for messages (or the built-in default's).
+pub fn read_text(path: Option<&Path>) -> Result<(String, String), ConfigError> {
+    match path {
         Some(p) => {
             let text =
                 std::fs::read_to_string(p).map_err(|e| ConfigError(format!("{}: cannot read: {e}", p.display())))?;
-            Config::from_toml(&text, &p.display().to_string())?
+            Ok((text, p.display().to_string()))
         }
-        None => Config::from_toml(DEFAULT_CONFIG, "built-in default config")?,
-    };
+        None => Ok((DEFAULT_CONFIG.to_string(), "built-in default config".to_string())),
+    }
+}
+
+/// Reads and validates the file (or the built-in default), then applies overrides.
+pub fn load(path: Option<&Path>, ov: &Overrides) -> Result<Config, ConfigError> {
+    let (text, origin) = read_text(path)?;
+    let mut cfg = Config::from_toml(&text, &origin)?;
     if let Some(l) = ov.listen {
         cfg.server.listen = l;
     }
@@ -67,8 +74,13 @@ pub fn serve(path: Option<PathBuf>, ov: Overrides) -> Result<(), String> {
         signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT]).map_err(|e| format!("signals: {e}"))?;
 
     let registry = Arc::new(Registry::new(s.workers));
-    let snapshot: SharedSnapshot =
-        Arc::new(ArcSwap::from_pointee(Snapshot::build(1, config.gateway.clone(), &registry)));
+    // Versions of services and endpoints: the file seeds the store, and the
+    // routed configuration is built from the store's active versions.
+    let store = SqliteStore::open(s.store_path.as_deref()).map_err(|e| e.to_string())?;
+    let (text, origin) = read_text(path.as_deref()).map_err(|e| e.to_string())?;
+    let (control, _) = Control::start(Box::new(store), &text, &origin, registry.clone()).map_err(|e| e.to_string())?;
+    let control = Arc::new(control);
+    let snapshot: SharedSnapshot = control.snapshot();
     let shutdown = Arc::new(Shutdown::default());
 
     let listeners = listener::bind_all(s.listen, s.workers, s.backlog)
@@ -149,7 +161,7 @@ pub fn serve(path: Option<PathBuf>, ov: Overrides) -> Result<(), String> {
         match sig {
             SIGHUP => {
                 systemd::notify("RELOADING=1");
-                reload(path.as_deref(), &ov, &mut current, &registry, &snapshot);
+                reload(path.as_deref(), &ov, &mut current, &registry, &control);
                 systemd::notify("READY=1");
             }
             _ => break,
@@ -168,31 +180,41 @@ pub fn serve(path: Option<PathBuf>, ov: Overrides) -> Result<(), String> {
     Ok(())
 }
 
-/// Re-reads the file; on success swaps the snapshot, on failure keeps it.
-fn reload(path: Option<&Path>, ov: &Overrides, current: &mut Config, registry: &Registry, snapshot: &SharedSnapshot) {
+/// Re-reads the file; on success its services and endpoints are seeded
+/// into the store and the snapshot swapped, on failure nothing changes.
+fn reload(path: Option<&Path>, ov: &Overrides, current: &mut Config, registry: &Registry, control: &Control) {
     let Some(path) = path else {
         tracing::info!("reload requested, but wasp runs on the built-in config: nothing to re-read");
         return;
     };
+    let version = control.snapshot().load().version;
+    let rejected = |e: &dyn std::fmt::Display| {
+        registry.reloads_failed.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(error = %e, version, "reload rejected; the running configuration stays");
+    };
     let new = match load(Some(path), ov) {
         Ok(c) => c,
-        Err(e) => {
-            registry.reloads_failed.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(error = %e, version = snapshot.load().version, "reload rejected; the running configuration stays");
-            return;
-        }
+        Err(e) => return rejected(&e),
     };
     if new.server != current.server {
-        tracing::warn!("server settings (listen, workers, log, driver) changed: they take effect after a restart");
+        tracing::warn!(
+            "server settings (listen, workers, log, driver, store) changed: they take effect after a restart"
+        );
     }
-    if new.gateway == current.gateway {
-        tracing::info!(version = snapshot.load().version, "reload: no change");
-        return;
+    let (text, origin) = match read_text(Some(path)) {
+        Ok(t) => t,
+        Err(e) => return rejected(&e),
+    };
+    match control.seed(&text, &origin) {
+        Ok(_) => {
+            let now = control.snapshot().load().version;
+            if now == version {
+                tracing::info!(version, "reload: no change");
+            } else {
+                tracing::info!(version = now, "configuration reloaded");
+            }
+            current.gateway = new.gateway;
+        }
+        Err(e) => rejected(&e),
     }
-    let version = snapshot.load().version + 1;
-    let next = Snapshot::build(version, new.gateway.clone(), registry);
-    snapshot.store(Arc::new(next));
-    current.gateway = new.gateway;
-    registry.reloads_ok.fetch_add(1, Ordering::Relaxed);
-    tracing::info!(version, services = current.gateway.services.len(), "configuration reloaded");
 }

@@ -28,6 +28,8 @@ pub struct FileConfig {
     pub paths: PathsSection,
     #[serde(default)]
     pub admin: AdminSection,
+    #[serde(default)]
+    pub store: StoreSection,
     /// WebSocket endpoints, by name.
     #[serde(default)]
     pub endpoints: BTreeMap<String, EndpointSection>,
@@ -143,4 +145,12 @@ pub struct AdminSection {
     /// Bearer token the admin API requires (`WASP_ADMIN_TOKEN` overrides).
     /// Health, readiness and metrics stay open.
     pub token: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// SQLite file holding every version of services and endpoints; absent:
+    /// kept in memory (history lasts as long as the process).
+    pub path: Option<String>,
 }

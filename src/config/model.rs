@@ -65,6 +65,8 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// Bearer token for the admin API; `None`: no token (localhost only by default).
     pub admin_token: Option<String>,
+    /// Where versions of the dynamic configuration live; `None`: in memory.
+    pub store_path: Option<std::path::PathBuf>,
 }
 
 /// Limits that keep one client from costing the gateway more than its share.
@@ -258,6 +260,7 @@ impl Config {
                 }
                 Some(t) => Some(t.get_ref().clone()),
             },
+            store_path: file.store.path.as_ref().map(std::path::PathBuf::from),
         };
 
         let l = &file.limits;

@@ -1,0 +1,269 @@
+//! The control plane's configuration changes: the file's base settings plus
+//! the store's active services and endpoints make the routed configuration.
+//!
+//! Every change — a reload of the file, an API write, applying an old
+//! version — goes validate → commit → swap: the whole candidate
+//! configuration is assembled and validated first, the new versions are
+//! committed in one store transaction, and only then is the snapshot swapped.
+//! A failure at any step leaves the running configuration and the store as
+//! they were.
+
+use crate::config::{Config, ConfigError};
+use crate::metrics::Registry;
+use crate::snapshot::{SharedSnapshot, Snapshot};
+use crate::store::{Change, ConfigStore, Kind};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Who wrote versions that came from the file.
+pub const FILE_AUTHOR: &str = "file";
+
+/// The result of an apply.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// Snapshot version now running.
+    pub snapshot_version: u64,
+    /// (kind, name, new store version) of each change.
+    pub changed: Vec<(Kind, String, u64)>,
+    /// Validate + commit + swap, in microseconds.
+    pub apply_us: u64,
+}
+
+#[derive(Debug)]
+pub enum ApplyError {
+    /// The candidate configuration is invalid (names the key).
+    Invalid(ConfigError),
+    /// The store failed; nothing changed.
+    Store(String),
+    NotFound(String),
+}
+
+impl std::fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApplyError::Invalid(e) => write!(f, "{e}"),
+            ApplyError::Store(e) => write!(f, "config store: {e}"),
+            ApplyError::NotFound(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// The file's settings without `services` and `endpoints`.
+#[derive(Clone)]
+struct Base {
+    table: toml::Table,
+    origin: String,
+}
+
+pub struct Control {
+    store: Mutex<Box<dyn ConfigStore>>,
+    base: Mutex<Base>,
+    registry: Arc<Registry>,
+    snapshot: SharedSnapshot,
+}
+
+/// Canonical JSON text of one entity (key order as written: routes keep theirs).
+pub fn entity_json(v: &toml::Value) -> Result<String, ConfigError> {
+    serde_json::to_string(v).map_err(|e| ConfigError(format!("cannot encode as JSON: {e}")))
+}
+
+fn kind_table(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Service => "services",
+        Kind::Endpoint => "endpoints",
+    }
+}
+
+/// Splits a validated file into its base settings and its entities.
+fn split(text: &str, origin: &str) -> Result<(Base, Vec<(Kind, String, String)>), ConfigError> {
+    let mut table: toml::Table =
+        text.parse().map_err(|e: toml::de::Error| ConfigError(format!("{origin}: {}", e.message())))?;
+    let mut entities = Vec::new();
+    for kind in [Kind::Service, Kind::Endpoint] {
+        if let Some(toml::Value::Table(t)) = table.remove(kind_table(kind)) {
+            for (name, v) in t {
+                entities.push((kind, name, entity_json(&v)?));
+            }
+        }
+    }
+    Ok((Base { table, origin: origin.to_string() }, entities))
+}
+
+/// Builds and validates the whole configuration: base + entities.
+fn assemble(base: &Base, entities: &[(Kind, String, String)]) -> Result<Config, ConfigError> {
+    let mut table = base.table.clone();
+    for kind in [Kind::Service, Kind::Endpoint] {
+        let mut t = toml::Table::new();
+        for (k, name, json) in entities.iter().filter(|(k, _, _)| *k == kind) {
+            let v: toml::Value =
+                serde_json::from_str(json).map_err(|e| ConfigError(format!("{} {name:?}: {e}", k.as_str())))?;
+            t.insert(name.clone(), v);
+        }
+        if !t.is_empty() {
+            table.insert(kind_table(kind).to_string(), toml::Value::Table(t));
+        }
+    }
+    let text = toml::to_string(&table).map_err(|e| ConfigError(format!("cannot assemble the configuration: {e}")))?;
+    Config::from_toml(&text, &base.origin)
+}
+
+impl Control {
+    /// Seeds an (empty or existing) store from the file and builds the first
+    /// snapshot from the store's active entities.
+    pub fn start(
+        store: Box<dyn ConfigStore>,
+        file_text: &str,
+        origin: &str,
+        registry: Arc<Registry>,
+    ) -> Result<(Control, Config), ConfigError> {
+        let (base, _) = split(file_text, origin)?;
+        // A placeholder until the first assemble: never published.
+        let first = Config::from_toml(file_text, origin)?;
+        let snapshot: SharedSnapshot =
+            Arc::new(arc_swap::ArcSwap::from_pointee(Snapshot::build(0, first.gateway.clone(), &registry)));
+        let control = Control { store: Mutex::new(store), base: Mutex::new(base), registry, snapshot };
+        let config = control.seed(file_text, origin).map_err(|e| ConfigError(e.to_string()))?;
+        if control.snapshot.load().version == 0 {
+            // The placeholder matched: publish version 1 all the same.
+            control.snapshot.store(Arc::new(Snapshot::build(1, config.gateway.clone(), &control.registry)));
+        } else {
+            // The start is not a reload.
+            control.registry.reloads_ok.store(0, Ordering::Relaxed);
+        }
+        Ok((control, config))
+    }
+
+    pub fn snapshot(&self) -> SharedSnapshot {
+        self.snapshot.clone()
+    }
+
+    fn lock_store(&self) -> std::sync::MutexGuard<'_, Box<dyn ConfigStore>> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn active(store: &dyn ConfigStore) -> Result<Vec<(Kind, String, String, String)>, ApplyError> {
+        let rows = store.active().map_err(|e| ApplyError::Store(e.0))?;
+        Ok(rows.into_iter().filter_map(|(k, n, v)| v.content.map(|c| (k, n, c, v.meta.author))).collect())
+    }
+
+    /// The file seeds the store: whatever differs from the active versions
+    /// becomes new versions; entities the file put there and no longer names
+    /// are deleted; entities written through the API are left alone.
+    pub fn seed(&self, file_text: &str, origin: &str) -> Result<Config, ApplyError> {
+        let (base, file_entities) = split(file_text, origin).map_err(ApplyError::Invalid)?;
+        let mut store = self.lock_store();
+        let active = Self::active(store.as_ref())?;
+        let mut changes = Vec::new();
+        for (kind, name, json) in &file_entities {
+            if !active.iter().any(|(k, n, c, _)| k == kind && n == name && c == json) {
+                changes.push(Change {
+                    kind: *kind,
+                    name: name.clone(),
+                    content: Some(json.clone()),
+                    author: FILE_AUTHOR.into(),
+                    comment: format!("from {origin}"),
+                });
+            }
+        }
+        for (kind, name, _, author) in &active {
+            if author == FILE_AUTHOR && !file_entities.iter().any(|(k, n, _)| k == kind && n == name) {
+                changes.push(Change {
+                    kind: *kind,
+                    name: name.clone(),
+                    content: None,
+                    author: FILE_AUTHOR.into(),
+                    comment: format!("removed from {origin}"),
+                });
+            }
+        }
+        let started = Instant::now();
+        let config = self.validate_commit_swap(&mut store, &base, &active, changes, started)?.1;
+        *self.base.lock().unwrap_or_else(|p| p.into_inner()) = base;
+        Ok(config)
+    }
+
+    /// Applies changes written through the API.
+    pub fn apply(&self, changes: Vec<Change>) -> Result<Applied, ApplyError> {
+        let started = Instant::now();
+        let base = self.base.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut store = self.lock_store();
+        let active = Self::active(store.as_ref())?;
+        Ok(self.validate_commit_swap(&mut store, &base, &active, changes, started)?.0)
+    }
+
+    /// Makes an existing version active again.
+    pub fn activate(&self, kind: Kind, name: &str, version: u64) -> Result<Applied, ApplyError> {
+        let started = Instant::now();
+        let base = self.base.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut store = self.lock_store();
+        let v = store
+            .get(kind, name, version)
+            .map_err(|e| ApplyError::Store(e.0))?
+            .ok_or_else(|| ApplyError::NotFound(format!("{} {name:?} has no version {version}", kind.as_str())))?;
+        let mut entities: Vec<(Kind, String, String)> = Self::active(store.as_ref())?
+            .into_iter()
+            .filter(|(k, n, _, _)| !(*k == kind && n == name))
+            .map(|(k, n, c, _)| (k, n, c))
+            .collect();
+        if let Some(c) = v.content {
+            entities.push((kind, name.to_string(), c));
+        }
+        let config = assemble(&base, &entities).map_err(ApplyError::Invalid)?;
+        store.activate(kind, name, version).map_err(|e| ApplyError::Store(e.0))?;
+        let snapshot_version = self.swap(config);
+        Ok(Applied {
+            snapshot_version,
+            changed: vec![(kind, name.to_string(), version)],
+            apply_us: started.elapsed().as_micros() as u64,
+        })
+    }
+
+    /// Validates changes against the active set without storing anything.
+    pub fn validate(&self, changes: &[Change]) -> Result<(), ApplyError> {
+        let base = self.base.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let store = self.lock_store();
+        let active = Self::active(store.as_ref())?;
+        assemble(&base, &merged(&active, changes)).map(|_| ()).map_err(ApplyError::Invalid)
+    }
+
+    pub fn store(&self) -> std::sync::MutexGuard<'_, Box<dyn ConfigStore>> {
+        self.lock_store()
+    }
+
+    fn validate_commit_swap(
+        &self,
+        store: &mut Box<dyn ConfigStore>,
+        base: &Base,
+        active: &[(Kind, String, String, String)],
+        changes: Vec<Change>,
+        started: Instant,
+    ) -> Result<(Applied, Config), ApplyError> {
+        let config = assemble(base, &merged(active, &changes)).map_err(ApplyError::Invalid)?;
+        let numbers =
+            if changes.is_empty() { Vec::new() } else { store.commit(&changes).map_err(|e| ApplyError::Store(e.0))? };
+        let unchanged = changes.is_empty() && self.snapshot.load().gateway == config.gateway;
+        let snapshot_version = if unchanged { self.snapshot.load().version } else { self.swap(config.clone()) };
+        let changed = changes.iter().zip(numbers).map(|(c, n)| (c.kind, c.name.clone(), n)).collect();
+        Ok((Applied { snapshot_version, changed, apply_us: started.elapsed().as_micros() as u64 }, config))
+    }
+
+    fn swap(&self, config: Config) -> u64 {
+        let version = self.snapshot.load().version + 1;
+        self.snapshot.store(Arc::new(Snapshot::build(version, config.gateway, &self.registry)));
+        self.registry.reloads_ok.fetch_add(1, Ordering::Relaxed);
+        version
+    }
+}
+
+/// The active entities with `changes` applied on top.
+fn merged(active: &[(Kind, String, String, String)], changes: &[Change]) -> Vec<(Kind, String, String)> {
+    let mut out: Vec<(Kind, String, String)> = active.iter().map(|(k, n, c, _)| (*k, n.clone(), c.clone())).collect();
+    for c in changes {
+        out.retain(|(k, n, _)| !(*k == c.kind && *n == c.name));
+        if let Some(content) = &c.content {
+            out.push((c.kind, c.name.clone(), content.clone()));
+        }
+    }
+    out
+}
