@@ -49,6 +49,9 @@ impl std::fmt::Display for ApplyError {
     }
 }
 
+/// One entity's kind, name and canonical JSON.
+type Entity = (Kind, String, String);
+
 /// The file's settings without `services` and `endpoints`.
 #[derive(Clone)]
 struct Base {
@@ -76,7 +79,7 @@ fn kind_table(kind: Kind) -> &'static str {
 }
 
 /// Splits a validated file into its base settings and its entities.
-fn split(text: &str, origin: &str) -> Result<(Base, Vec<(Kind, String, String)>), ConfigError> {
+fn split(text: &str, origin: &str) -> Result<(Base, Vec<Entity>), ConfigError> {
     let mut table: toml::Table =
         text.parse().map_err(|e: toml::de::Error| ConfigError(format!("{origin}: {}", e.message())))?;
     let mut entities = Vec::new();
@@ -91,7 +94,7 @@ fn split(text: &str, origin: &str) -> Result<(Base, Vec<(Kind, String, String)>)
 }
 
 /// Builds and validates the whole configuration: base + entities.
-fn assemble(base: &Base, entities: &[(Kind, String, String)]) -> Result<Config, ConfigError> {
+fn assemble(base: &Base, entities: &[Entity]) -> Result<Config, ConfigError> {
     let mut table = base.table.clone();
     for kind in [Kind::Service, Kind::Endpoint] {
         let mut t = toml::Table::new();
@@ -201,7 +204,7 @@ impl Control {
             .get(kind, name, version)
             .map_err(|e| ApplyError::Store(e.0))?
             .ok_or_else(|| ApplyError::NotFound(format!("{} {name:?} has no version {version}", kind.as_str())))?;
-        let mut entities: Vec<(Kind, String, String)> = Self::active(store.as_ref())?
+        let mut entities: Vec<Entity> = Self::active(store.as_ref())?
             .into_iter()
             .filter(|(k, n, _, _)| !(*k == kind && n == name))
             .map(|(k, n, c, _)| (k, n, c))
@@ -257,8 +260,8 @@ impl Control {
 }
 
 /// The active entities with `changes` applied on top.
-fn merged(active: &[(Kind, String, String, String)], changes: &[Change]) -> Vec<(Kind, String, String)> {
-    let mut out: Vec<(Kind, String, String)> = active.iter().map(|(k, n, c, _)| (*k, n.clone(), c.clone())).collect();
+fn merged(active: &[(Kind, String, String, String)], changes: &[Change]) -> Vec<Entity> {
+    let mut out: Vec<Entity> = active.iter().map(|(k, n, c, _)| (*k, n.clone(), c.clone())).collect();
     for c in changes {
         out.retain(|(k, n, _)| !(*k == c.kind && *n == c.name));
         if let Some(content) = &c.content {
