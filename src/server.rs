@@ -135,6 +135,7 @@ pub fn serve(path: Option<PathBuf>, ov: Overrides) -> Result<(), String> {
         shutdown: shutdown.clone(),
         inboxes,
         token: config.server.admin_token.clone(),
+        control: Some(control.clone()),
     });
     let admin_state = state.clone();
     let admin_thread = std::thread::Builder::new()

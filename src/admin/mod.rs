@@ -1,6 +1,7 @@
 //! The admin listener: health, readiness and metrics. Bound to localhost by
 //! default and never on the public listener.
 
+pub mod config;
 pub mod push;
 pub mod server;
 
@@ -20,6 +21,8 @@ pub struct AdminState {
     pub shutdown: Arc<Shutdown>,
     /// Bearer token required by everything but health, readiness and metrics.
     pub token: Option<String>,
+    /// Configuration changes and their history (absent in unit tests).
+    pub control: Option<Arc<crate::control::Control>>,
     /// One inbox per worker, for the push API.
     pub inboxes: Vec<flume::Sender<crate::ws::push::Command>>,
 }
@@ -38,6 +41,9 @@ pub async fn handle(state: Arc<AdminState>, req: AdminRequest) -> AdminResponse 
         }
     }
     if let Some(res) = push::handle(&state, &req).await {
+        return res;
+    }
+    if let Some(res) = config::handle(&state, &req).await {
         return res;
     }
     let get = req.method == "GET" || req.method == "HEAD";

@@ -1,0 +1,146 @@
+//! Versioned configuration through the admin API, over real sockets.
+
+mod common;
+use common::ws::WsClient;
+use common::*;
+use std::time::Duration;
+
+fn req(gw: &Gateway, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let r = raw(gw.admin, format!("{method} {path} HTTP/1.1\r\nHost: a\r\nX-Wasp-Author: tester\r\nX-Wasp-Comment: test change\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes());
+    let v = serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null);
+    (r.status, v)
+}
+
+#[test]
+fn put_versions_apply_old_version_and_diff() {
+    let a = Origin::start(|_| Reply::Raw(ok_response(b"A")));
+    let b = Origin::start(|_| Reply::Raw(ok_response(b"B")));
+    let gw = Gateway::start(&config_with(&[("svc", vec![a.addr])], ""));
+    assert_eq!(http_get(gw.public, "/svc/").text(), "A");
+    // Version 1 came from the file.
+    let (st, v) = req(&gw, "GET", "/services/svc/versions", "");
+    assert_eq!(st, 200);
+    assert_eq!(v["versions"][0]["author"], "file");
+    assert_eq!(v["versions"][0]["active"], true);
+
+    let (st, v) = req(&gw, "PUT", "/services/svc", &format!(r#"{{"instances":["{}"]}}"#, b.addr));
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["applied"][0]["version"], 2);
+    assert!(v["apply_us"].as_u64().is_some());
+    assert_eq!(http_get(gw.public, "/svc/").text(), "B", "applied without a restart");
+    let (_, v) = req(&gw, "GET", "/services/svc/versions", "");
+    assert_eq!(v["versions"].as_array().unwrap().len(), 2);
+    assert_eq!(v["versions"][1]["author"], "tester");
+    assert_eq!(v["versions"][1]["comment"], "test change");
+    assert_eq!(v["versions"][1]["active"], true);
+    let (st, v) = req(&gw, "GET", "/services/svc", "");
+    assert_eq!((st, v["version"].as_u64()), (200, Some(2)));
+    assert_eq!(v["content"]["instances"][0], b.addr.to_string());
+
+    // Any version can be applied again.
+    let (st, _) = req(&gw, "POST", "/services/svc/versions/1/apply", "");
+    assert_eq!(st, 200);
+    assert_eq!(http_get(gw.public, "/svc/").text(), "A");
+    let (_, v) = req(&gw, "GET", "/services/svc/diff?from=1&to=2", "");
+    let d = v["diff"].as_str().unwrap();
+    assert!(d.lines().any(|l| l.starts_with('-') && l.contains(&a.addr.to_string())), "{d}");
+    assert!(d.lines().any(|l| l.starts_with('+') && l.contains(&b.addr.to_string())), "{d}");
+    assert_eq!(req(&gw, "POST", "/services/svc/versions/9/apply", "").0, 404);
+
+    // A new service through the API, then deleted.
+    let (st, _) = req(&gw, "PUT", "/services/fresh", &format!(r#"{{"instances":["{}"]}}"#, b.addr));
+    assert_eq!(st, 200);
+    assert_eq!(http_get(gw.public, "/fresh/x").text(), "B");
+    assert_eq!(req(&gw, "DELETE", "/services/fresh", "").0, 200);
+    assert_eq!(http_get(gw.public, "/fresh/x").status, 404);
+    assert_eq!(req(&gw, "GET", "/services/fresh", "").0, 404);
+}
+
+#[test]
+fn invalid_input_is_422_with_a_pointer_and_changes_nothing() {
+    let a = Origin::start(|_| Reply::Raw(ok_response(b"A")));
+    let gw = Gateway::start(&config_with(&[("svc", vec![a.addr])], ""));
+    let (st, v) = req(&gw, "PUT", "/services/svc", r#"{"instances":["not-an-address"]}"#);
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(v["pointer"], "/instances");
+    let (st, v) = req(&gw, "PUT", "/services/svc", r#"{"instancez":[]}"#);
+    assert_eq!((st, v["pointer"].as_str()), (422, Some("/instancez")), "{v}");
+    let (st, v) = req(&gw, "PUT", "/endpoints/chat", r#"{"path":"/ws/chat","routes":{"send":{"htp":[]}}}"#);
+    assert_eq!((st, v["pointer"].as_str()), (422, Some("/routes/send/htp")), "{v}");
+    let (st, _) = req(&gw, "PUT", "/services/svc", "not json");
+    assert_eq!(st, 422);
+    let (_, v) = req(&gw, "GET", "/services/svc/versions", "");
+    assert_eq!(v["versions"].as_array().unwrap().len(), 1, "nothing was stored");
+    assert_eq!(http_get(gw.public, "/svc/").text(), "A", "nothing was applied");
+}
+
+#[test]
+fn endpoints_via_api_and_whole_document_export_import_validate() {
+    let backend = Origin::start(|s| Reply::Raw(ok_response(&s.body)));
+    let gw = Gateway::start("[server]\nworkers = 1\n[timeouts]\ndrain = \"300ms\"\n");
+    let ep = format!(
+        r#"{{"path":"/ws/live","route_selection":"$.action","routes":{{"echo":{{"http":["http://{}/e"],"reply":true}}}}}}"#,
+        backend.addr
+    );
+    assert_eq!(req(&gw, "PUT", "/endpoints/live", &ep).0, 200);
+    let mut c = WsClient::connect(gw.public, "/ws/live");
+    c.send_text(r#"{"action":"echo","x":1}"#);
+    assert_eq!(c.recv_text(), r#"{"action":"echo","x":1}"#);
+
+    let (st, doc) = req(&gw, "GET", "/config/export", "");
+    assert_eq!(st, 200);
+    assert_eq!(doc["endpoints"]["live"]["path"], "/ws/live");
+    // Validate a broken document: 422, pointer inside the document.
+    let (st, v) = req(&gw, "POST", "/config/validate", r#"{"services":{"s":{"instances":["nope"]}}}"#);
+    assert_eq!((st, v["pointer"].as_str()), (422, Some("/services/s/instances")), "{v}");
+    let (st, _) = req(&gw, "POST", "/config/validate", &doc.to_string());
+    assert_eq!(st, 200);
+    // Import an empty document: the endpoint goes, its connection drains with 1001.
+    let (st, v) = req(&gw, "POST", "/config/import", r#"{"services":{},"endpoints":{}}"#);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(c.recv_close(), Some(1001));
+    assert_eq!(http_get(gw.public, "/ws/live").status, 404);
+    // And back.
+    assert_eq!(req(&gw, "POST", "/config/import", &doc.to_string()).0, 200);
+    let mut c = WsClient::connect(gw.public, "/ws/live");
+    c.send_text(r#"{"action":"echo"}"#);
+    assert_eq!(c.recv_text(), r#"{"action":"echo"}"#);
+}
+
+#[test]
+fn the_store_survives_restarts_and_kill_9() {
+    let a = Origin::start(|_| Reply::Raw(ok_response(b"A")));
+    let b = Origin::start(|_| Reply::Raw(ok_response(b"B")));
+    let dir = temp_dir("store");
+    let db = dir.join("wasp.db");
+    let mut cfg = config_with(&[("svc", vec![a.addr])], "");
+    cfg.push_str(&format!("[store]\npath = \"{}\"\n", db.display()));
+    let mut gw = Gateway::start(&cfg);
+    assert_eq!(req(&gw, "PUT", "/services/svc", &format!(r#"{{"instances":["{}"]}}"#, b.addr)).0, 200);
+    assert_eq!(req(&gw, "PUT", "/services/extra", &format!(r#"{{"instances":["{}"]}}"#, b.addr)).0, 200);
+    // kill -9 right after the applies: the next start applies the last applied versions.
+    gw.signal(9);
+    gw.wait_exit(Duration::from_secs(5));
+    let gw = Gateway::spawn(
+        {
+            let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_wasp"));
+            c.args(["serve", "--config"]).arg(&gw.config_path).args([
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ]);
+            c
+        },
+        gw.config_path.clone(),
+        &[],
+    );
+    assert_eq!(http_get(gw.public, "/extra/").text(), "B", "the API-made service is back");
+    // The file still names svc with instance A, unchanged since it seeded
+    // version 1: the file's content differs from the active (API) version,
+    // so the restart records the file's content as a new version.
+    let (_, v) = req(&gw, "GET", "/services/svc/versions", "");
+    let authors: Vec<&str> = v["versions"].as_array().unwrap().iter().map(|x| x["author"].as_str().unwrap()).collect();
+    assert_eq!(authors, vec!["file", "tester", "file"], "{v}");
+    assert_eq!(http_get(gw.public, "/svc/").text(), "A");
+}
