@@ -144,3 +144,80 @@ fn the_store_survives_restarts_and_kill_9() {
     assert_eq!(authors, vec!["file", "tester", "file"], "{v}");
     assert_eq!(http_get(gw.public, "/svc/").text(), "A");
 }
+
+#[test]
+fn a_hundred_applies_under_load_lose_nothing() {
+    let a = Origin::start(|_| Reply::Raw(ok_response(b"A")));
+    let b = Origin::start(|_| Reply::Raw(ok_response(b"B")));
+    let backend = Origin::start(|s| Reply::Raw(ok_response(&s.body)));
+    let ep = |n: usize| {
+        format!(
+            r#"{{"path":"/ws/load","route_selection":"$.action","routes":{{"$default":{{"http":["http://{}/v{n}"],"reply":true}}}}}}"#,
+            backend.addr
+        )
+    };
+    let gw = Gateway::start(&format!("[server]\nworkers = 2\nmax_connections_per_worker = 5000\n[log]\naccess = false\n[services.svc]\ninstances = [\"{}\"]\n", a.addr));
+    assert_eq!(req(&gw, "PUT", "/endpoints/load", &ep(0)).0, 200);
+
+    // HTTP keep-alive load and 1,000 WebSocket connections sending events, both for 8 s.
+    let http = std::process::Command::new(loadtest_bin())
+        .args([&format!("http://{}/svc/", gw.public), "-c", "16", "-d", "8s", "--quiet", "--json", "-"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ws = std::process::Command::new(loadtest_bin())
+        .args([
+            &format!("ws://{}/ws/load", gw.public),
+            "-c",
+            "1000",
+            "-R",
+            "400",
+            "-d",
+            "8s",
+            "--quiet",
+            "--json",
+            "-",
+            "--message",
+            r#"{"action":"any"}"#,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let mut apply_us = Vec::new();
+    for i in 1..=100 {
+        let (st, v) = if i % 2 == 0 {
+            let target = if i % 4 == 0 { a.addr } else { b.addr };
+            req(&gw, "PUT", "/services/svc", &format!(r#"{{"instances":["{target}"]}}"#))
+        } else {
+            req(&gw, "PUT", "/endpoints/load", &ep(i))
+        };
+        assert_eq!(st, 200, "apply {i}: {v}");
+        apply_us.push(v["apply_us"].as_u64().unwrap());
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let parse = |out: std::process::Output| -> serde_json::Value {
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        serde_json::from_str(&text[text.find('{').expect("summary")..]).unwrap()
+    };
+    let h = parse(http.wait_with_output().unwrap());
+    let w = parse(ws.wait_with_output().unwrap());
+    apply_us.sort_unstable();
+    println!(
+        "100 applies: apply p50 {} us, max {} us; HTTP {} requests, {} errors, {} non-2xx; WS {} connections, {} round trips, failed {}",
+        apply_us[50], apply_us[99], h["requests"], h["errors"], h["status_5xx"].as_u64().unwrap() + h["status_4xx"].as_u64().unwrap(), w["connections_opened"], w["received"], w["connections_failed"]
+    );
+    assert!(h["requests"].as_u64().unwrap() > 1000, "{h}");
+    assert_eq!(h["errors"], 0, "{h}");
+    assert_eq!((h["status_4xx"].as_u64(), h["status_5xx"].as_u64()), (Some(0), Some(0)), "{h}");
+    assert_eq!(w["connections_opened"], 1000, "{w}");
+    assert_eq!(w["connections_failed"], 0);
+    assert_eq!(w["errors"], 0, "no connection dropped, every event answered: {w}");
+    assert!(w["received"].as_u64().unwrap() > 1000, "{w}");
+    // Every connection is still open after the 100 applies: none was dropped.
+    let m = gw.metrics();
+    let line = m.lines().find(|l| l.starts_with("wasp_ws_connections_accepted_total ")).unwrap().to_string();
+    assert_eq!(line, "wasp_ws_connections_accepted_total 1000", "no reconnects");
+    let (_, v) = req(&gw, "GET", "/endpoints/load/versions", "");
+    assert_eq!(v["versions"].as_array().unwrap().len(), 51);
+}

@@ -419,18 +419,6 @@ fn python() -> String {
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/pyenv/bin/python").to_string())
 }
 
-/// The workspace's load generator, built if this test run did not build it.
-fn loadtest_bin() -> std::path::PathBuf {
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_wasp")).with_file_name("wasp-loadtest");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st =
-            std::process::Command::new(cargo).args(["build", "-p", "wasp-loadtest"]).status().expect("cargo build");
-        assert!(st.success());
-    }
-    bin
-}
-
 #[test]
 fn loadtest_client_round_trips_and_broadcast() {
     let (b, a) = (backend(), backend());

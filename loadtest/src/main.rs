@@ -170,7 +170,7 @@ fn run_ws(args: Args) -> Result<(), String> {
     if let Some(p) = progress {
         let _ = p.join();
     }
-    let summary = report::WsSummary::new(&args, &out, duration);
+    let summary = report::WsSummary::new(&args, &out, &live, duration);
     println!("{}", summary.text());
     write_json(args.json.as_deref(), &summary)
 }

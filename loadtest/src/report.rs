@@ -129,6 +129,8 @@ pub struct WsSummary {
     pub mode: &'static str,
     pub connections_opened: u64,
     pub connections_failed: u64,
+    /// Connections lost or events unanswered during the run.
+    pub errors: u64,
     pub duration_s: f64,
     /// Round trips (round-trip mode) or frames delivered (broadcast, hold).
     pub received: u64,
@@ -140,7 +142,7 @@ pub struct WsSummary {
 }
 
 impl WsSummary {
-    pub fn new(args: &Args, o: &crate::ws::WsOutcome, d: Duration) -> WsSummary {
+    pub fn new(args: &Args, o: &crate::ws::WsOutcome, live: &Live, d: Duration) -> WsSummary {
         let mode = if args.broadcast.is_some() {
             "broadcast"
         } else if args.hold {
@@ -155,6 +157,7 @@ impl WsSummary {
             mode,
             connections_opened: o.opened,
             connections_failed: o.failed,
+            errors: live.errors.load(Relaxed),
             duration_s: d.as_secs_f64(),
             received: o.received,
             per_s: o.received as f64 / d.as_secs_f64().max(1e-9),
@@ -166,11 +169,12 @@ impl WsSummary {
 
     pub fn text(&self) -> String {
         let mut t = format!(
-            "{url} ({mode})\n  connections {open} open, {failed} failed, {dur:.1}s\n  received   {recv} ({rate:.0}/s)",
+            "{url} ({mode})\n  connections {open} open, {failed} failed, {dur:.1}s\n  received   {recv} ({rate:.0}/s), errors {errors}",
             url = self.url,
             mode = self.mode,
             open = self.connections_opened,
             failed = self.connections_failed,
+            errors = self.errors,
             dur = self.duration_s,
             recv = self.received,
             rate = self.per_s

@@ -479,3 +479,14 @@ pub fn config_with(services: &[(&str, Vec<SocketAddr>)], extra: &str) -> String 
     }
     c
 }
+
+/// The workspace's load generator, built if this test run did not build it.
+pub fn loadtest_bin() -> PathBuf {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_wasp")).with_file_name("wasp-loadtest");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo).args(["build", "-p", "wasp-loadtest"]).status().expect("cargo build");
+        assert!(st.success());
+    }
+    bin
+}
