@@ -94,6 +94,25 @@ fn pointer_of(message: &str, doc: &Value, whole: bool) -> String {
     String::new()
 }
 
+/// Waits until every worker answers from the new snapshot; the time from
+/// the start of the apply to the last worker's answer, in microseconds.
+async fn reach_workers(state: &AdminState, a: &Applied, started: std::time::Instant) -> Option<u64> {
+    let versions = super::push::ask_all(state, |reply| crate::ws::push::Command::Sync { reply }).await?;
+    versions.iter().all(|v| *v >= a.snapshot_version).then(|| started.elapsed().as_micros() as u64)
+}
+
+async fn applied(state: &AdminState, a: Applied, started: std::time::Instant) -> AdminResponse {
+    let reached = reach_workers(state, &a, started).await;
+    let mut body = applied_json(&a);
+    body.pop();
+    body.push_str(&format!(
+        r#","workers":{},"reached_all_workers_us":{}}}"#,
+        state.inboxes.len(),
+        reached.map_or("null".to_string(), |u| u.to_string())
+    ));
+    AdminResponse::json(200, body)
+}
+
 fn applied_json(a: &Applied) -> String {
     let changed: Vec<String> = a
         .changed
@@ -157,28 +176,31 @@ pub async fn handle(state: &Arc<AdminState>, req: &AdminRequest) -> Option<Admin
                     Err(e) => apply_error(e, &doc, true),
                 }
             } else {
+                let started = std::time::Instant::now();
                 match control.apply(changes) {
-                    Ok(a) => AdminResponse::json(200, applied_json(&a)),
+                    Ok(a) => applied(state, a, started).await,
                     Err(e) => apply_error(e, &doc, true),
                 }
             }
         }
         (_, [kind, name, ..]) if kind_of(kind).is_some() && parts.get(2) != Some(&"messages") => {
             let kind = kind_of(kind)?;
-            entity(control, kind, name, &parts[2..], req)
+            entity(state, control, kind, name, &parts[2..], req).await
         }
         _ => return None,
     };
     Some(res)
 }
 
-fn entity(
+async fn entity(
+    state: &AdminState,
     control: &crate::control::Control,
     kind: Kind,
     name: &str,
     rest: &[&str],
     req: &AdminRequest,
 ) -> AdminResponse {
+    let started = std::time::Instant::now();
     let m = req.method.as_str();
     let store_err = |e: crate::store::StoreError| AdminResponse::error(500, "store_failed", &e.0);
     match (m, rest) {
@@ -208,7 +230,7 @@ fn entity(
             let (author, comment) = who(req);
             let change = Change { kind, name: name.to_string(), content: Some(doc.to_string()), author, comment };
             match control.apply(vec![change]) {
-                Ok(a) => AdminResponse::json(200, applied_json(&a)),
+                Ok(a) => applied(state, a, started).await,
                 Err(e) => apply_error(e, &doc, false),
             }
         }
@@ -222,7 +244,7 @@ fn entity(
             }
             let (author, comment) = who(req);
             match control.apply(vec![Change { kind, name: name.to_string(), content: None, author, comment }]) {
-                Ok(a) => AdminResponse::json(200, applied_json(&a)),
+                Ok(a) => applied(state, a, started).await,
                 Err(e) => apply_error(e, &Value::Null, false),
             }
         }
@@ -277,7 +299,7 @@ fn entity(
         ("POST", ["versions", n, "apply"]) => {
             let Ok(n) = n.parse::<u64>() else { return AdminResponse::error(404, "not_found", "no such version") };
             match control.activate(kind, name, n) {
-                Ok(a) => AdminResponse::json(200, applied_json(&a)),
+                Ok(a) => applied(state, a, started).await,
                 Err(e) => apply_error(e, &Value::Null, false),
             }
         }

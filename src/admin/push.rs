@@ -67,7 +67,7 @@ async fn ask<T>(state: &AdminState, worker: usize, make: impl FnOnce(flume::Send
     monoio::time::timeout(WORKER_ANSWER, rx.recv_async()).await.ok()?.ok()
 }
 
-async fn ask_all<T>(state: &AdminState, make: impl Fn(flume::Sender<T>) -> Command) -> Option<Vec<T>> {
+pub(crate) async fn ask_all<T>(state: &AdminState, make: impl Fn(flume::Sender<T>) -> Command) -> Option<Vec<T>> {
     let mut rxs = Vec::new();
     for inbox in &state.inboxes {
         let (tx, rx) = flume::bounded(1);

@@ -61,6 +61,10 @@ pub enum Command {
         code: u16,
         reason: String,
     },
+    /// Answers with the snapshot version the worker sees now (apply latency).
+    Sync {
+        reply: flume::Sender<u64>,
+    },
 }
 
 fn opcode(body: &[u8]) -> u8 {
@@ -122,6 +126,9 @@ pub fn handle(w: &Worker, cmd: Command) {
             let op = opcode(&body);
             let n = targets.iter().filter(|c| c.send(op, &body).is_ok()).count();
             let _ = reply.send(n);
+        }
+        Command::Sync { reply } => {
+            let _ = reply.send(w.snapshot.load().version);
         }
         Command::CloseAll { code, reason } => {
             for c in w.ws.all(None) {
