@@ -223,3 +223,38 @@ fn a_hundred_applies_under_load_lose_nothing() {
     let (_, v) = req(&gw, "GET", "/endpoints/load/versions", "");
     assert_eq!(v["versions"].as_array().unwrap().len(), 51);
 }
+
+#[test]
+fn openapi_document_matches_the_router() {
+    let gw = Gateway::start("[server]\nworkers = 1\n[endpoints.e]\npath = \"/ws/e\"\n[services.s]\ninstances = []\n");
+    let (st, doc) = req(&gw, "GET", "/openapi.json", "");
+    assert_eq!(st, 200);
+    assert_eq!(doc["openapi"], "3.0.3");
+    let paths = doc["paths"].as_object().unwrap();
+    for must in [
+        "/connections/{id}",
+        "/services/{name}/versions/{n}/apply",
+        "/endpoints/{name}/diff",
+        "/config/import",
+        "/groups/{group}/messages",
+    ] {
+        assert!(paths.contains_key(must), "{must} is documented");
+    }
+    let mut checked = 0;
+    for (path, item) in paths {
+        for (method, _) in item.as_object().unwrap().iter().filter(|(m, _)| *m != "parameters") {
+            let concrete = path
+                .replace("{id}", "0000ff00000000000001")
+                .replace("{group}", "g")
+                .replace("{name}", if path.starts_with("/services") { "s" } else { "e" })
+                .replace("{n}", "1");
+            let concrete = if concrete.ends_with("/diff") { format!("{concrete}?from=1&to=1") } else { concrete };
+            let body = if method == "put" || path.starts_with("/config") { "{}" } else { "" };
+            let (st, v) = req(&gw, &method.to_uppercase(), &concrete, body);
+            let unrouted = st == 405 || (st == 404 && v["message"] == "no such admin endpoint");
+            assert!(!unrouted, "{} {path}: documented but not routed ({st} {v})", method.to_uppercase());
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 29, "every documented operation was called");
+}

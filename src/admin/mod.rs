@@ -12,6 +12,10 @@ use server::{AdminRequest, AdminResponse};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+/// The OpenAPI document of the admin listener (checked against the router by
+/// `tests/config_api.rs`).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
 /// What the admin handlers can see.
 pub struct AdminState {
     pub registry: Arc<Registry>,
@@ -59,6 +63,7 @@ pub async fn handle(state: Arc<AdminState>, req: AdminRequest) -> AdminResponse 
                 AdminResponse::json(503, r#"{"status":"starting"}"#)
             }
         }
+        (true, "/openapi.json") => AdminResponse::json(200, OPENAPI),
         (true, "/metrics") => AdminResponse {
             status: 200,
             content_type: "text/plain; version=0.0.4",
