@@ -29,6 +29,20 @@ enum Command {
         #[arg(long)]
         workers: Option<usize>,
     },
+    /// Services' and endpoints' versions, through the admin API.
+    Config {
+        /// The admin listener (or WASP_ADMIN).
+        #[arg(long, env = "WASP_ADMIN", default_value = "http://127.0.0.1:9901")]
+        admin: String,
+        /// Bearer token (or WASP_ADMIN_TOKEN).
+        #[arg(long, env = "WASP_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Print the API's JSON instead of tables.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        cmd: wasp::cli::ConfigCmd,
+    },
     /// Validate a config file; exits non-zero naming the bad key and line.
     Check {
         #[arg(long, short)]
@@ -42,6 +56,20 @@ fn main() -> ExitCode {
         Command::Serve { config, listen, admin_listen, workers } => {
             match server::serve(config, Overrides { listen, admin_listen, workers }) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("wasp: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Config { admin, token, json, cmd } => {
+            let result =
+                wasp::admin::client::AdminClient::new(&admin, token).and_then(|c| wasp::cli::run(&c, &cmd, json));
+            match result {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
                 Err(e) => {
                     eprintln!("wasp: {e}");
                     ExitCode::from(1)

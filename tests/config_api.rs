@@ -258,3 +258,61 @@ fn openapi_document_matches_the_router() {
     }
     assert_eq!(checked, 29, "every documented operation was called");
 }
+
+#[test]
+fn cli_lists_shows_diffs_applies_rolls_back_exports_imports() {
+    let a = Origin::start(|_| Reply::Raw(ok_response(b"A")));
+    let b = Origin::start(|_| Reply::Raw(ok_response(b"B")));
+    let gw = Gateway::start(&config_with(&[("svc", vec![a.addr])], ""));
+    let cli = |args: &[&str]| -> (bool, String, String) {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasp"))
+            .arg("config")
+            .args(["--admin", &format!("http://{}", gw.admin)])
+            .args(args)
+            .env_remove("WASP_ADMIN_TOKEN")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(req(&gw, "PUT", "/services/svc", &format!(r#"{{"instances":["{}"]}}"#, b.addr)).0, 200);
+    let (ok, out, _) = cli(&["list"]);
+    assert!(ok);
+    assert!(out.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["service", "svc", "2", "2"]), "{out}");
+    let (ok, out, _) = cli(&["versions", "service", "svc"]);
+    assert!(ok && out.contains("active") && out.contains("tester") && out.contains("file"), "{out}");
+    let (_, out, _) = cli(&["show", "service", "svc"]);
+    assert!(out.contains("version 2") && out.contains(&b.addr.to_string()), "{out}");
+    let (_, out, _) = cli(&["diff", "service", "svc", "1", "2"]);
+    assert!(
+        out.lines().any(|l| l.starts_with('+') && l.contains(&b.addr.to_string())),
+        "no colour when not a terminal: {out}"
+    );
+    let (ok, out, _) = cli(&["rollback", "service", "svc"]);
+    assert!(ok && out.contains("service svc → version 1"), "{out}");
+    assert_eq!(http_get(gw.public, "/svc/").text(), "A");
+    let (ok, out, _) = cli(&["apply", "service", "svc", "2", "--json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["applied"][0]["version"], 2);
+    assert_eq!(http_get(gw.public, "/svc/").text(), "B");
+
+    let dir = temp_dir("cli");
+    let (ok, exported, _) = cli(&["export"]);
+    assert!(ok);
+    let file = dir.join("doc.json");
+    std::fs::write(&file, &exported).unwrap();
+    let (ok, out, _) = cli(&["validate", file.to_str().unwrap()]);
+    assert!(ok && out.contains("valid"), "{out}");
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, r#"{"services":{"svc":{"instances":["x y"]}}}"#).unwrap();
+    let (ok, _, err) = cli(&["validate", bad.to_str().unwrap()]);
+    assert!(!ok && err.contains("422 at /services/svc/instances"), "{err}");
+    let (ok, out, _) = cli(&["import", file.to_str().unwrap()]);
+    assert!(ok && out.contains("nothing changed"), "{out}");
+    let (ok, _, err) = cli(&["show", "service", "nope"]);
+    assert!(!ok && err.contains("404"), "{err}");
+}

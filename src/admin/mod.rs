@@ -1,6 +1,7 @@
 //! The admin listener: health, readiness and metrics. Bound to localhost by
 //! default and never on the public listener.
 
+pub mod client;
 pub mod config;
 pub mod push;
 pub mod server;
