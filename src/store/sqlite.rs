@@ -41,19 +41,23 @@ impl SqliteStore {
     }
 }
 
-fn row_version(r: &rusqlite::Row<'_>) -> rusqlite::Result<Version> {
-    let content: Option<String> = r.get(6)?;
+/// A version from the `COLS` columns starting at column `at`.
+fn version_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Version> {
     Ok(Version {
         meta: VersionMeta {
-            version: r.get::<_, i64>(0)? as u64,
-            created_ms: r.get::<_, i64>(1)? as u64,
-            author: r.get(2)?,
-            comment: r.get(3)?,
-            hash: r.get(4)?,
-            deleted: r.get::<_, i64>(5)? != 0,
+            version: r.get::<_, i64>(at)? as u64,
+            created_ms: r.get::<_, i64>(at + 1)? as u64,
+            author: r.get(at + 2)?,
+            comment: r.get(at + 3)?,
+            hash: r.get(at + 4)?,
+            deleted: r.get::<_, i64>(at + 5)? != 0,
         },
-        content,
+        content: r.get(at + 6)?,
     })
+}
+
+fn row_version(r: &rusqlite::Row<'_>) -> rusqlite::Result<Version> {
+    version_at(r, 0)
 }
 
 const COLS: &str = "v.version, v.created_ms, v.author, v.comment, v.hash, v.content IS NULL, v.content";
@@ -69,22 +73,7 @@ impl ConfigStore for SqliteStore {
             ))
             .map_err(err)?;
         let rows = st
-            .query_map([], |r| {
-                let kind: String = r.get(0)?;
-                let name: String = r.get(1)?;
-                let v = Version {
-                    meta: VersionMeta {
-                        version: r.get::<_, i64>(2)? as u64,
-                        created_ms: r.get::<_, i64>(3)? as u64,
-                        author: r.get(4)?,
-                        comment: r.get(5)?,
-                        hash: r.get(6)?,
-                        deleted: r.get::<_, i64>(7)? != 0,
-                    },
-                    content: r.get(8)?,
-                };
-                Ok((kind, name, v))
-            })
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, version_at(r, 2)?)))
             .map_err(err)?;
         let mut out = Vec::new();
         for row in rows {
