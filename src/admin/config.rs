@@ -183,6 +183,8 @@ pub async fn handle(state: &Arc<AdminState>, req: &AdminRequest) -> Option<Admin
                 }
             }
         }
+        (_, ["config", "export"]) => AdminResponse::method_not_allowed("GET"),
+        (_, ["config", "validate" | "import"]) => AdminResponse::method_not_allowed("POST"),
         (_, [kind, name, ..]) if kind_of(kind).is_some() && parts.get(2) != Some(&"messages") => {
             let kind = kind_of(kind)?;
             entity(state, control, kind, name, &parts[2..], req).await
@@ -332,7 +334,10 @@ async fn entity(
                 _ => AdminResponse::error(404, "not_found", "no such version"),
             }
         }
-        _ => AdminResponse::error(405, "method_not_allowed", "see the configuration API table in the README"),
+        (_, []) => AdminResponse::method_not_allowed("GET, PUT, DELETE"),
+        (_, ["versions"]) | (_, ["versions", _]) | (_, ["diff"]) => AdminResponse::method_not_allowed("GET"),
+        (_, ["versions", _, "apply"]) => AdminResponse::method_not_allowed("POST"),
+        _ => AdminResponse::error(404, "not_found", "no such admin endpoint"),
     }
 }
 

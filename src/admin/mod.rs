@@ -69,8 +69,11 @@ pub async fn handle(state: Arc<AdminState>, req: AdminRequest) -> AdminResponse 
             status: 200,
             content_type: "text/plain; version=0.0.4",
             body: state.registry.render(state.snapshot.load().version).into_bytes(),
+            allow: None,
         },
-        (false, "/healthz" | "/readyz" | "/metrics") => AdminResponse::error(405, "method_not_allowed", "use GET"),
+        (false, "/healthz" | "/readyz" | "/metrics" | "/openapi.json") => {
+            AdminResponse::method_not_allowed("GET, HEAD")
+        }
         _ => AdminResponse::error(404, "not_found", "no such admin endpoint"),
     }
 }

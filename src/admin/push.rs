@@ -171,9 +171,10 @@ pub async fn handle(state: &Arc<AdminState>, req: &AdminRequest) -> Option<Admin
             })
             .await
         }
-        (_, ["connections", ..]) | (_, ["groups", ..]) | (_, ["endpoints", _, "messages"]) => {
-            AdminResponse::error(405, "method_not_allowed", "see the push API table in the README")
-        }
+        (_, ["connections"]) => AdminResponse::method_not_allowed("GET"),
+        (_, ["connections", _]) => AdminResponse::method_not_allowed("GET, POST, DELETE"),
+        (_, ["connections", _, "groups", _]) => AdminResponse::method_not_allowed("PUT, DELETE"),
+        (_, ["groups", _, "messages"]) | (_, ["endpoints", _, "messages"]) => AdminResponse::method_not_allowed("POST"),
         _ => return None,
     };
     Some(res)
@@ -189,7 +190,11 @@ async fn broadcast(state: &AdminState, make: impl Fn(flume::Sender<usize>) -> Co
 async fn list(state: &AdminState, query: &str) -> AdminResponse {
     let endpoint = query_param(query, "endpoint").filter(|e| !e.is_empty());
     let group = query_param(query, "group").filter(|g| !g.is_empty());
-    let limit = query_param(query, "limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(100).clamp(1, 1000);
+    let limit = match query_param(query, "limit").map(|l| l.parse::<usize>()) {
+        None => 100,
+        Some(Ok(l)) if (1..=1000).contains(&l) => l,
+        Some(_) => return AdminResponse::error(422, "invalid_limit", "limit is a whole number from 1 to 1000"),
+    };
     let after = match query_param(query, "cursor").filter(|c| !c.is_empty()) {
         None => 0,
         Some(c) => match ConnId::parse(&c, 0) {

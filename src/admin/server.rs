@@ -33,11 +33,20 @@ pub struct AdminResponse {
     pub status: u16,
     pub content_type: &'static str,
     pub body: Vec<u8>,
+    /// The `Allow` header of a 405 (RFC 9110 requires it).
+    pub allow: Option<&'static str>,
 }
 
 impl AdminResponse {
     pub fn json(status: u16, body: impl Into<Vec<u8>>) -> Self {
-        AdminResponse { status, content_type: "application/json", body: body.into() }
+        AdminResponse { status, content_type: "application/json", body: body.into(), allow: None }
+    }
+
+    /// `405` naming the methods the path accepts.
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        let mut r = Self::error(405, "method_not_allowed", &format!("this path accepts {allow}"));
+        r.allow = Some(allow);
+        r
     }
 
     pub fn error(status: u16, code: &str, message: &str) -> Self {
@@ -168,6 +177,10 @@ fn write_response(out: &mut Vec<u8>, res: &AdminResponse, close: bool) {
     out.extend_from_slice(res.content_type.as_bytes());
     out.extend_from_slice(b"\r\ncontent-length: ");
     out.extend_from_slice(itoa(res.body.len() as u64, &mut [0u8; 20]));
+    if let Some(allow) = res.allow {
+        out.extend_from_slice(b"\r\nallow: ");
+        out.extend_from_slice(allow.as_bytes());
+    }
     if close {
         out.extend_from_slice(b"\r\nconnection: close");
     }
