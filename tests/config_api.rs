@@ -316,3 +316,32 @@ fn cli_lists_shows_diffs_applies_rolls_back_exports_imports() {
     let (ok, _, err) = cli(&["show", "service", "nope"]);
     assert!(!ok && err.contains("404"), "{err}");
 }
+
+#[test]
+fn schemathesis_finds_no_server_error_in_the_admin_api() {
+    let gw = Gateway::start("[server]\nworkers = 2\n[services.s]\ninstances = [\"127.0.0.1:9\"]\n[endpoints.e]\npath = \"/ws/e\"\n[log]\naccess = false\n");
+    let python = std::env::var("WASP_TEST_PYTHON")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/pyenv/bin/python").to_string());
+    let st = std::path::Path::new(&python).with_file_name("schemathesis");
+    let base = format!("http://{}", gw.admin);
+    let out = std::process::Command::new(st)
+        .args([
+            "run",
+            &format!("{base}/openapi.json"),
+            "--url",
+            &base,
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "25",
+            "--seed",
+            "1",
+        ])
+        .output()
+        .expect("schemathesis (installed by .ci/run into target/pyenv)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "schemathesis found server errors:\n{text}");
+    assert!(text.contains("generated"), "{text}");
+    // And the gateway is still up and serving.
+    assert_eq!(http_get(gw.admin, "/healthz").status, 200);
+}
