@@ -324,7 +324,10 @@ fn schemathesis_finds_no_server_error_in_the_admin_api() {
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/pyenv/bin/python").to_string());
     let st = std::path::Path::new(&python).with_file_name("schemathesis");
     let base = format!("http://{}", gw.admin);
+    // Run from a scratch directory: schemathesis and hypothesis write caches
+    // (.schemathesis, .hypothesis) into the working directory.
     let out = std::process::Command::new(st)
+        .current_dir(temp_dir("schemathesis"))
         .args([
             "run",
             &format!("{base}/openapi.json"),
