@@ -1,13 +1,15 @@
 //! Per-request hot path, without I/O: parse + validate + route + rewrite of a
 //! client head, the path normalizer alone, the response-head rewrite, and the
-//! chunked decoder. Run: `cargo bench --bench hot_path`.
+//! chunked decoder; and a 16 KiB head read one byte per read, resumed (as the
+//! gateway reads) and re-parsed from its first byte on every read (as it read
+//! before). Run: `cargo bench --bench hot_path`.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use wasp::config::{Config, EncodedSlash};
 use wasp::http::chunked::ChunkedDecoder;
 use wasp::http::inline::IdGen;
 use wasp::http::path::route_target;
-use wasp::http::request::{prepare, ClientInfo, Routed};
+use wasp::http::request::{prepare, ClientInfo, HeadScan, Routed};
 use wasp::http::response::parse_response;
 use wasp::metrics::Registry;
 use wasp::snapshot::Snapshot;
@@ -51,6 +53,41 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let p = prepare(black_box(REQUEST), &snap, &client, &ids, &mut out);
             black_box(p.is_ok())
+        })
+    });
+    g.finish();
+
+    // A 16 KiB head arriving one byte per read: all the parsing work it costs.
+    let mut big = REQUEST[..REQUEST.len() - 2].to_vec();
+    let mut n = 0;
+    while big.len() + 400 < 16 * 1024 {
+        big.extend_from_slice(format!("X-Pad-{n}: {}\r\n", "p".repeat(150 + n * 37 % 200)).as_bytes());
+        n += 1;
+    }
+    let fill = 16 * 1024 - big.len() - format!("X-Pad-{n}: \r\n\r\n").len();
+    big.extend_from_slice(format!("X-Pad-{n}: {}\r\n\r\n", "q".repeat(fill)).as_bytes());
+    assert!(matches!(prepare(&big, &snap, &client, &ids, &mut out), Ok(Some(Routed::Http(_)))));
+    let mut g = c.benchmark_group("request_head_trickled_16k");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(big.len() as u64));
+    g.bench_function("resumed", |b| {
+        b.iter(|| {
+            let mut scan = HeadScan::default();
+            for end in 1..=big.len() {
+                if let Ok(Some(_)) | Err(_) = scan.prepare(black_box(&big[..end]), &snap, &client, &ids, &mut out) {
+                    break;
+                }
+            }
+            black_box(scan.parses())
+        })
+    });
+    g.bench_function("reparsed_every_read", |b| {
+        b.iter(|| {
+            for end in 1..=big.len() {
+                if let Ok(Some(_)) | Err(_) = prepare(black_box(&big[..end]), &snap, &client, &ids, &mut out) {
+                    break;
+                }
+            }
         })
     });
     g.finish();

@@ -57,6 +57,18 @@ pub struct WorkerStats {
     pub errors: [AtomicU64; ErrorKind::ALL.len()],
     pub ws_open: AtomicI64,
     pub ws_accepted: AtomicU64,
+    /// Panics caught on this worker: in a task (that task ended) or ending
+    /// the worker's thread (the worker was replaced).
+    pub panics: AtomicU64,
+    /// Operations cut by a deadline, by `deadline::Phase`.
+    pub timeouts: [AtomicU64; crate::deadline::Phase::ALL.len()],
+    /// Requests sent again under the replay rule.
+    pub retries: AtomicU64,
+    /// Requests that failed and could have been retried, but the retry
+    /// budget or the attempts cap said no.
+    pub retries_refused: AtomicU64,
+    /// Idle upstream connections closed by the reaper.
+    pub pool_reaped: AtomicU64,
     latency: [AtomicU64; LATENCY_BOUNDS.len() + 1],
     latency_sum_us: AtomicU64,
 }
@@ -83,6 +95,8 @@ pub struct Registry {
     drivers: Mutex<Vec<&'static str>>,
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
+    /// Dead workers replaced by the supervisor.
+    pub worker_restarts: AtomicU64,
 }
 
 impl Registry {
@@ -93,6 +107,7 @@ impl Registry {
             drivers: Mutex::new(vec!["starting"; workers]),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
+            worker_restarts: AtomicU64::new(0),
         }
     }
 
@@ -155,6 +170,21 @@ impl Registry {
         }
         o.push_str("# HELP wasp_upstream_errors_total Failed connects, resets and malformed answers from services.\n# TYPE wasp_upstream_errors_total counter\n");
         let _ = writeln!(o, "wasp_upstream_errors_total {}", sum(&|w| w.upstream_errors.load(Relaxed)));
+        o.push_str("# HELP wasp_timeouts_total Reads and writes cut by a deadline, by side and phase.\n# TYPE wasp_timeouts_total counter\n");
+        for p in crate::deadline::Phase::ALL {
+            let (side, phase) = p.labels();
+            let n = sum(&|w| w.timeouts[p.index()].load(Relaxed));
+            let _ = writeln!(o, "wasp_timeouts_total{{side=\"{side}\",phase=\"{phase}\"}} {n}");
+        }
+        o.push_str("# HELP wasp_upstream_retries_total Requests sent to a service again, and retries the budget or attempts cap refused.\n# TYPE wasp_upstream_retries_total counter\n");
+        let _ = writeln!(o, "wasp_upstream_retries_total{{result=\"sent\"}} {}", sum(&|w| w.retries.load(Relaxed)));
+        let _ = writeln!(
+            o,
+            "wasp_upstream_retries_total{{result=\"refused\"}} {}",
+            sum(&|w| w.retries_refused.load(Relaxed))
+        );
+        o.push_str("# HELP wasp_upstream_pool_reaped_total Idle upstream connections closed because they expired, were closed by the service or left the configuration.\n# TYPE wasp_upstream_pool_reaped_total counter\n");
+        let _ = writeln!(o, "wasp_upstream_pool_reaped_total {}", sum(&|w| w.pool_reaped.load(Relaxed)));
         o.push_str("# HELP wasp_upstream_connects_total New connections opened to services.\n# TYPE wasp_upstream_connects_total counter\n");
         let _ = writeln!(o, "wasp_upstream_connects_total {}", sum(&|w| w.upstream_connects.load(Relaxed)));
         o.push_str("# HELP wasp_connections_accepted_total Client connections accepted.\n# TYPE wasp_connections_accepted_total counter\n");
@@ -166,6 +196,10 @@ impl Registry {
             writeln!(o, "wasp_ws_connections {}", self.workers.iter().map(|w| w.ws_open.load(Relaxed)).sum::<i64>());
         o.push_str("# HELP wasp_ws_connections_accepted_total WebSocket handshakes completed.\n# TYPE wasp_ws_connections_accepted_total counter\n");
         let _ = writeln!(o, "wasp_ws_connections_accepted_total {}", sum(&|w| w.ws_accepted.load(Relaxed)));
+        o.push_str("# HELP wasp_panics_total Panics caught: each ended one task (its connection) or one worker thread.\n# TYPE wasp_panics_total counter\n");
+        let _ = writeln!(o, "wasp_panics_total {}", sum(&|w| w.panics.load(Relaxed)));
+        o.push_str("# HELP wasp_worker_restarts_total Dead worker threads replaced.\n# TYPE wasp_worker_restarts_total counter\n");
+        let _ = writeln!(o, "wasp_worker_restarts_total {}", self.worker_restarts.load(Relaxed));
         o.push_str("# HELP wasp_io_driver The I/O driver each worker runs.\n# TYPE wasp_io_driver gauge\n");
         for (i, d) in self.drivers.lock().unwrap_or_else(|p| p.into_inner()).iter().enumerate() {
             let _ = writeln!(o, "wasp_io_driver{{worker=\"{i}\",driver=\"{d}\"}} 1");

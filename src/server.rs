@@ -13,12 +13,13 @@ use crate::metrics::Registry;
 use crate::snapshot::SharedSnapshot;
 use crate::store::SqliteStore;
 use crate::systemd;
-use crate::worker::{self, listener, shutdown::Shutdown, WorkerSpec};
+use crate::worker::restart::{Settings, Supervisor};
+use crate::worker::{listener, shutdown::Shutdown, supervise};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 
 /// Command-line settings that win over the file.
 #[derive(Debug, Clone, Default)]
@@ -67,6 +68,8 @@ pub fn load(path: Option<&Path>, ov: &Overrides) -> Result<Config, ConfigError> 
 pub fn serve(path: Option<PathBuf>, ov: Overrides) -> Result<(), String> {
     let config = load(path.as_deref(), &ov).map_err(|e| e.to_string())?;
     let _log_guard = crate::logging::init(&config.server);
+    // Before any worker runs: panics are logged with their backtrace.
+    supervise::install_hook();
     let s = &config.server;
     // Signals are registered before any thread starts so every thread
     // inherits the mask and no signal is lost during start-up.
@@ -91,42 +94,20 @@ pub fn serve(path: Option<PathBuf>, ov: Overrides) -> Result<(), String> {
     let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
 
     let cores = if s.pin_workers { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let mut handles = Vec::new();
-    let mut inboxes = Vec::new();
-    for (id, l) in listeners.into_iter().enumerate() {
-        // Bounded: a flood of admin pushes waits here, not in worker memory.
-        let (inbox_tx, inbox_rx) = flume::bounded(4096);
-        inboxes.push(inbox_tx);
-        let spec = WorkerSpec {
-            id,
-            listener: l,
-            snapshot: snapshot.clone(),
-            registry: registry.clone(),
-            shutdown: shutdown.clone(),
-            driver: s.io_driver,
-            core: (!cores.is_empty()).then(|| cores[id % cores.len()]),
-            drain_timeout: s.drain_timeout,
-            inbox: inbox_rx,
-            ready: ready_tx.clone(),
-        };
-        handles.push(worker::spawn(spec).map_err(|e| format!("cannot start worker {id}: {e}"))?);
-    }
-    drop(ready_tx);
-    let mut drivers = Vec::new();
-    for _ in 0..handles.len() {
-        match ready_rx.recv() {
-            Ok(Ok(d)) => drivers.push(d),
-            Ok(Err(e)) => {
-                shutdown.trigger();
-                return Err(e);
-            }
-            Err(_) => {
-                shutdown.trigger();
-                return Err("a worker exited during start-up".into());
-            }
-        }
-    }
+    // Bounded: a flood of admin pushes waits here, not in worker memory.
+    let (inboxes, inbox_rxs): (Vec<_>, Vec<_>) = (0..listeners.len()).map(|_| flume::bounded(4096)).unzip();
+    let settings = Settings {
+        addr: public,
+        backlog: s.backlog,
+        snapshot: snapshot.clone(),
+        registry: registry.clone(),
+        shutdown: shutdown.clone(),
+        driver: s.io_driver,
+        cores,
+        drain_timeout: s.drain_timeout,
+    };
+    let (supervisor, drivers) = Supervisor::start(settings, listeners, inbox_rxs)?;
+    let workers = drivers.len();
 
     let state = Arc::new(AdminState {
         registry: registry.clone(),
@@ -136,6 +117,7 @@ pub fn serve(path: Option<PathBuf>, ov: Overrides) -> Result<(), String> {
         inboxes,
         token: config.server.admin_token.clone(),
         control: Some(control.clone()),
+        workers: supervisor.health(),
     });
     let admin_state = state.clone();
     let admin_thread = std::thread::Builder::new()
@@ -152,9 +134,14 @@ pub fn serve(path: Option<PathBuf>, ov: Overrides) -> Result<(), String> {
             }
         })
         .map_err(|e| format!("cannot start admin thread: {e}"))?;
+    // Its own thread: the signal loop below blocks in `forever()`.
+    let supervisor_thread = std::thread::Builder::new()
+        .name("wasp-supervisor".into())
+        .spawn(move || supervisor.run())
+        .map_err(|e| format!("cannot start supervisor thread: {e}"))?;
 
     state.ready.store(true, Ordering::SeqCst);
-    tracing::info!(public = %public, admin = %admin_addr, workers = handles.len(), driver = drivers.first().copied().unwrap_or("?"), "wasp ready");
+    tracing::info!(public = %public, admin = %admin_addr, workers, driver = drivers.first().copied().unwrap_or("?"), "wasp ready");
     systemd::notify("READY=1");
 
     let mut current = config;
@@ -173,8 +160,10 @@ pub fn serve(path: Option<PathBuf>, ov: Overrides) -> Result<(), String> {
     systemd::notify("STOPPING=1");
     state.ready.store(false, Ordering::SeqCst);
     shutdown.trigger();
-    for h in handles {
-        let _ = h.join();
+    // The supervisor returns once every worker has drained and exited
+    // (none is restarted now that shutdown has started).
+    if supervisor_thread.join().is_err() {
+        tracing::error!("the supervisor thread panicked; workers may not have drained");
     }
     let _ = admin_thread.join();
     tracing::info!("stopped");

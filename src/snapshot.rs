@@ -24,6 +24,9 @@ pub struct Service {
     pub name: Arc<str>,
     pub config: ServiceConfig,
     pub strategy: Strategy,
+    /// Position in the configuration: keys per-worker state such as the
+    /// round-robin cursor and the retry budget (valid for this version).
+    pub index: usize,
     /// Request counters, kept across reloads for as long as the name exists.
     pub stats: Arc<ServiceStats>,
 }
@@ -47,12 +50,14 @@ impl Snapshot {
         let services = gateway
             .services
             .iter()
-            .map(|s| {
+            .enumerate()
+            .map(|(index, s)| {
                 let name: Arc<str> = Arc::from(s.name.as_str());
                 let svc = Service {
                     name: name.clone(),
                     config: s.clone(),
                     strategy: Strategy::Http,
+                    index,
                     stats: registry.service(&s.name),
                 };
                 (name, Arc::new(svc))

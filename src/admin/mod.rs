@@ -30,11 +30,33 @@ pub struct AdminState {
     pub control: Option<Arc<crate::control::Control>>,
     /// One inbox per worker, for the push API.
     pub inboxes: Vec<flume::Sender<crate::ws::push::Command>>,
+    /// Workers that died and are not replaced yet (`/readyz` is 503 meanwhile).
+    pub workers: Arc<crate::worker::restart::Health>,
 }
 
 /// Compares without stopping at the first difference (no timing oracle).
 fn token_matches(given: &[u8], want: &[u8]) -> bool {
     given.len() == want.len() && given.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+/// 503 only while this node cannot serve: starting, draining, or a worker
+/// dead and not replaced yet (named in the body); 200 otherwise.
+fn readyz(state: &AdminState) -> AdminResponse {
+    let version = state.snapshot.load().version;
+    if state.shutdown.is_triggered() {
+        return AdminResponse::json(503, r#"{"status":"draining"}"#);
+    }
+    if !state.ready.load(Ordering::SeqCst) {
+        return AdminResponse::json(503, r#"{"status":"starting"}"#);
+    }
+    let dead = state.workers.dead();
+    if !dead.is_empty() {
+        let ids: Vec<String> = dead.iter().map(|i| i.to_string()).collect();
+        let body =
+            format!(r#"{{"status":"worker_dead","dead_workers":[{}],"config_version":{version}}}"#, ids.join(","));
+        return AdminResponse::json(503, body);
+    }
+    AdminResponse::json(200, format!(r#"{{"status":"ready","config_version":{version}}}"#))
 }
 
 pub async fn handle(state: Arc<AdminState>, req: AdminRequest) -> AdminResponse {
@@ -54,16 +76,7 @@ pub async fn handle(state: Arc<AdminState>, req: AdminRequest) -> AdminResponse 
     let get = req.method == "GET" || req.method == "HEAD";
     match (get, req.path.as_str()) {
         (true, "/healthz") => AdminResponse::json(200, r#"{"status":"ok"}"#),
-        (true, "/readyz") => {
-            let version = state.snapshot.load().version;
-            if state.ready.load(Ordering::SeqCst) && !state.shutdown.is_triggered() {
-                AdminResponse::json(200, format!(r#"{{"status":"ready","config_version":{version}}}"#))
-            } else if state.shutdown.is_triggered() {
-                AdminResponse::json(503, r#"{"status":"draining"}"#)
-            } else {
-                AdminResponse::json(503, r#"{"status":"starting"}"#)
-            }
-        }
+        (true, "/readyz") => readyz(&state),
         (true, "/openapi.json") => AdminResponse::json(200, OPENAPI),
         (true, "/metrics") => AdminResponse {
             status: 200,

@@ -60,6 +60,9 @@ impl AdminResponse {
     }
 }
 
+/// How long one admin answer may take to be written.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Runs the admin listener until shutdown. `handle` answers each request.
 pub async fn run<H, F>(listener: std::net::TcpListener, shutdown: Arc<Shutdown>, handle: H)
 where
@@ -96,7 +99,9 @@ where
                         };
                         let close = !keep || res.status == 400;
                         write_response(&mut out, &res, close);
-                        if flush(&mut conn.stream, &mut out).await.is_err() || close {
+                        // A client that does not take its answer is dropped.
+                        let sent = monoio::time::timeout(WRITE_TIMEOUT, flush(&mut conn.stream, &mut out)).await;
+                        if !matches!(sent, Ok(Ok(()))) || close {
                             return;
                         }
                     }

@@ -64,6 +64,17 @@ pub struct ServiceSection {
     pub instances: Vec<Spanned<String>>,
     pub connect_timeout: Option<Spanned<String>>,
     pub timeout: Option<Spanned<String>>,
+    pub retry: Option<RetrySection>,
+}
+
+/// When a failed request may be sent again (see `upstream` for the rule).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySection {
+    /// Retries after the first try, at most (0: never retry).
+    pub attempts: Option<u32>,
+    /// Retries stay under this share of the service's requests.
+    pub budget_percent: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -84,6 +95,8 @@ pub struct LimitsSection {
     pub max_uri_bytes: Option<usize>,
     pub max_body_bytes: Option<u64>,
     pub pool_idle_per_instance: Option<usize>,
+    /// An idempotent request whose body is at most this is kept for a retry.
+    pub retry_body_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -96,6 +109,8 @@ pub struct TimeoutsSection {
     pub tunnel_idle: Option<Spanned<String>>,
     pub pool_idle: Option<Spanned<String>>,
     pub drain: Option<Spanned<String>>,
+    /// Every write to a client, a service or a tunnel must progress within this.
+    pub write: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -77,7 +77,11 @@ pub struct Limits {
     pub max_uri_bytes: usize,
     pub max_body_bytes: u64,
     pub max_connections_per_worker: usize,
+    /// Idle keep-alive connections kept per service instance and worker
+    /// (0: a new connection for every request).
     pub pool_idle_per_instance: usize,
+    /// An idempotent request's body is buffered for a retry up to this size.
+    pub retry_body_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -93,6 +97,8 @@ pub struct Timeouts {
     pub tunnel_idle: Duration,
     /// How long an idle pooled upstream connection is kept.
     pub pool_idle: Duration,
+    /// Every write (client, service, tunnel) must make progress within this.
+    pub write: Duration,
 }
 
 /// One service reachable at `/{name}/...`.
@@ -102,6 +108,23 @@ pub struct ServiceConfig {
     pub instances: Vec<SocketAddr>,
     pub connect_timeout: Duration,
     pub timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+/// `[services.X.retry]`: how many times, and how often overall, a request
+/// that failed may be sent again (only under the replay rule in `upstream`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after the first try, at most.
+    pub attempts: u32,
+    /// Retries stay under this share of the service's requests, per worker.
+    pub budget_percent: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { attempts: 1, budget_percent: 20 }
+    }
 }
 
 /// An address or network whose forwarding headers are believed.
@@ -146,6 +169,9 @@ pub struct Config {
     pub gateway: GatewayConfig,
 }
 
+/// The longest timeout any key accepts.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// Hard ceiling for `limits.max_headers`: the parser's header array lives on the stack.
 pub const MAX_HEADERS_CEILING: usize = 256;
 
@@ -183,6 +209,9 @@ impl Source<'_> {
             None => Ok(default),
             Some(s) => match parse_duration(s.get_ref()) {
                 Ok(d) if d.is_zero() => self.err(key, Some(s.span()), "must be greater than zero"),
+                // Deadlines are added to clocks: a value near u64::MAX
+                // would overflow (a panic) or wrap (a tiny timeout).
+                Ok(d) if d > MAX_DURATION => self.err(key, Some(s.span()), "must be at most 30 days (\"720h\")"),
                 Ok(d) => Ok(d),
                 Err(e) => self.err(key, Some(s.span()), e),
             },
@@ -271,7 +300,14 @@ impl Config {
             max_body_bytes: l.max_body_bytes.unwrap_or(16 * 1024 * 1024),
             max_connections_per_worker: s.max_connections_per_worker.unwrap_or(10_000),
             pool_idle_per_instance: l.pool_idle_per_instance.unwrap_or(128),
+            retry_body_bytes: l.retry_body_bytes.unwrap_or(64 * 1024),
         };
+        if limits.pool_idle_per_instance > 100_000 {
+            return src.err("limits.pool_idle_per_instance", None, "must be at most 100000 (0 turns pooling off)");
+        }
+        if limits.retry_body_bytes > 16 * 1024 * 1024 {
+            return src.err("limits.retry_body_bytes", None, "must be at most 16777216");
+        }
         if limits.max_headers == 0 || limits.max_headers > MAX_HEADERS_CEILING {
             return src.err("limits.max_headers", None, format!("must be between 1 and {MAX_HEADERS_CEILING}"));
         }
@@ -291,6 +327,7 @@ impl Config {
             upstream: src.duration("timeouts.upstream", &t.upstream, Duration::from_secs(30))?,
             tunnel_idle: src.duration("timeouts.tunnel_idle", &t.tunnel_idle, Duration::from_secs(600))?,
             pool_idle: src.duration("timeouts.pool_idle", &t.pool_idle, Duration::from_secs(30))?,
+            write: src.duration("timeouts.write", &t.write, Duration::from_secs(30))?,
         };
 
         let mut protected = Vec::new();
@@ -412,7 +449,28 @@ fn service(src: &Source<'_>, name: &str, svc: &ServiceSection, t: &Timeouts) -> 
         instances,
         connect_timeout: src.duration(&format!("{key}.connect_timeout"), &svc.connect_timeout, t.connect)?,
         timeout: src.duration(&format!("{key}.timeout"), &svc.timeout, t.upstream)?,
+        retry: retry_policy(src, &key, svc.retry.as_ref())?,
     })
+}
+
+fn retry_policy(
+    src: &Source<'_>,
+    key: &str,
+    r: Option<&super::file::RetrySection>,
+) -> Result<RetryPolicy, ConfigError> {
+    let d = RetryPolicy::default();
+    let Some(r) = r else { return Ok(d) };
+    let p = RetryPolicy {
+        attempts: r.attempts.unwrap_or(d.attempts),
+        budget_percent: r.budget_percent.unwrap_or(d.budget_percent),
+    };
+    if p.attempts > 10 {
+        return src.err(&format!("{key}.retry.attempts"), None, "must be between 0 and 10");
+    }
+    if p.budget_percent > 100 {
+        return src.err(&format!("{key}.retry.budget_percent"), None, "must be between 0 and 100");
+    }
+    Ok(p)
 }
 
 fn parse_net(text: &str) -> Option<IpNet> {

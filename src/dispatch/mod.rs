@@ -36,6 +36,9 @@ pub struct Outcome {
     pub keep_alive: bool,
     /// Set after a `101`: the upstream side of the tunnel to run.
     pub upgraded: Option<BufStream>,
+    /// The client's request body was not all read (an early answer): close
+    /// with a lingering read so the client sees the answer, not a reset.
+    pub linger: bool,
 }
 
 /// A request that failed.

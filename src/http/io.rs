@@ -6,7 +6,7 @@
 //! closes the connection in that case, so the empty buffer is never read.
 
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 use std::io;
 
@@ -14,14 +14,16 @@ use std::io;
 /// connection stays cheap, large enough for a typical request in one read.
 const READ_CHUNK: usize = 8 * 1024;
 
-pub struct BufStream {
-    pub stream: TcpStream,
+/// `S` is a whole socket, or the read half of one while its write half
+/// streams a request body (see `dispatch::http`).
+pub struct BufStream<S = TcpStream> {
+    pub stream: S,
     buf: Vec<u8>,
     pos: usize,
 }
 
-impl BufStream {
-    pub fn new(stream: TcpStream, buf: Vec<u8>) -> Self {
+impl<S> BufStream<S> {
+    pub fn new(stream: S, buf: Vec<u8>) -> Self {
         BufStream { stream, buf, pos: 0 }
     }
 
@@ -38,6 +40,32 @@ impl BufStream {
         }
     }
 
+    /// The stream and the bytes read but not consumed.
+    pub fn into_leftover(mut self) -> (S, Vec<u8>) {
+        self.buf.drain(..self.pos);
+        (self.stream, self.buf)
+    }
+
+    /// Gives back the stream and the (empty) buffer for reuse.
+    pub fn into_parts(self) -> (S, Vec<u8>) {
+        let mut buf = self.buf;
+        buf.clear();
+        (self.stream, buf)
+    }
+
+    /// The stream and the buffer with its unconsumed bytes and position, to
+    /// be put together again with [`BufStream::from_raw`].
+    pub fn into_raw(self) -> (S, Vec<u8>, usize) {
+        (self.stream, self.buf, self.pos)
+    }
+
+    pub fn from_raw(stream: S, buf: Vec<u8>, pos: usize) -> Self {
+        let pos = pos.min(buf.len());
+        BufStream { stream, buf, pos }
+    }
+}
+
+impl<S: AsyncReadRent> BufStream<S> {
     /// Reads more bytes after what is there. `Ok(0)` is end of stream.
     pub async fn fill(&mut self) -> io::Result<usize> {
         if self.pos > 0 && self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
@@ -58,39 +86,70 @@ impl BufStream {
 
     /// Writes `n` not-yet-consumed bytes straight from the read buffer to `dst`
     /// (no copy), then consumes them.
-    pub async fn forward_to(&mut self, dst: &mut TcpStream, n: usize) -> io::Result<()> {
+    pub async fn forward_to<D: AsyncWriteRent>(&mut self, dst: &mut D, n: usize) -> io::Result<()> {
+        self.forward_to_with(dst, n, &|| ()).await
+    }
+
+    /// [`BufStream::forward_to`], calling `progress` after every write that
+    /// moved bytes: a deadline then measures progress, not the whole copy.
+    pub async fn forward_to_with<D: AsyncWriteRent>(
+        &mut self,
+        dst: &mut D,
+        n: usize,
+        progress: &dyn Fn(),
+    ) -> io::Result<()> {
         let n = n.min(self.data().len());
-        let (start, end) = (self.pos, self.pos + n);
-        let buf = std::mem::take(&mut self.buf);
-        let (res, slice) = dst.write_all(buf.slice(start..end)).await;
-        self.buf = slice.into_inner();
-        res?;
+        let (mut start, end) = (self.pos, self.pos + n);
+        while start < end {
+            let buf = std::mem::take(&mut self.buf);
+            let (res, slice) = dst.write(buf.slice(start..end)).await;
+            self.buf = slice.into_inner();
+            match res {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(k) => {
+                    start += k;
+                    progress();
+                }
+                Err(e) => return Err(e),
+            }
+        }
         self.consume(n);
         Ok(())
-    }
-
-    /// The stream and the bytes read but not consumed.
-    pub fn into_leftover(mut self) -> (TcpStream, Vec<u8>) {
-        self.buf.drain(..self.pos);
-        (self.stream, self.buf)
-    }
-
-    /// Gives back the stream and the (empty) buffer for reuse.
-    pub fn into_parts(self) -> (TcpStream, Vec<u8>) {
-        let mut buf = self.buf;
-        buf.clear();
-        (self.stream, buf)
     }
 }
 
 /// Writes all of `out` to `dst` and leaves `out` empty (capacity kept).
-pub async fn flush(dst: &mut TcpStream, out: &mut Vec<u8>) -> io::Result<()> {
-    if out.is_empty() {
-        return Ok(());
-    }
-    let buf = std::mem::take(out);
-    let (res, mut buf) = dst.write_all(buf).await;
+pub async fn flush<D: AsyncWriteRent>(dst: &mut D, out: &mut Vec<u8>) -> io::Result<()> {
+    flush_with(dst, out, &|| ()).await
+}
+
+/// [`flush`], calling `progress` after every write that moved bytes.
+pub async fn flush_with<D: AsyncWriteRent>(dst: &mut D, out: &mut Vec<u8>, progress: &dyn Fn()) -> io::Result<()> {
+    let (res, mut buf) = write_all_with(dst, std::mem::take(out), progress).await;
     buf.clear();
     *out = buf;
-    res.map(|_| ())
+    res
+}
+
+/// Writes all of `buf`, calling `progress` after every write that moved
+/// bytes, and gives `buf` back unchanged (a request kept for a retry).
+pub async fn write_all_with<D: AsyncWriteRent>(
+    dst: &mut D,
+    mut buf: Vec<u8>,
+    progress: &dyn Fn(),
+) -> (io::Result<()>, Vec<u8>) {
+    let mut done = 0;
+    while done < buf.len() {
+        let (res, slice) = dst.write(buf.slice(done..)).await;
+        buf = slice.into_inner();
+        match res {
+            Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
+            Ok(k) => {
+                done += k;
+                progress();
+            }
+            Err(e) => return (Err(e), buf),
+        }
+    }
+    (Ok(()), buf)
 }

@@ -19,7 +19,6 @@ pub mod headers;
 pub mod inline;
 pub mod io;
 pub mod path;
-pub mod pool;
 pub mod proxy;
 pub mod request;
 pub mod response;

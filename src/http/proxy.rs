@@ -2,7 +2,7 @@
 
 use super::error::{error_body, reason, ErrorKind, ProxyError};
 use super::io::{flush, BufStream};
-use super::request::{itoa, prepare, ClientInfo, Meta, Prepared, Routed, WsUpgrade};
+use super::request::{itoa, ClientInfo, HeadScan, Meta, Prepared, Routed, WsUpgrade};
 use super::upgrade::tunnel;
 use crate::dispatch::{dispatch, Exchange};
 use crate::snapshot::Snapshot;
@@ -44,7 +44,11 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, w: Rc<Worker>
                 if let Some(session) = crate::ws::accept::handshake(&w, &snap, client, peer, *up).await {
                     // The session gets a task of its own, sized for it alone:
                     // this HTTP task (and its state) ends here.
-                    monoio::spawn(crate::ws::session::run(w.clone(), session, guard));
+                    crate::worker::supervise::spawn_guarded(
+                        w.clone(),
+                        "websocket",
+                        crate::ws::session::run(w.clone(), session, guard),
+                    );
                 }
                 return;
             }
@@ -62,7 +66,7 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, w: Rc<Worker>
                 finish(&w, &snap, &r.meta, r.error.status(), 0, started);
                 let keep = r.continue_after.filter(|_| !w.shutdown.is_triggered());
                 let sent = r.error.answerable()
-                    && answer_error(&mut client.stream, &mut out, &r.error, &r.meta, keep.is_some()).await.is_ok();
+                    && answer_error(&w, &mut client.stream, &mut out, &r.error, &r.meta, keep.is_some()).await.is_ok();
                 match keep {
                     // A well-formed request for a path we do not route: the
                     // connection is in sync and stays open.
@@ -102,7 +106,13 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, w: Rc<Worker>
                 finish(&w, &snap, &req.meta, done.status, done.bytes, started);
                 if let Some(up) = done.upgraded {
                     drop(_busy);
-                    tunnel(client, up, snap.gateway.timeouts.tunnel_idle).await;
+                    let t = &snap.gateway.timeouts;
+                    tunnel(&w.deadlines, client, up, t.tunnel_idle, t.write).await;
+                    return;
+                }
+                if done.linger {
+                    drop(_busy);
+                    linger_close(client).await;
                     return;
                 }
                 if !done.keep_alive {
@@ -124,7 +134,7 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, w: Rc<Worker>
                         f.error.kind,
                         ErrorKind::NoInstance | ErrorKind::UpstreamTimeout | ErrorKind::BadGateway
                     );
-                let ok = answer_error(&mut client.stream, &mut out, &f.error, &req.meta, keep).await.is_ok();
+                let ok = answer_error(&w, &mut client.stream, &mut out, &f.error, &req.meta, keep).await.is_ok();
                 finish(&w, &snap, &req.meta, status, 0, started);
                 if !(keep && ok) {
                     if ok {
@@ -157,11 +167,14 @@ async fn read_head(
     // of the accept, for a new connection); silence between requests may
     // last `idle`.
     let mut deadline = (first || !client.data().is_empty()).then(|| Instant::now() + snap.gateway.timeouts.header_read);
+    // This head's parse resumes where the last read left it (nothing is
+    // consumed until the head is done); the next head starts a new one.
+    let mut scan = HeadScan::default();
     loop {
         if !client.data().is_empty() {
             let proxies = &snap.gateway.trusted_proxies;
             info.trusted = !proxies.is_empty() && proxies.iter().any(|n| n.contains(peer.ip()));
-            match prepare(client.data(), &snap, info, &w.ids, out) {
+            match scan.prepare(client.data(), &snap, info, &w.ids, out) {
                 Ok(Some(Routed::Http(p))) => return (Head::Ready(p), snap),
                 Ok(Some(Routed::WebSocket(u))) => return (Head::WebSocket(u), snap),
                 Ok(None) => {}
@@ -228,6 +241,7 @@ const LINGER_BYTES: usize = 1024 * 1024;
 
 /// Writes a gateway-made error answer with a JSON body.
 pub async fn answer_error(
+    w: &Worker,
     stream: &mut TcpStream,
     out: &mut Vec<u8>,
     err: &ProxyError,
@@ -248,7 +262,9 @@ pub async fn answer_error(
     if meta.method.as_bytes() != b"HEAD" {
         out.extend_from_slice(&body);
     }
-    flush(stream, out).await
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&*stream);
+    let timeout = w.snapshot.load().gateway.timeouts.write;
+    w.deadlines.watch().run(fd, crate::deadline::Phase::ClientWrite, timeout, flush(stream, out)).await
 }
 
 /// Counts the request and writes its access-log line.

@@ -3,23 +3,11 @@
 
 use super::error::ProxyError;
 use super::headers::{is_hop_by_hop, list_items, trim};
-use super::request::{itoa, parse_content_length, Prepared};
-use crate::config::MAX_HEADERS_CEILING;
+use super::request::{itoa, Prepared};
 use crate::snapshot::Snapshot;
-use std::mem::MaybeUninit;
+use crate::upstream::head::{self, Asked, HeadLimits};
 
-/// Largest response head accepted from a service.
-pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
-
-/// How the service frames its response body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResponseBody {
-    None,
-    Length(u64),
-    Chunked,
-    /// No length: the body ends when the service closes the connection.
-    UntilClose,
-}
+pub use crate::upstream::head::ResponseBody;
 
 /// How the client receives the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,85 +49,32 @@ pub fn parse_response(
     keep_client: bool,
     out: &mut Vec<u8>,
 ) -> Result<Parsed, ProxyError> {
-    let mut storage: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS_CEILING] =
-        [MaybeUninit::uninit(); MAX_HEADERS_CEILING];
-    let mut res = httparse::Response::new(&mut []);
-    let head_len =
-        match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut res, buf, &mut storage) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD => {
-                return Err(ProxyError::bad_gateway("response head too large"))
-            }
-            Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
-            Err(_) => return Err(ProxyError::bad_gateway("malformed response head from the service")),
-        };
-    let status = res.code.unwrap_or(0);
-    if !(100..=599).contains(&status) {
-        return Err(ProxyError::bad_gateway("invalid status code from the service"));
-    }
-    let switching = status == 101;
-    if (100..200).contains(&status) && !switching {
-        return Ok(Parsed::Interim(head_len));
-    }
-    if switching && !req.upgrade {
-        return Err(ProxyError::bad_gateway("the service switched protocols without being asked"));
-    }
-    let http10 = res.version == Some(0);
-
-    let mut content_length = None;
-    let mut lengths = 0;
-    let mut chunked = false;
-    let mut te = false;
-    let mut close = http10;
-    let mut conn_named: Vec<&[u8]> = Vec::new();
-    for h in res.headers.iter() {
-        let name = h.name.as_bytes();
-        let value = trim(h.value);
-        if name.eq_ignore_ascii_case(b"content-length") {
-            lengths += 1;
-            content_length = Some(value);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            chunked = !te && value.eq_ignore_ascii_case(b"chunked");
-            te = true;
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            for item in list_items(value) {
-                if item.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if item.eq_ignore_ascii_case(b"keep-alive") {
-                    close = close && !http10;
-                } else if conn_named.len() < 16 {
-                    conn_named.push(item);
-                }
-            }
-        }
-    }
-    if http10
-        && !res.headers.iter().any(|h| {
-            h.name.eq_ignore_ascii_case("connection")
-                && list_items(h.value).any(|i| i.eq_ignore_ascii_case(b"keep-alive"))
-        })
-    {
-        close = true;
-    }
-    let no_body = req.is_head || status == 204 || status == 304 || switching;
-    let body = if no_body {
-        ResponseBody::None
-    } else if te && content_length.is_some() {
-        return Err(ProxyError::bad_gateway("response has both Content-Length and Transfer-Encoding"));
-    } else if te && !chunked {
-        return Err(ProxyError::bad_gateway("unsupported Transfer-Encoding from the service"));
-    } else if te {
-        ResponseBody::Chunked
-    } else if lengths > 1 {
-        return Err(ProxyError::bad_gateway("duplicate Content-Length from the service"));
-    } else if let Some(v) = content_length {
-        match parse_content_length(v) {
-            Some(n) => ResponseBody::Length(n),
-            None => return Err(ProxyError::bad_gateway("invalid Content-Length from the service")),
-        }
-    } else {
-        ResponseBody::UntilClose
+    let mut storage = head::storage();
+    let limits =
+        HeadLimits { max_bytes: snap.gateway.limits.max_header_bytes, max_headers: snap.gateway.limits.max_headers };
+    let asked = Asked { head: req.is_head, upgrade: req.upgrade };
+    let h = match head::parse(buf, &mut storage, limits, asked).map_err(ProxyError::bad_gateway)? {
+        head::Parsed::Partial => return Ok(Parsed::Partial),
+        head::Parsed::Interim(n) => return Ok(Parsed::Interim(n)),
+        head::Parsed::Final(h) => h,
     };
+    let (status, body, switching) = (h.status, h.body, h.switching());
+    let no_body = body == ResponseBody::None;
+    // Headers the service named in `Connection` are hop-by-hop too.
+    let mut conn_named: [&[u8]; 16] = [&[]; 16];
+    let mut named = 0;
+    for v in h.headers.iter().filter(|x| x.name.eq_ignore_ascii_case("connection")) {
+        for item in list_items(v.value) {
+            if named < conn_named.len()
+                && !item.eq_ignore_ascii_case(b"close")
+                && !item.eq_ignore_ascii_case(b"keep-alive")
+            {
+                conn_named[named] = item;
+                named += 1;
+            }
+        }
+    }
+    let conn_named = &conn_named[..named];
     let client_framing = match body {
         ResponseBody::None => ClientFraming::None,
         ResponseBody::Length(n) => ClientFraming::Length(n),
@@ -147,18 +82,18 @@ pub fn parse_response(
         ResponseBody::Chunked | ResponseBody::UntilClose => ClientFraming::Chunked,
     };
     let client_keep_alive = keep_client && client_framing != ClientFraming::Close && !switching;
-    let upstream_reusable = !close && body != ResponseBody::UntilClose && !switching;
+    let upstream_reusable = h.reusable();
 
     // The client's head.
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(itoa(u64::from(status), &mut [0u8; 20]));
     out.push(b' ');
-    out.extend_from_slice(res.reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(h.reason.as_bytes());
     out.extend_from_slice(b"\r\n");
     let protected = &snap.gateway.protected;
-    for h in res.headers.iter() {
-        let name = h.name.as_bytes();
+    for hd in h.headers.iter() {
+        let name = hd.name.as_bytes();
         let keep_length = no_body && !switching && status != 204 && name.eq_ignore_ascii_case(b"content-length");
         if !keep_length
             && (is_hop_by_hop(name)
@@ -171,7 +106,7 @@ pub fn parse_response(
         }
         out.extend_from_slice(name);
         out.extend_from_slice(b": ");
-        out.extend_from_slice(trim(h.value));
+        out.extend_from_slice(trim(hd.value));
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"x-request-id: ");
@@ -187,12 +122,7 @@ pub fn parse_response(
         ClientFraming::None | ClientFraming::Close => {}
     }
     if switching {
-        let upgrade = res
-            .headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case("upgrade"))
-            .map(|h| trim(h.value))
-            .unwrap_or(b"websocket");
+        let upgrade = h.header("upgrade").unwrap_or(b"websocket");
         out.extend_from_slice(b"connection: upgrade\r\nupgrade: ");
         out.extend_from_slice(upgrade);
         out.extend_from_slice(b"\r\n");
@@ -203,7 +133,7 @@ pub fn parse_response(
     }
     out.extend_from_slice(b"\r\n");
     Ok(Parsed::Final(Response {
-        head_len,
+        head_len: h.head_len,
         status,
         body,
         client_framing,

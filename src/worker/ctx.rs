@@ -1,7 +1,6 @@
 //! What one worker thread owns: its pool, counters, id generator.
 
 use crate::http::inline::IdGen;
-use crate::http::pool::Pool;
 use crate::metrics::WorkerStats;
 use crate::snapshot::SharedSnapshot;
 use crate::worker::shutdown::Shutdown;
@@ -15,14 +14,15 @@ pub struct Worker {
     pub snapshot: SharedSnapshot,
     pub stats: Arc<CachePadded<WorkerStats>>,
     pub ids: IdGen,
-    pub pool: Pool,
+    /// Upstream connections and per-service balancing: the one client.
+    pub upstream: crate::upstream::Client,
+    /// Read and write deadlines of this worker's sockets, swept by one task.
+    pub deadlines: crate::deadline::Deadlines,
     pub shutdown: Arc<Shutdown>,
     /// Requests between head and last response byte: what draining waits for.
     pub busy: Cell<usize>,
     /// Open client connections on this worker (for the per-worker cap).
     pub open: Cell<usize>,
-    /// Round-robin cursor over a service's instances.
-    pub rr: Cell<usize>,
     /// This worker's WebSocket connections and groups.
     pub ws: crate::ws::conn::Table,
     /// Read buffers lent to WebSocket sessions while they read.
@@ -44,21 +44,15 @@ impl Worker {
             snapshot,
             stats,
             ids: IdGen::new(seed),
-            pool: Pool::default(),
+            upstream: crate::upstream::Client::new(seed as usize),
+            deadlines: Default::default(),
             shutdown,
             busy: Cell::new(0),
             open: Cell::new(0),
-            rr: Cell::new(seed as usize),
             ws: Default::default(),
             ws_bufs: Default::default(),
             node: 0,
         }
-    }
-
-    pub fn next_rr(&self) -> usize {
-        let v = self.rr.get().wrapping_add(1);
-        self.rr.set(v);
-        v
     }
 }
 

@@ -3,8 +3,13 @@
 //! between workers except the snapshot pointer and relaxed counters.
 
 mod ctx;
+#[cfg(debug_assertions)]
+mod fault;
 pub mod listener;
+pub mod restart;
 pub mod shutdown;
+pub mod supervise;
+pub mod upkeep;
 
 pub use ctx::{BusyGuard, BusyRc, Worker};
 
@@ -12,9 +17,14 @@ use crate::config::IoDriver;
 use crate::http::proxy::serve_connection;
 use crate::metrics::Registry;
 use crate::snapshot::SharedSnapshot;
+use futures_util::FutureExt;
+use monoio::net::{TcpListener, TcpStream};
 use monoio::time::TimeDriver;
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
 use shutdown::Shutdown;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -66,8 +76,20 @@ fn build_runtime(driver: IoDriver) -> std::io::Result<(Runtime, &'static str)> {
     Ok((rt.into(), "epoll"))
 }
 
-pub fn spawn(spec: WorkerSpec) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new().name(format!("wasp-worker-{}", spec.id)).spawn(move || run_thread(spec))
+/// Starts the worker thread. However the thread ends, `notice` tells the
+/// supervisor; a panic that ends it is logged with its backtrace first.
+fn spawn(spec: WorkerSpec, notice: restart::ExitNotice) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name(format!("wasp-worker-{}", spec.id)).spawn(move || {
+        let _notice = notice;
+        supervise::catch_on_this_thread();
+        let (id, stats) = (spec.id, spec.registry.worker(spec.id));
+        // By the time this returns, unwinding has dropped the runtime, its
+        // tasks and the listener: nothing of the worker is used again, so
+        // its unwind safety does not matter.
+        if let Err(payload) = std::panic::catch_unwind(AssertUnwindSafe(|| run_thread(spec))) {
+            supervise::thread_died(id, &stats, &*payload);
+        }
+    })
 }
 
 fn run_thread(spec: WorkerSpec) {
@@ -85,29 +107,55 @@ fn run_thread(spec: WorkerSpec) {
     };
     spec.registry.set_driver(spec.id, driver);
     tracing::info!(worker = spec.id, driver, "worker started");
-    rt.block_on(run(spec, driver));
+    let died = rt.block_on(async move {
+        let seed = ahash::RandomState::new().hash_one(spec.id) as u32;
+        let stats = spec.registry.worker(spec.id);
+        let w = Rc::new(Worker::new(spec.id, spec.snapshot.clone(), stats, spec.shutdown.clone(), seed));
+        // `run` is the worker's own loop, outside every task guard: a panic
+        // there ends the worker. It is caught here only so the worker's
+        // connections are ended first, then it goes on and the thread dies.
+        let outcome = AssertUnwindSafe(run(spec, w.clone(), driver)).catch_unwind().await;
+        match outcome {
+            Ok(()) => None,
+            Err(payload) => {
+                supervise::abandon(w).await;
+                Some(payload)
+            }
+        }
+    });
+    drop(rt);
+    if let Some(payload) = died {
+        std::panic::resume_unwind(payload);
+    }
 }
 
 /// The worker's life: accept until shutdown, then drain.
-async fn run(spec: WorkerSpec, driver: &'static str) {
-    let listener = match monoio::net::TcpListener::from_std(spec.listener) {
+async fn run(spec: WorkerSpec, w: Rc<Worker>, driver: &'static str) {
+    #[cfg(debug_assertions)]
+    let faults = fault::Faults::from_env(&spec.listener);
+    #[cfg(not(debug_assertions))]
+    let faults = ();
+    let listener = match TcpListener::from_std(spec.listener) {
         Ok(l) => l,
         Err(e) => {
             let _ = spec.ready.send(Err(format!("worker {}: listener: {e}", spec.id)));
             return;
         }
     };
-    let seed = ahash::RandomState::new().hash_one(spec.id) as u32;
-    let w = Rc::new(Worker::new(spec.id, spec.snapshot, spec.registry.worker(spec.id), spec.shutdown.clone(), seed));
-    monoio::spawn(crate::ws::push::serve_inbox(w.clone(), spec.inbox));
-    monoio::spawn(sweep_websockets(w.clone(), spec.drain_timeout));
+    // Worker-long tasks, one line each: a panic restarts just that task.
+    let (w2, inbox) = (w.clone(), spec.inbox);
+    supervise::spawn_service(w.clone(), "push inbox", move || crate::ws::push::serve_inbox(w2.clone(), inbox.clone()));
+    let (w2, drain) = (w.clone(), spec.drain_timeout);
+    supervise::spawn_service(w.clone(), "websocket sweeper", move || sweep_websockets(w2.clone(), drain));
+    let w2 = w.clone();
+    supervise::spawn_service(w.clone(), "upkeep", move || upkeep::run(w2.clone()));
     let _ = spec.ready.send(Ok(driver));
 
     let stop = spec.shutdown.wait();
     let mut stop = std::pin::pin!(stop);
     loop {
         let accepted = monoio::select! {
-            r = listener.accept() => Some(r),
+            r = accept(&listener, &faults, &w) => Some(r),
             _ = &mut stop => None,
         };
         match accepted {
@@ -121,9 +169,8 @@ async fn run(spec: WorkerSpec, driver: &'static str) {
                     w.stats.error(crate::http::error::ErrorKind::Overloaded);
                     continue;
                 }
-                let guard = OpenGuard::new(&w);
-                let w2 = w.clone();
-                monoio::spawn(serve_connection(stream, peer, w2, guard));
+                let guard = OpenGuard::new(&w, stream.as_raw_fd());
+                supervise::spawn_guarded(w.clone(), "connection", serve_connection(stream, peer, w.clone(), guard));
             }
             Some(Err(e)) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -141,7 +188,36 @@ async fn run(spec: WorkerSpec, driver: &'static str) {
     while (w.busy.get() > 0 || !w.ws.is_empty()) && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
+    if w.busy.get() > 0 {
+        // Stalled peers (a client that never reads, a service that never
+        // answers) would hold their tasks until their own deadlines: cut
+        // them, and give the tasks a moment to unwind and log.
+        let cut = upkeep::cut_all(&w);
+        tracing::warn!(worker = w.id, cut, "drain timeout: cutting stalled connections");
+        let grace = Instant::now() + Duration::from_millis(200);
+        while w.busy.get() > 0 && Instant::now() < grace {
+            monoio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
     tracing::info!(worker = w.id, unfinished = w.busy.get(), "worker drained");
+}
+
+/// Fault injection for tests (debug builds only; see `fault.rs`).
+#[cfg(debug_assertions)]
+type Faults = Option<fault::Faults>;
+#[cfg(not(debug_assertions))]
+type Faults = ();
+
+/// The next connection. Debug builds with `WASP_DEBUG_FAULTS=1` accept
+/// through the fault module, which may act on the connection first.
+async fn accept(listener: &TcpListener, faults: &Faults, w: &Rc<Worker>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    #[cfg(debug_assertions)]
+    if let Some(f) = faults {
+        return f.accept(listener, w).await;
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = (faults, w);
+    listener.accept().await
 }
 
 /// Pings, idle timeouts and close-handshake timeouts of every WebSocket
@@ -185,22 +261,27 @@ async fn sweep_websockets(w: Rc<Worker>, drain: Duration) {
     }
 }
 
-/// Counts an open client connection on the worker and in the metrics; it
-/// moves with the connection (into the WebSocket session after an upgrade).
+/// Counts an open client connection on the worker and in the metrics, and
+/// lists its socket for a dying worker to cut (`supervise::abandon`). It
+/// moves with the connection (into the WebSocket session after an upgrade)
+/// and drops with it.
 pub struct OpenGuard {
     open: Rc<Worker>,
+    fd: RawFd,
 }
 
 impl OpenGuard {
-    pub fn new(w: &Rc<Worker>) -> Self {
+    pub fn new(w: &Rc<Worker>, fd: RawFd) -> Self {
         w.open.set(w.open.get() + 1);
         w.stats.open_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        OpenGuard { open: w.clone() }
+        supervise::client_opened(fd);
+        OpenGuard { open: w.clone(), fd }
     }
 }
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
+        supervise::client_closed(self.fd);
         let w = &self.open;
         w.open.set(w.open.get().saturating_sub(1));
         w.stats.open_connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);

@@ -70,7 +70,7 @@ pub async fn handshake(
                 rid.as_str()
             )
             .into_bytes();
-            let _ = flush(&mut client.stream, &mut out).await;
+            let _ = write_with_deadline(w, snap, &mut client.stream, &mut out).await;
             w.stats.error(if status >= 500 { ErrorKind::BadGateway } else { ErrorKind::BadRequest });
             finish(w, snap, &up.meta, status, 0, started);
             return None;
@@ -79,7 +79,7 @@ pub async fn handshake(
 
     let mut out = Vec::with_capacity(256);
     switching_protocols(&up.accept, &id_text, &mut out);
-    if flush(&mut client.stream, &mut out).await.is_err() {
+    if write_with_deadline(w, snap, &mut client.stream, &mut out).await.is_err() {
         return None;
     }
     finish(w, snap, &up.meta, 101, 0, started);
@@ -96,4 +96,16 @@ pub async fn handshake(
         conn.request_close(super::frame::close::GOING_AWAY, "server shutting down");
     }
     Some(Session { stream, leftover, conn, endpoint: ep })
+}
+
+/// A handshake answer, cut if the client does not take it within `timeouts.write`.
+async fn write_with_deadline(
+    w: &Worker,
+    snap: &Snapshot,
+    stream: &mut monoio::net::TcpStream,
+    out: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&*stream);
+    let phase = crate::deadline::Phase::ClientWrite;
+    w.deadlines.watch().run(fd, phase, snap.gateway.timeouts.write, flush(stream, out)).await
 }

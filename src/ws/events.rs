@@ -107,7 +107,7 @@ pub fn on_event(w: &Rc<Worker>, conn: &Rc<WsConn>, _at_connect: &Arc<Endpoint>, 
     conn.inflight.set(conn.inflight.get() + 1);
     let (w, conn, rid) = (w.clone(), conn.clone(), rid.to_string());
     let route_key = route.key.clone();
-    monoio::spawn(async move {
+    crate::worker::supervise::spawn_guarded(w.clone(), "websocket event", async move {
         let _busy = BusyRc::new(&w);
         if let Some(route) = ep.route(&route_key) {
             forward(&w, &conn, &ep, route, &msg.data, &rid).await;
@@ -149,7 +149,7 @@ fn notify_error(w: &Rc<Worker>, conn: &WsConn, ep: &Arc<Endpoint>, error: Vec<u8
     }
     let (ep, conn_id, rid) = (ep.clone(), conn.id.display(w.node), rid.to_string());
     let w = w.clone();
-    monoio::spawn(async move {
+    crate::worker::supervise::spawn_guarded(w.clone(), "websocket $error", async move {
         let _busy = BusyRc::new(&w);
         let Some(route) = ep.route("$error") else { return };
         let info = CallInfo { connection_id: &conn_id, endpoint: ep.name(), route: "$error", request_id: &rid };
@@ -200,7 +200,7 @@ pub fn on_disconnect(w: &Rc<Worker>, ep: Arc<Endpoint>, conn_id: String, code: u
         return;
     }
     let w = w.clone();
-    monoio::spawn(async move {
+    crate::worker::supervise::spawn_guarded(w.clone(), "websocket $disconnect", async move {
         let _busy = BusyRc::new(&w);
         let Some(route) = ep.route("$disconnect") else { return };
         let rid = w.ids.next();

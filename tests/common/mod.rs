@@ -24,6 +24,16 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
+/// The gateway binary under test: this build's, or `WASP_TEST_BIN` to run
+/// the same attacks against another build (e.g. the one before a fix, to
+/// watch a test fail).
+pub fn wasp_bin() -> PathBuf {
+    match std::env::var_os("WASP_TEST_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_wasp")),
+    }
+}
+
 /// A running gateway process.
 pub struct Gateway {
     pub child: Child,
@@ -43,7 +53,7 @@ impl Gateway {
         let dir = temp_dir("gw");
         let path = dir.join("wasp.toml");
         std::fs::write(&path, config).expect("write config");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wasp"));
+        let mut cmd = Command::new(wasp_bin());
         cmd.args(["serve", "--config"]).arg(&path).args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]);
         cmd.args(extra_args);
         Self::spawn(cmd, path, env)
@@ -489,4 +499,49 @@ pub fn loadtest_bin() -> PathBuf {
         assert!(st.success());
     }
     bin
+}
+
+/// A metric's value summed over its label sets that contain `labels`.
+pub fn metric(gw: &Gateway, name: &str, labels: &str) -> u64 {
+    gw.metrics()
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(labels) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Reads one request head (and a Content-Length body, if `read_body`) from a
+/// raw origin socket; bytes after the head that were read are returned too.
+pub fn read_request(s: &mut TcpStream, read_body: bool) -> Option<(String, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut b = [0u8; 4096];
+    let end = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        let n = s.read(&mut b).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&b[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let mut body = buf[end..].to_vec();
+    if read_body {
+        let len = content_length(&head);
+        while body.len() < len {
+            let n = s.read(&mut b).ok()?;
+            if n == 0 {
+                return None;
+            }
+            body.extend_from_slice(&b[..n]);
+        }
+    }
+    Some((head, body))
+}
+
+pub fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+        .unwrap_or(0)
 }

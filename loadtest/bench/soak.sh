@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Soak: does normal keep-alive traffic keep its latency, and does the gateway
+# keep its file descriptors, while a crowd of slow and abandoned clients leans
+# on it? A gateway that never cuts a slow reader, a trickling writer, a
+# half-open connection or an abandoned upload holds two sockets per attacker
+# (client and upstream) for as long as the attacker likes: enough of them and
+# it runs out of descriptors, and a worker busy with them adds latency to
+# everyone else. This measures both.
+#
+#   1. SOLO: wasp-loadtest at a fixed rate (RATE req/s over CONNS keep-alive
+#      connections, latency from when each request was due) for DURATION/3 s.
+#   2. SOAK: the same traffic for DURATION s beside ATTACKERS connections of
+#      each kind (soak.py): slow readers of an 8 MiB body (2 KiB SO_RCVBUF, 16
+#      bytes/s or nothing), slow writers (head or body a byte every 300 ms),
+#      half-open connections (half a head, or nothing), abandoned 8 MB uploads
+#      (1 MB sent, then silence or close). Each is reopened when the gateway
+#      cuts it; whether the gateway still holds a socket is read from
+#      /proc/net/tcp, so a cut is seen even by a client that never reads.
+#
+# Prints normal traffic p50/p99/errors solo vs soak, p99(soak)/p99(solo), the
+# attackers opened/cut (and how, how fast), the gateway's open fds at start,
+# peak, end and after every attacker closed, and wasp_timeouts_total.
+# PASS when p99(soak)/p99(solo) <= 1.5 and the normal traffic saw 0 errors
+# (solo and soak), else FAIL and exit code 1.
+#
+# The origin is a python3 asyncio keep-alive origin (soak.py origin): */big is
+# 8 MiB, anything else 12 bytes; uploads are read and counted. The gateway
+# runs one worker on CPU 1, everything else on CPU 0 (PIN=0: no pinning).
+# Timeouts are shortened (header_read 5s, idle 10s, upstream 10s, pool_idle
+# 5s, and write 5s when the binary knows timeouts.write). Numbers from a noisy
+# 2-core box are indicative: compare binaries within one sitting.
+#
+# Usage: loadtest/bench/soak.sh [BINARY] [DURATION_S]
+#   BINARY default target/release/wasp, DURATION_S default 180
+#   env: RATE=2000 CONNS=32 ATTACKERS=24 (per kind, 8 kinds) WORKERS=1 PIN=1
+#        SETTLE=12 (s after the attackers closed) LOADTEST=target/release/wasp-loadtest
+#        KEEP=1 (keep the temp dir with config, logs and JSON summaries)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$here/../.."
+bin=${1:-target/release/wasp}
+dur=${2:-180}
+rate=${RATE:-2000}; conns=${CONNS:-32}; per_kind=${ATTACKERS:-24}
+workers=${WORKERS:-1}; settle=${SETTLE:-12}; pin=${PIN:-1}
+lt=${LOADTEST:-target/release/wasp-loadtest}
+solo=$(( dur / 3 )); [ "$solo" -ge 5 ] || solo=5
+py=python3
+[ -x "$bin" ] || { echo "soak.sh: no gateway binary at $bin (cargo build --release)" >&2; exit 2; }
+if [ ! -x "$lt" ]; then cargo build --release -p wasp-loadtest -q; lt=target/release/wasp-loadtest; fi
+
+cpu0=(); cpu1=()
+if [ "$pin" = 1 ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+  cpu0=(taskset -c 0); cpu1=(taskset -c 1)
+fi
+
+work=$(mktemp -d /tmp/wasp-soak.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ "${KEEP:-0}" = 1 ]; then echo "kept $work" >&2; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+ulimit -n 65536 2>/dev/null || ulimit -n 8192 2>/dev/null || true
+
+read -r origin_port gw_port admin_port < <($py "$here/soak.py" ports 3)
+
+"${cpu0[@]}" $py "$here/soak.py" origin --port "$origin_port" --status "$work/origin.json" 2> "$work/origin.log" &
+origin=$!; pids+=($origin)
+
+cfg=$work/wasp.toml
+cat > "$cfg" <<EOF
+[server]
+listen = "127.0.0.1:$gw_port"
+admin_listen = "127.0.0.1:$admin_port"
+workers = $workers
+
+[timeouts]
+header_read = "5s"
+idle = "10s"
+upstream = "10s"
+pool_idle = "5s"
+
+[log]
+access = false
+level = "warn"
+
+[services.origin]
+instances = ["127.0.0.1:$origin_port"]
+EOF
+# timeouts.write is new: add it only where the binary accepts it.
+sed 's/^pool_idle = "5s"$/&\nwrite = "5s"/' "$cfg" > "$work/with-write.toml"
+if "$bin" check --config "$work/with-write.toml" >/dev/null 2>&1; then
+  mv "$work/with-write.toml" "$cfg"; write_note='write 5s'
+else
+  write_note='no timeouts.write in this binary'
+fi
+"$bin" check --config "$cfg" >/dev/null
+
+"${cpu1[@]}" "$bin" serve --config "$cfg" > "$work/gateway.log" 2>&1 &
+gw=$!; pids+=($gw)
+$py "$here/soak.py" wait --port "$admin_port"
+fds() { $py "$here/soak.py" fds --pid "$gw" --gw-port "$gw_port" --origin-port "$origin_port"; }
+url="http://127.0.0.1:$gw_port/origin/hello"
+load() { "${cpu0[@]}" "$lt" "$url" -c "$conns" -R "$rate" --quiet "$@" > /dev/null; }
+
+echo "soak: $bin, solo ${solo}s then soak ${dur}s, $rate req/s over $conns connections, $per_kind attackers x 8 kinds (work dir $work)" >&2
+fds > "$work/fds-start.json"
+load -d 3s                                      # warm-up: fill the upstream pool
+fds > "$work/solo-start.json"
+echo "solo..." >&2
+load -d "${solo}s" --json "$work/solo.json"
+fds > "$work/solo-end.json"
+echo "soak..." >&2
+"${cpu0[@]}" $py "$here/soak.py" attack --gw-port "$gw_port" --gw-pid "$gw" --admin-port "$admin_port" \
+  --origin-port "$origin_port" --origin-pid "$origin" --per-kind "$per_kind" --duration $(( dur + 3 )) --settle "$settle" --out "$work/attack.json" &
+att=$!; pids+=($att)
+sleep 2                                         # let the attackers connect first
+load -d "${dur}s" --json "$work/soak.json"
+wait "$att"
+kill -0 "$gw" 2>/dev/null || { echo "soak.sh: the gateway exited during the run; log:" >&2; tail -20 "$work/gateway.log" >&2; }
+
+rc=0
+$py "$here/soak.py" report --binary "$bin" \
+  --note "timeouts: header_read 5s, idle 10s, upstream 10s, pool_idle 5s, $write_note; $workers worker(s); $rate req/s over $conns connections" \
+  --solo "$work/solo.json" --soak "$work/soak.json" --attack "$work/attack.json" --origin "$work/origin.json" \
+  --admin-port "$admin_port" --fds-start "$work/fds-start.json" --solo-start "$work/solo-start.json" \
+  --solo-end "$work/solo-end.json" || rc=$?
+exit $rc
