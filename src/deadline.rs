@@ -227,15 +227,16 @@ pub struct Watch<'a> {
 impl Watch<'_> {
     /// Runs one operation on `fd` with a deadline: if it makes no progress
     /// within `timeout`, the socket is cut and [`Watch::fired`] says so.
-    pub async fn run<F: Future>(&self, fd: RawFd, phase: Phase, timeout: Duration, op: F) -> F::Output {
-        self.slot.fd.set(fd);
-        self.slot.phase.set(phase);
-        self.slot.timeout_ms.set(millis(timeout));
-        self.slot.until.set(self.table.deadline(timeout));
-        self.slot.sample_at.set(self.table.deadline(Duration::ZERO));
-        self.slot.sampled.set(None);
-        let _disarm = Disarm(&self.slot);
-        op.await
+    /// Armed now, disarmed when the operation ends or its future is dropped.
+    pub fn run<F: Future>(&self, fd: RawFd, phase: Phase, timeout: Duration, op: F) -> Armed<'_, F> {
+        let slot = &self.slot;
+        slot.fd.set(fd);
+        slot.phase.set(phase);
+        slot.timeout_ms.set(millis(timeout));
+        slot.until.set(self.table.deadline(timeout));
+        slot.sample_at.set(self.table.deadline(Duration::ZERO));
+        slot.sampled.set(None);
+        Armed { op, disarm: Disarm(slot) }
     }
 
     /// Restarts the armed operation's deadline (if one is armed): progress
@@ -288,6 +289,28 @@ struct Disarm<'a>(&'a Slot);
 impl Drop for Disarm<'_> {
     fn drop(&mut self) {
         self.0.until.set(NEVER);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An operation running under a deadline (see [`Watch::run`]). A plain
+    /// future rather than an `async fn`: it is on every read and write of
+    /// the request path.
+    pub struct Armed<'a, F> {
+        #[pin]
+        op: F,
+        disarm: Disarm<'a>,
+    }
+}
+
+impl<F: Future> Future for Armed<'_, F> {
+    type Output = F::Output;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        let this = self.project();
+        let out = std::task::ready!(this.op.poll(cx));
+        this.disarm.0.until.set(NEVER);
+        std::task::Poll::Ready(out)
     }
 }
 

@@ -100,7 +100,7 @@ level = "warn"
 [services.origin]
 instances = ["127.0.0.1:$origin_port"]
 EOF
-  "${cpu1[@]}" valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.$i.%p" \
+  "${cpu1[@]}" valgrind --tool=callgrind --compress-strings=no --compress-pos=no --callgrind-out-file="$work/callgrind.$i.%p" \
     "$bin" serve --config "$cfg" --workers 1 > "$work/gateway-$i.log" 2>&1 &
   vg=$!; pids+=($vg)
   $py "$here/soak.py" wait --port "$admin_port" --timeout 300

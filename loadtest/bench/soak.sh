@@ -23,8 +23,9 @@
 # PASS when p99(soak)/p99(solo) <= 1.5 and the normal traffic saw 0 errors
 # (solo and soak), else FAIL and exit code 1.
 #
-# The origin is a python3 asyncio keep-alive origin (soak.py origin): */big is
-# 8 MiB, anything else 12 bytes; uploads are read and counted. The gateway
+# Attackers go to service `bulk`, a python3 asyncio keep-alive origin (soak.py
+# origin): */big is 8 MiB, anything else 12 bytes; uploads are read and
+# counted. Normal traffic goes to service `origin` (nginx if installed). The gateway
 # runs one worker on CPU 1, everything else on CPU 0 (PIN=0: no pinning).
 # Timeouts are shortened (header_read 5s, idle 10s, upstream 10s, pool_idle
 # 5s, and write 5s when the binary knows timeouts.write). Numbers from a noisy
@@ -63,10 +64,29 @@ cleanup() {
 trap cleanup EXIT
 ulimit -n 65536 2>/dev/null || ulimit -n 8192 2>/dev/null || true
 
-read -r origin_port gw_port admin_port < <($py "$here/soak.py" ports 3)
+read -r origin_port gw_port admin_port nginx_port < <($py "$here/soak.py" ports 4)
 
+# The attackers' service (`bulk`) is soak.py's origin: it serves the 8 MiB
+# bodies and swallows uploads, and counts them. Normal traffic goes to its own
+# service (`origin`): nginx when installed (cheap: the figure to watch is the
+# gateway's, not a Python origin's that the attackers keep busy on the same
+# CPU), else a second soak.py origin.
 "${cpu0[@]}" $py "$here/soak.py" origin --port "$origin_port" --status "$work/origin.json" 2> "$work/origin.log" &
 origin=$!; pids+=($origin)
+if command -v nginx >/dev/null; then
+  mkdir -p "$work/nginx"
+  cat > "$work/nginx/nginx.conf" <<NGINX
+worker_processes 1; daemon off; pid $work/nginx/nginx.pid; error_log $work/nginx/error.log warn;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$nginx_port reuseport; location / { return 200 'hello world\n'; } } }
+NGINX
+  "${cpu0[@]}" nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" 2> "$work/nginx/stderr.log" &
+  pids+=($!); normal_origin="nginx"
+else
+  "${cpu0[@]}" $py "$here/soak.py" origin --port "$nginx_port" --status "$work/origin2.json" 2> "$work/origin2.log" &
+  pids+=($!); normal_origin="soak.py"
+fi
 
 cfg=$work/wasp.toml
 cat > "$cfg" <<EOF
@@ -86,6 +106,9 @@ access = false
 level = "warn"
 
 [services.origin]
+instances = ["127.0.0.1:$nginx_port"]
+
+[services.bulk]
 instances = ["127.0.0.1:$origin_port"]
 EOF
 # timeouts.write is new: add it only where the binary accepts it.
@@ -113,7 +136,7 @@ load -d "${solo}s" --json "$work/solo.json"
 fds > "$work/solo-end.json"
 echo "soak..." >&2
 "${cpu0[@]}" $py "$here/soak.py" attack --gw-port "$gw_port" --gw-pid "$gw" --admin-port "$admin_port" \
-  --origin-port "$origin_port" --origin-pid "$origin" --per-kind "$per_kind" --duration $(( dur + 3 )) --settle "$settle" --out "$work/attack.json" &
+  --origin-port "$origin_port" --origin-pid "$origin" --prefix /bulk --per-kind "$per_kind" --duration $(( dur + 3 )) --settle "$settle" --out "$work/attack.json" &
 att=$!; pids+=($att)
 sleep 2                                         # let the attackers connect first
 load -d "${dur}s" --json "$work/soak.json"
@@ -122,7 +145,7 @@ kill -0 "$gw" 2>/dev/null || { echo "soak.sh: the gateway exited during the run;
 
 rc=0
 $py "$here/soak.py" report --binary "$bin" \
-  --note "timeouts: header_read 5s, idle 10s, upstream 10s, pool_idle 5s, $write_note; $workers worker(s); $rate req/s over $conns connections" \
+  --note "timeouts: header_read 5s, idle 10s, upstream 10s, pool_idle 5s, $write_note; $workers worker(s); $rate req/s over $conns connections; normal traffic to $normal_origin, attackers to soak.py" \
   --solo "$work/solo.json" --soak "$work/soak.json" --attack "$work/attack.json" --origin "$work/origin.json" \
   --admin-port "$admin_port" --fds-start "$work/fds-start.json" --solo-start "$work/solo-start.json" \
   --solo-end "$work/solo-end.json" || rc=$?

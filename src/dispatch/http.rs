@@ -132,7 +132,9 @@ impl Dispatch for HttpDispatch {
             pool_idle: g.timeouts.pool_idle,
         };
         let client_fd = x.client.stream.as_raw_fd();
-        let cw = w.deadlines.watch();
+        // One deadline slot serves the whole exchange while its reads and
+        // writes follow one another (each `run` names its socket and
+        // phase); the streaming path adds its own for concurrent ones.
         let uw = w.deadlines.watch();
         let mut retries = 0u32;
         let mut fresh = false;
@@ -163,9 +165,9 @@ impl Dispatch for HttpDispatch {
             if x.req.expect_continue && !body.is_done() && !sent_continue {
                 // The service is reachable: now let the client send its body.
                 let mut cont = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
-                cw.run(client_fd, Phase::ClientWrite, g.timeouts.write, flush(&mut x.client.stream, &mut cont))
+                uw.run(client_fd, Phase::ClientWrite, g.timeouts.write, flush(&mut x.client.stream, &mut cont))
                     .await
-                    .map_err(|_| Failed::before(client_write_error(&cw)))?;
+                    .map_err(|_| Failed::before(client_write_error(&uw)))?;
                 sent_continue = true;
             }
             let (addr, reused) = (conn.addr, conn.reused);
@@ -232,13 +234,13 @@ impl Dispatch for HttpDispatch {
             Sent::Whole(mut up, resp) => {
                 up.consume(resp.head_len);
                 if resp.switching {
-                    cw.run(client_fd, Phase::ClientWrite, g.timeouts.write, flush(&mut x.client.stream, x.out))
+                    uw.run(client_fd, Phase::ClientWrite, g.timeouts.write, flush(&mut x.client.stream, x.out))
                         .await
-                        .map_err(|_| Failed::before(client_write_error(&cw)))?;
+                        .map_err(|_| Failed::before(client_write_error(&uw)))?;
                     return Ok(Outcome { status: 101, bytes: 0, keep_alive: false, upgraded: Some(up), linger: false });
                 }
                 let up_fd = up.stream.as_raw_fd();
-                let bytes = relay(x, &mut up, up_fd, &resp, &cw, &uw).await?;
+                let bytes = relay(x, &mut up, up_fd, &resp, &uw, &uw).await?;
                 let reusable = resp.upstream_reusable && up.data().is_empty() && !w.shutdown.is_triggered();
                 let (stream, buf) = up.into_parts();
                 *x.upstream_buf = buf;
@@ -253,7 +255,7 @@ impl Dispatch for HttpDispatch {
                     linger: false,
                 })
             }
-            Sent::Streaming(up) => stream_body(x, up, addr, &mut body, &cw, &uw).await,
+            Sent::Streaming(up) => stream_body(x, up, addr, &mut body, &uw).await,
         }
     }
 }
@@ -265,10 +267,12 @@ async fn stream_body(
     up: BufStream,
     addr: std::net::SocketAddr,
     body: &mut BodyLeft,
-    cw: &Watch<'_>,
     uw: &Watch<'_>,
 ) -> Result<Outcome, Failed> {
     let w = x.worker;
+    // Client reads and service writes (the pump) and the answer's reads run
+    // at the same time: a slot each.
+    let cw = &w.deadlines.watch();
     let g = &x.snap.gateway;
     let svc = &x.req.service.config;
     let up_fd = up.stream.as_raw_fd();

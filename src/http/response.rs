@@ -63,14 +63,16 @@ pub fn parse_response(
     // Headers the service named in `Connection` are hop-by-hop too.
     let mut conn_named: [&[u8]; 16] = [&[]; 16];
     let mut named = 0;
-    for v in h.headers.iter().filter(|x| x.name.eq_ignore_ascii_case("connection")) {
-        for item in list_items(v.value) {
-            if named < conn_named.len()
-                && !item.eq_ignore_ascii_case(b"close")
-                && !item.eq_ignore_ascii_case(b"keep-alive")
-            {
-                conn_named[named] = item;
-                named += 1;
+    if h.connection_names {
+        for v in h.headers.iter().filter(|x| x.name.eq_ignore_ascii_case("connection")) {
+            for item in list_items(v.value) {
+                if named < conn_named.len()
+                    && !item.eq_ignore_ascii_case(b"close")
+                    && !item.eq_ignore_ascii_case(b"keep-alive")
+                {
+                    conn_named[named] = item;
+                    named += 1;
+                }
             }
         }
     }

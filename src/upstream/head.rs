@@ -46,6 +46,9 @@ pub struct Head<'b, 'h> {
     pub body: ResponseBody,
     /// The service will close the connection after this answer.
     pub close: bool,
+    /// A `Connection` header names other headers (hop-by-hop for this
+    /// answer): rare, so callers look for them only when this is set.
+    pub connection_names: bool,
 }
 
 impl Head<'_, '_> {
@@ -121,6 +124,7 @@ pub fn parse<'b, 'h>(
     let mut te = false;
     let mut close = false;
     let mut keep_alive = false;
+    let mut connection_names = false;
     for h in headers {
         let name = h.name.as_bytes();
         let value = trim(h.value);
@@ -137,6 +141,8 @@ pub fn parse<'b, 'h>(
                     close = true;
                 } else if item.eq_ignore_ascii_case(b"keep-alive") {
                     keep_alive = true;
+                } else {
+                    connection_names = true;
                 }
             }
         }
@@ -162,7 +168,16 @@ pub fn parse<'b, 'h>(
     } else {
         ResponseBody::UntilClose
     };
-    Ok(Parsed::Final(Head { head_len, status, http10, reason: res.reason.unwrap_or(""), headers, body, close }))
+    Ok(Parsed::Final(Head {
+        head_len,
+        status,
+        http10,
+        reason: res.reason.unwrap_or(""),
+        headers,
+        body,
+        close,
+        connection_names,
+    }))
 }
 
 #[cfg(test)]

@@ -26,12 +26,14 @@ pub struct Pool {
 impl Pool {
     /// The most recently used idle connection (least likely to have been
     /// closed by the service), skipping ones idle longer than `max_idle`.
-    pub fn take(&self, addr: SocketAddr, max_idle: Duration, now: Instant) -> Option<TcpStream> {
+    /// Also returns how long it was idle.
+    pub fn take(&self, addr: SocketAddr, max_idle: Duration, now: Instant) -> Option<(TcpStream, Duration)> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
         while let Some((stream, since)) = list.pop() {
-            if now.saturating_duration_since(since) <= max_idle {
-                return Some(stream);
+            let idle_for = now.saturating_duration_since(since);
+            if idle_for <= max_idle {
+                return Some((stream, idle_for));
             }
         }
         None
