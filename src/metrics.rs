@@ -69,6 +69,9 @@ pub struct WorkerStats {
     pub retries_refused: AtomicU64,
     /// Idle upstream connections closed by the reaper.
     pub pool_reaped: AtomicU64,
+    /// The snapshot version this worker acknowledged from its own loop
+    /// (what `reached_all_workers_us` waits for).
+    pub snapshot_ack: crate::worker::SnapshotAck,
     latency: [AtomicU64; LATENCY_BOUNDS.len() + 1],
     latency_sum_us: AtomicU64,
 }
@@ -97,7 +100,14 @@ pub struct Registry {
     pub reloads_failed: AtomicU64,
     /// Dead workers replaced by the supervisor.
     pub worker_restarts: AtomicU64,
+    /// Admin requests refused before any handler, by `ADMIN_REFUSALS` reason.
+    pub admin_refused: [AtomicU64; ADMIN_REFUSALS.len()],
 }
+
+/// The `reason` labels of `wasp_admin_refused_total`, indexed by
+/// `admin::gate::Refusal`: host (400/421), origin (403), token (401),
+/// content_type (415).
+pub const ADMIN_REFUSALS: [&str; 4] = ["host", "origin", "token", "content_type"];
 
 impl Registry {
     pub fn new(workers: usize) -> Self {
@@ -108,7 +118,12 @@ impl Registry {
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             worker_restarts: AtomicU64::new(0),
+            admin_refused: Default::default(),
         }
+    }
+
+    pub fn worker_count(&self) -> usize {
+        self.workers.len()
     }
 
     pub fn worker(&self, i: usize) -> Arc<CachePadded<WorkerStats>> {
@@ -200,6 +215,16 @@ impl Registry {
         let _ = writeln!(o, "wasp_panics_total {}", sum(&|w| w.panics.load(Relaxed)));
         o.push_str("# HELP wasp_worker_restarts_total Dead worker threads replaced.\n# TYPE wasp_worker_restarts_total counter\n");
         let _ = writeln!(o, "wasp_worker_restarts_total {}", self.worker_restarts.load(Relaxed));
+        o.push_str("# HELP wasp_log_lines_dropped_total Log lines (mostly access log) dropped because the log writer fell behind; a worker never waits for it.\n# TYPE wasp_log_lines_dropped_total counter\n");
+        let _ = writeln!(o, "wasp_log_lines_dropped_total {}", crate::logging::dropped_lines());
+        o.push_str("# HELP wasp_admin_refused_total Admin API requests refused before any handler: foreign Host, foreign Origin, bad token, non-JSON write.\n# TYPE wasp_admin_refused_total counter\n");
+        for (reason, n) in ADMIN_REFUSALS.iter().zip(&self.admin_refused) {
+            let _ = writeln!(o, "wasp_admin_refused_total{{reason=\"{reason}\"}} {}", n.load(Relaxed));
+        }
+        o.push_str("# HELP wasp_worker_config_version Snapshot version each worker acknowledged from its own loop.\n# TYPE wasp_worker_config_version gauge\n");
+        for (i, w) in self.workers.iter().enumerate() {
+            let _ = writeln!(o, "wasp_worker_config_version{{worker=\"{i}\"}} {}", w.snapshot_ack.version());
+        }
         o.push_str("# HELP wasp_io_driver The I/O driver each worker runs.\n# TYPE wasp_io_driver gauge\n");
         for (i, d) in self.drivers.lock().unwrap_or_else(|p| p.into_inner()).iter().enumerate() {
             let _ = writeln!(o, "wasp_io_driver{{worker=\"{i}\",driver=\"{d}\"}} 1");

@@ -7,7 +7,8 @@
 //! snapshot untouched.
 
 use crate::admin::{self, AdminState};
-use crate::config::{Config, ConfigError, DEFAULT_CONFIG};
+use crate::config::{admin_token_ok, Config, ConfigError, ADMIN_TOKEN_RULE, DEFAULT_CONFIG};
+use crate::control::runtime::ControlRuntime;
 use crate::control::Control;
 use crate::metrics::Registry;
 use crate::snapshot::SharedSnapshot;
@@ -48,13 +49,27 @@ pub fn load(path: Option<&Path>, ov: &Overrides) -> Result<Config, ConfigError> 
     if let Some(l) = ov.listen {
         cfg.server.listen = l;
     }
-    if let Ok(t) = std::env::var("WASP_ADMIN_TOKEN") {
-        if !t.is_empty() {
-            cfg.server.admin_token = Some(t);
+    // The environment wins over the file and obeys the same rule: a set but
+    // empty or short variable is a mistake to report, not a reason to run
+    // without the token the operator meant to set.
+    if let Some(t) = std::env::var_os("WASP_ADMIN_TOKEN") {
+        match t.into_string() {
+            Ok(t) if admin_token_ok(&t) => cfg.server.admin_token = Some(t),
+            _ => return Err(ConfigError(format!("WASP_ADMIN_TOKEN: {ADMIN_TOKEN_RULE}"))),
         }
     }
     if let Some(a) = ov.admin_listen {
         cfg.server.admin_listen = a;
+    }
+    // Without a token the admin API trusts whoever can connect: that is only
+    // this machine's users when it listens on loopback.
+    let admin = cfg.server.admin_listen;
+    if !admin.ip().is_loopback() && cfg.server.admin_token.is_none() {
+        return Err(ConfigError(format!(
+            "server.admin_listen = {admin} is not a loopback address and no admin token is set: \
+             set admin.token (or WASP_ADMIN_TOKEN) to at least 16 visible ASCII characters, \
+             or listen on 127.0.0.1 / [::1]"
+        )));
     }
     match ov.workers {
         Some(0) => cfg.server.workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
@@ -81,7 +96,12 @@ pub fn serve(path: Option<PathBuf>, ov: Overrides) -> Result<(), String> {
     // routed configuration is built from the store's active versions.
     let store = SqliteStore::open(s.store_path.as_deref()).map_err(|e| e.to_string())?;
     let (text, origin) = read_text(path.as_deref()).map_err(|e| e.to_string())?;
-    let (control, _) = Control::start(Box::new(store), &text, &origin, registry.clone()).map_err(|e| e.to_string())?;
+    // The control thread: later changes (API applies, reloads) and their
+    // slow work run there, never on the admin listener's thread. The first
+    // seeding below runs here, before anything listens.
+    let control_rt = ControlRuntime::start()?;
+    let (control, _) = Control::start(Box::new(store), &text, &origin, registry.clone(), control_rt.handle())
+        .map_err(|e| e.to_string())?;
     let control = Arc::new(control);
     let snapshot: SharedSnapshot = control.snapshot();
     let shutdown = Arc::new(Shutdown::default());
@@ -115,7 +135,7 @@ pub fn serve(path: Option<PathBuf>, ov: Overrides) -> Result<(), String> {
         ready: Default::default(),
         shutdown: shutdown.clone(),
         inboxes,
-        token: config.server.admin_token.clone(),
+        access: admin::gate::Access::new(config.server.admin_token.as_deref(), &s.admin_allowed_hosts),
         control: Some(control.clone()),
         workers: supervisor.health(),
     });
@@ -149,7 +169,14 @@ pub fn serve(path: Option<PathBuf>, ov: Overrides) -> Result<(), String> {
         match sig {
             SIGHUP => {
                 systemd::notify("RELOADING=1");
-                reload(path.as_deref(), &ov, &mut current, &registry, &control);
+                // On the control thread, like every change: one after another
+                // with API applies (see `control`), and its DNS lookups and
+                // store commits off this thread too.
+                let (p, o, c, ctl) = (path.clone(), ov.clone(), current.clone(), control.clone());
+                match control.jobs().run_wait(move || reload(p.as_deref(), &o, c, &ctl)) {
+                    Ok(next) => current = next,
+                    Err(e) => tracing::error!(error = %e, "reload not run"),
+                }
                 systemd::notify("READY=1");
             }
             _ => break,
@@ -166,17 +193,21 @@ pub fn serve(path: Option<PathBuf>, ov: Overrides) -> Result<(), String> {
         tracing::error!("the supervisor thread panicked; workers may not have drained");
     }
     let _ = admin_thread.join();
+    drop(state);
+    control_rt.stop();
     tracing::info!("stopped");
     Ok(())
 }
 
 /// Re-reads the file; on success its services and endpoints are seeded
 /// into the store and the snapshot swapped, on failure nothing changes.
-fn reload(path: Option<&Path>, ov: &Overrides, current: &mut Config, registry: &Registry, control: &Control) {
+/// Returns the configuration now running (`current` when nothing changed).
+fn reload(path: Option<&Path>, ov: &Overrides, mut current: Config, control: &Control) -> Config {
     let Some(path) = path else {
         tracing::info!("reload requested, but wasp runs on the built-in config: nothing to re-read");
-        return;
+        return current;
     };
+    let registry = control.registry();
     let version = control.snapshot().load().version;
     let rejected = |e: &dyn std::fmt::Display| {
         registry.reloads_failed.fetch_add(1, Ordering::Relaxed);
@@ -184,7 +215,10 @@ fn reload(path: Option<&Path>, ov: &Overrides, current: &mut Config, registry: &
     };
     let new = match load(Some(path), ov) {
         Ok(c) => c,
-        Err(e) => return rejected(&e),
+        Err(e) => {
+            rejected(&e);
+            return current;
+        }
     };
     if new.server != current.server {
         tracing::warn!(
@@ -193,7 +227,10 @@ fn reload(path: Option<&Path>, ov: &Overrides, current: &mut Config, registry: &
     }
     let (text, origin) = match read_text(Some(path)) {
         Ok(t) => t,
-        Err(e) => return rejected(&e),
+        Err(e) => {
+            rejected(&e);
+            return current;
+        }
     };
     match control.seed(&text, &origin) {
         Ok(_) => {
@@ -207,4 +244,5 @@ fn reload(path: Option<&Path>, ov: &Overrides, current: &mut Config, registry: &
         }
         Err(e) => rejected(&e),
     }
+    current
 }

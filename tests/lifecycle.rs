@@ -252,17 +252,21 @@ fn admin_token_guards_the_admin_api_but_not_health() {
     let r = http_get(gw.admin, "/connections");
     assert_eq!(r.status, 401);
     assert!(r.text().contains("unauthorized"));
-    let r =
-        raw(gw.admin, b"GET /connections HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer wrong-token-0123456789\r\n\r\n");
+    let r = raw(
+        gw.admin,
+        b"GET /connections HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer wrong-token-0123456789\r\n\r\n",
+    );
     assert_eq!(r.status, 401);
-    let r =
-        raw(gw.admin, b"GET /connections HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer s3cret-token-0123456789\r\n\r\n");
+    let r = raw(
+        gw.admin,
+        b"GET /connections HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer s3cret-token-0123456789\r\n\r\n",
+    );
     assert_eq!(r.status, 200, "{}", r.text());
     // The environment wins over the file.
     let gw = Gateway::start_with(&cfg, &[], &[("WASP_ADMIN_TOKEN", "from-env-token-0123456789")]);
     let r = raw(
         gw.admin,
-        b"GET /connections HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer from-env-token-0123456789\r\n\r\n",
+        b"GET /connections HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer from-env-token-0123456789\r\n\r\n",
     );
     assert_eq!(r.status, 200);
     // A short token is a config error naming the key.

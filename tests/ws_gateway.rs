@@ -233,7 +233,7 @@ fn push_api_single_groups_endpoint_list_close() {
     let post = |path: &str, body: &str| {
         raw(
             gw.admin,
-            format!("POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes(),
+            format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes(),
         )
     };
     let r = post(&format!("/connections/{}", c1.id()), r#"{"hello":1}"#);
@@ -245,11 +245,18 @@ fn push_api_single_groups_endpoint_list_close() {
     assert_eq!(r.status, 404);
 
     // Groups: both chat clients are in room1 and vip from $connect.
-    let r = raw(gw.admin, format!("DELETE /connections/{}/groups/vip HTTP/1.1\r\nHost: a\r\n\r\n", c2.id()).as_bytes());
+    let r = raw(
+        gw.admin,
+        format!(
+            "DELETE /connections/{}/groups/vip HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\r\n",
+            c2.id()
+        )
+        .as_bytes(),
+    );
     assert_eq!(r.status, 200);
     let r = raw(
         gw.admin,
-        format!("PUT /connections/{}/groups/bare-room HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", c3.id())
+        format!("PUT /connections/{}/groups/bare-room HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 0\r\n\r\n", c3.id())
             .as_bytes(),
     );
     assert_eq!(r.status, 200);
@@ -287,7 +294,7 @@ fn push_api_single_groups_endpoint_list_close() {
     // Close with a code.
     let r = raw(
         gw.admin,
-        format!("DELETE /connections/{}?code=4001&reason=bye HTTP/1.1\r\nHost: a\r\n\r\n", c2.id()).as_bytes(),
+        format!("DELETE /connections/{}?code=4001&reason=bye HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\r\n", c2.id()).as_bytes(),
     );
     assert_eq!(r.status, 200);
     let f = loop {
@@ -322,14 +329,16 @@ fn limits_frame_size_rate_and_slow_reader() {
     assert_eq!(c.recv_close(), Some(1008), "over messages_per_second");
 
     // A client that never reads: pushes fill the socket, then the queue: 503, then close 1013.
-    let c = WsClient::connect(gw.public, "/ws/chat");
+    // On `bare` (default limits): a push over chat's max_message_bytes is refused with 413
+    // (tests/ws_bounds.rs), never queued.
+    let c = WsClient::connect(gw.public, "/ws/bare");
     let id = c.id();
     let chunk = "x".repeat(60_000);
     let mut saw_full = false;
     for _ in 0..2000 {
         let r = raw(
             gw.admin,
-            format!("POST /connections/{id} HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{chunk}", chunk.len())
+            format!("POST /connections/{id} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{chunk}", chunk.len())
                 .as_bytes(),
         );
         if r.status == 503 {
@@ -340,7 +349,11 @@ fn limits_frame_size_rate_and_slow_reader() {
         assert_eq!(r.status, 200);
     }
     assert!(saw_full, "the send queue is bounded");
-    let r = raw(gw.admin, format!("GET /connections/{id} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+    let r = raw(
+        gw.admin,
+        format!("GET /connections/{id} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\r\n")
+            .as_bytes(),
+    );
     assert!(r.status == 200 || r.status == 404);
     drop(c);
 }
@@ -407,7 +420,7 @@ fn autobahn_conformance_cases_pass_on_an_echo_endpoint() {
         .arg(&dir)
         .arg(format!("ws://{}/ws/echo", gw.public))
         .output()
-        .expect("kosoku (installed by .ci/run into target/pyenv)");
+        .expect("kosoku (installed by .ci/run; WASP_TEST_PYTHON or target/pyenv)");
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "Autobahn cases failed:\n{text}");
     assert!(text.contains("301 cases passed"), "{text}");

@@ -345,9 +345,13 @@ fn broadcast_driver(
     let rest = url.strip_prefix("http://").ok_or("--broadcast takes an http:// URL")?;
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let addr = authority.to_socket_addrs().map_err(|e| e.to_string())?.next().ok_or("no address")?;
-    let req =
-        format!("POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: {}\r\n\r\n{message}", message.len())
-            .into_bytes();
+    // JSON media type: without a token the push API refuses other writes
+    // (cross-site request defence, see the README's admin section).
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{message}",
+        message.len()
+    )
+    .into_bytes();
     let deadline = Instant::now() + duration;
     let count = Arc::new(AtomicU64::new(0));
     let mut hs = Vec::new();

@@ -8,20 +8,27 @@
 //! | `GET /{kind}/{name}/versions` | every version: number, time, author, comment, hash, active |
 //! | `GET /{kind}/{name}/versions/{n}` | one version with its content |
 //! | `POST /{kind}/{name}/versions/{n}/apply` | make version n active again |
-//! | `GET /{kind}/{name}/diff?from=&to=` | line diff of two versions (pretty JSON) |
+//! | `GET /{kind}/{name}/diff?from=&to=` | line diff of two versions (pretty JSON); `413` above the caps in `control::diff` |
 //! | `POST /config/validate` | check a whole document, store nothing |
 //! | `GET /config/export`, `POST /config/import` | the whole dynamic configuration as one document |
 //!
 //! Invalid input: `422 {"error":"invalid","pointer":"/instances/0","message":...}`;
 //! nothing is stored or applied.
+//!
+//! Every answer is worked out on the control thread (`control::runtime`):
+//! this module's handler, on the admin listener's thread, only hands the
+//! request over and waits, so `/healthz` and `/metrics` never queue behind a
+//! store commit, a DNS lookup or a diff.
 
 use super::server::{AdminRequest, AdminResponse};
 use super::AdminState;
-use crate::control::{Applied, ApplyError};
-use crate::store::{Change, Kind};
+use crate::control::diff::line_diff;
+use crate::control::{Applied, ApplyError, Control};
+use crate::store::{Change, ConfigStore, Kind};
 use crate::ws::conn::json_string;
 use serde_json::Value;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 fn kind_of(segment: &str) -> Option<Kind> {
     match segment {
@@ -94,22 +101,54 @@ fn pointer_of(message: &str, doc: &Value, whole: bool) -> String {
     String::new()
 }
 
-/// Waits until every worker answers from the new snapshot; the time from
-/// the start of the apply to the last worker's answer, in microseconds.
-async fn reach_workers(state: &AdminState, a: &Applied, started: std::time::Instant) -> Option<u64> {
-    let versions = super::push::ask_all(state, |reply| crate::ws::push::Command::Sync { reply }).await?;
-    versions.iter().all(|v| *v >= a.snapshot_version).then(|| started.elapsed().as_micros() as u64)
+/// How long an apply waits for every live worker's acknowledgement.
+const ACK_WAIT: Duration = Duration::from_secs(5);
+/// How often a waiting apply looks again at which workers are alive.
+const ACK_RECHECK: Duration = Duration::from_millis(50);
+
+/// Waits until every live worker has acknowledged `version` from its own
+/// loop (`worker::SnapshotAck`): the time from the start of the apply to the
+/// last acknowledgement in microseconds, or the workers still behind when
+/// [`ACK_WAIT`] ran out. A dead worker is not waited for; its replacement
+/// starts on the newest snapshot.
+async fn reach_workers(state: &AdminState, version: u64, started: Instant) -> Result<u64, Vec<usize>> {
+    let deadline = Instant::now() + ACK_WAIT;
+    let behind = |dead: &[usize]| -> Vec<usize> {
+        (0..state.inboxes.len())
+            .filter(|i| !dead.contains(i) && state.registry.worker(*i).snapshot_ack.version() < version)
+            .collect()
+    };
+    loop {
+        let late = behind(&state.workers.dead());
+        let Some(&first) = late.first() else { return Ok(started.elapsed().as_micros() as u64) };
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(late);
+        }
+        let stats = state.registry.worker(first);
+        let acked = stats.snapshot_ack.listen_acked();
+        if stats.snapshot_ack.version() >= version {
+            continue;
+        }
+        let _ = monoio::time::timeout((deadline - now).min(ACK_RECHECK), acked).await;
+    }
 }
 
-async fn applied(state: &AdminState, a: Applied, started: std::time::Instant) -> AdminResponse {
-    let reached = reach_workers(state, &a, started).await;
+async fn applied(state: &AdminState, a: Applied, started: Instant) -> AdminResponse {
+    let reached = reach_workers(state, a.snapshot_version, started).await;
     let mut body = applied_json(&a);
     body.pop();
-    body.push_str(&format!(
-        r#","workers":{},"reached_all_workers_us":{}}}"#,
-        state.inboxes.len(),
-        reached.map_or("null".to_string(), |u| u.to_string())
-    ));
+    match reached {
+        Ok(us) => body.push_str(&format!(r#","workers":{},"reached_all_workers_us":{us}}}"#, state.inboxes.len())),
+        Err(late) => {
+            let late: Vec<String> = late.iter().map(|i| i.to_string()).collect();
+            body.push_str(&format!(
+                r#","workers":{},"reached_all_workers_us":null,"workers_behind":[{}]}}"#,
+                state.inboxes.len(),
+                late.join(",")
+            ))
+        }
+    }
     AdminResponse::json(200, body)
 }
 
@@ -135,10 +174,41 @@ fn apply_error(e: ApplyError, doc: &Value, whole: bool) -> AdminResponse {
     }
 }
 
-fn who(req: &AdminRequest) -> (String, String) {
-    let author = req.header("x-wasp-author").unwrap_or("api").chars().take(128).collect();
-    let comment = req.header("x-wasp-comment").unwrap_or("").chars().take(1024).collect();
-    (author, comment)
+/// The parts of a request the control thread answers from (owned: the job
+/// crosses threads).
+struct Call {
+    method: String,
+    parts: Vec<String>,
+    query: String,
+    body: Vec<u8>,
+    author: String,
+    comment: String,
+}
+
+impl Call {
+    fn new(req: &AdminRequest, parts: &[&str]) -> Call {
+        Call {
+            method: req.method.clone(),
+            parts: parts.iter().map(|p| p.to_string()).collect(),
+            query: req.query.clone(),
+            body: req.body.clone(),
+            author: req.header("x-wasp-author").unwrap_or("api").chars().take(128).collect(),
+            comment: req.header("x-wasp-comment").unwrap_or("").chars().take(1024).collect(),
+        }
+    }
+}
+
+/// What the control thread hands back: a finished answer, or an apply whose
+/// workers the admin thread still waits for (that wait needs no control thread).
+enum Outcome {
+    Done(AdminResponse),
+    Applied(Applied),
+}
+
+impl From<AdminResponse> for Outcome {
+    fn from(r: AdminResponse) -> Self {
+        Outcome::Done(r)
+    }
 }
 
 fn query_u64(q: &str, name: &str) -> Option<u64> {
@@ -154,62 +224,97 @@ fn object(body: &[u8]) -> Result<Value, AdminResponse> {
     }
 }
 
+/// Whether `parts` is one of this module's paths (decided on the admin
+/// thread: nothing else goes to the control thread).
+fn is_config_path(parts: &[&str]) -> bool {
+    match parts {
+        ["config", "export" | "validate" | "import"] => true,
+        [kind, _, rest @ ..] => kind_of(kind).is_some() && rest.first() != Some(&"messages"),
+        _ => false,
+    }
+}
+
 /// Answers configuration requests; `None` when the path is not one of them.
+/// The answer is worked out on the control thread (store, DNS, diffs); this
+/// thread only waits for it, and for the workers' acknowledgements.
 pub async fn handle(state: &Arc<AdminState>, req: &AdminRequest) -> Option<AdminResponse> {
     let control = state.control.as_ref()?;
     let parts: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
-    let m = req.method.as_str();
-    let res = match (m, parts.as_slice()) {
-        ("GET", ["config", "export"]) => export(control),
-        ("POST", ["config", "validate"]) | ("POST", ["config", "import"]) => {
-            let doc = match object(&req.body) {
-                Ok(d) => d,
-                Err(r) => return Some(r),
-            };
-            let changes = match document_changes(control, &doc, req) {
-                Ok(c) => c,
-                Err(r) => return Some(r),
-            };
-            if parts[1] == "validate" {
-                match control.validate(&changes) {
-                    Ok(()) => AdminResponse::json(200, r#"{"valid":true}"#),
-                    Err(e) => apply_error(e, &doc, true),
-                }
-            } else {
-                let started = std::time::Instant::now();
-                match control.apply(changes) {
-                    Ok(a) => applied(state, a, started).await,
-                    Err(e) => apply_error(e, &doc, true),
-                }
-            }
-        }
-        (_, ["config", "export"]) => AdminResponse::method_not_allowed("GET"),
-        (_, ["config", "validate" | "import"]) => AdminResponse::method_not_allowed("POST"),
-        (_, [kind, name, ..]) if kind_of(kind).is_some() && parts.get(2) != Some(&"messages") => {
-            let kind = kind_of(kind)?;
-            entity(state, control, kind, name, &parts[2..], req).await
-        }
-        _ => return None,
-    };
-    Some(res)
+    if !is_config_path(&parts) {
+        return None;
+    }
+    let started = Instant::now();
+    let call = Call::new(req, &parts);
+    Some(match control.run(move |c| answer(c, &call)).await {
+        Ok(Outcome::Done(res)) => res,
+        Ok(Outcome::Applied(a)) => applied(state, a, started).await,
+        Err(gone) => AdminResponse::error(503, "control_unavailable", &gone.to_string()),
+    })
 }
 
-async fn entity(
-    state: &AdminState,
-    control: &crate::control::Control,
-    kind: Kind,
-    name: &str,
-    rest: &[&str],
-    req: &AdminRequest,
-) -> AdminResponse {
-    let started = std::time::Instant::now();
-    let m = req.method.as_str();
-    let store_err = |e: crate::store::StoreError| AdminResponse::error(500, "store_failed", &e.0);
-    match (m, rest) {
-        ("GET", []) => {
-            let store = control.store();
+/// Runs on the control thread.
+fn answer(control: &Control, call: &Call) -> Outcome {
+    let parts: Vec<&str> = call.parts.iter().map(String::as_str).collect();
+    match (call.method.as_str(), parts.as_slice()) {
+        ("GET", ["config", "export"]) => export(control).into(),
+        ("POST", ["config", op @ ("validate" | "import")]) => {
+            let doc = match object(&call.body) {
+                Ok(d) => d,
+                Err(r) => return r.into(),
+            };
+            if *op == "import" {
+                // Worked out and applied under one lock: the result is this document.
+                return match control.apply_planned(|store| document_changes(store, &doc, call)) {
+                    Ok(applied) => applied_or(applied, &doc, true),
+                    Err(r) => r.into(),
+                };
+            }
+            let checked = control
+                .with_store(|store| document_changes(store, &doc, call))
+                .map(|changes| control.validate(&changes));
+            match checked {
+                Ok(Ok(())) => AdminResponse::json(200, r#"{"valid":true}"#).into(),
+                Ok(Err(e)) => apply_error(e, &doc, true).into(),
+                Err(r) => r.into(),
+            }
+        }
+        (_, ["config", "export"]) => AdminResponse::method_not_allowed("GET").into(),
+        (_, ["config", "validate" | "import"]) => AdminResponse::method_not_allowed("POST").into(),
+        (_, [kind, name, rest @ ..]) => match kind_of(kind) {
+            Some(kind) => entity(control, kind, name, rest, call),
+            None => AdminResponse::error(404, "not_found", "no such admin endpoint").into(),
+        },
+        _ => AdminResponse::error(404, "not_found", "no such admin endpoint").into(),
+    }
+}
+
+fn applied_or(r: Result<Applied, ApplyError>, doc: &Value, whole: bool) -> Outcome {
+    match r {
+        Ok(a) => Outcome::Applied(a),
+        Err(e) => apply_error(e, doc, whole).into(),
+    }
+}
+
+fn not_found(kind: Kind, name: &str) -> AdminResponse {
+    AdminResponse::error(404, "not_found", &format!("no {} named {name:?}", kind.as_str()))
+}
+
+fn store_err(e: crate::store::StoreError) -> AdminResponse {
+    AdminResponse::error(500, "store_failed", &e.0)
+}
+
+fn entity(control: &Control, kind: Kind, name: &str, rest: &[&str], call: &Call) -> Outcome {
+    let change = |content: Option<String>| Change {
+        kind,
+        name: name.to_string(),
+        content,
+        author: call.author.clone(),
+        comment: call.comment.clone(),
+    };
+    match (call.method.as_str(), rest) {
+        ("GET", []) => control.with_store(|store| {
             let Ok(Some(n)) = store.active_version(kind, name) else {
-                return AdminResponse::error(404, "not_found", &format!("no {} named {name:?}", kind.as_str()));
+                return not_found(kind, name);
             };
             match store.get(kind, name, n) {
                 Ok(Some(v)) if v.content.is_some() => AdminResponse::json(
@@ -223,40 +328,26 @@ async fn entity(
                 Ok(_) => AdminResponse::error(404, "not_found", &format!("{} {name:?} was deleted", kind.as_str())),
                 Err(e) => store_err(e),
             }
-        }
+        }),
         ("PUT", []) => {
-            let doc = match object(&req.body) {
+            let doc = match object(&call.body) {
                 Ok(d) => d,
-                Err(r) => return r,
+                Err(r) => return r.into(),
             };
-            let (author, comment) = who(req);
-            let change = Change { kind, name: name.to_string(), content: Some(doc.to_string()), author, comment };
-            match control.apply(vec![change]) {
-                Ok(a) => applied(state, a, started).await,
-                Err(e) => apply_error(e, &doc, false),
-            }
+            return applied_or(control.apply(vec![change(Some(doc.to_string()))]), &doc, false);
         }
         ("DELETE", []) => {
-            match control.store().active_version(kind, name) {
+            match control.with_store(|s| s.active_version(kind, name)) {
                 Ok(Some(_)) => {}
-                Ok(None) => {
-                    return AdminResponse::error(404, "not_found", &format!("no {} named {name:?}", kind.as_str()))
-                }
-                Err(e) => return store_err(e),
+                Ok(None) => return not_found(kind, name).into(),
+                Err(e) => return store_err(e).into(),
             }
-            let (author, comment) = who(req);
-            match control.apply(vec![Change { kind, name: name.to_string(), content: None, author, comment }]) {
-                Ok(a) => applied(state, a, started).await,
-                Err(e) => apply_error(e, &Value::Null, false),
-            }
+            return applied_or(control.apply(vec![change(None)]), &Value::Null, false);
         }
-        ("GET", ["versions"]) => {
-            let store = control.store();
+        ("GET", ["versions"]) => control.with_store(|store| {
             let active = store.active_version(kind, name).ok().flatten();
             match store.versions(kind, name) {
-                Ok(v) if v.is_empty() => {
-                    AdminResponse::error(404, "not_found", &format!("no {} named {name:?}", kind.as_str()))
-                }
+                Ok(v) if v.is_empty() => not_found(kind, name),
                 Ok(v) => {
                     let items: Vec<String> = v
                         .iter()
@@ -280,8 +371,8 @@ async fn entity(
                 }
                 Err(e) => store_err(e),
             }
-        }
-        ("GET", ["versions", n]) => match n.parse::<u64>().ok().map(|n| control.store().get(kind, name, n)) {
+        }),
+        ("GET", ["versions", n]) => match n.parse::<u64>().ok().map(|n| control.with_store(|s| s.get(kind, name, n))) {
             Some(Ok(Some(v))) => AdminResponse::json(
                 200,
                 format!(
@@ -299,52 +390,53 @@ async fn entity(
             _ => AdminResponse::error(404, "not_found", "no such version"),
         },
         ("POST", ["versions", n, "apply"]) => {
-            let Ok(n) = n.parse::<u64>() else { return AdminResponse::error(404, "not_found", "no such version") };
-            match control.activate(kind, name, n) {
-                Ok(a) => applied(state, a, started).await,
-                Err(e) => apply_error(e, &Value::Null, false),
-            }
+            let Ok(n) = n.parse::<u64>() else {
+                return AdminResponse::error(404, "not_found", "no such version").into();
+            };
+            return applied_or(control.activate(kind, name, n), &Value::Null, false);
         }
         ("GET", ["diff"]) => {
-            let (Some(from), Some(to)) = (query_u64(&req.query, "from"), query_u64(&req.query, "to")) else {
-                return invalid("", "give ?from=N&to=M");
+            let (Some(from), Some(to)) = (query_u64(&call.query, "from"), query_u64(&call.query, "to")) else {
+                return invalid("", "give ?from=N&to=M").into();
             };
-            let store = control.store();
-            let pretty = |n: u64| -> Option<String> {
-                let v = store.get(kind, name, n).ok()??;
-                Some(match v.content {
-                    Some(c) => {
-                        serde_json::from_str::<Value>(&c).and_then(|v| serde_json::to_string_pretty(&v)).unwrap_or(c)
-                    }
-                    None => String::new(),
-                })
-            };
-            match (pretty(from), pretty(to)) {
-                (Some(a), Some(b)) => {
-                    let d = line_diff(&a, &b);
-                    AdminResponse::json(
-                        200,
-                        format!(
-                            r#"{{"name":{},"from":{from},"to":{to},"diff":{}}}"#,
-                            json_string(name),
-                            json_string(&d)
-                        ),
-                    )
-                }
-                _ => AdminResponse::error(404, "not_found", "no such version"),
-            }
+            diff(control, kind, name, from, to)
         }
         (_, []) => AdminResponse::method_not_allowed("GET, PUT, DELETE"),
         (_, ["versions"]) | (_, ["versions", _]) | (_, ["diff"]) => AdminResponse::method_not_allowed("GET"),
         (_, ["versions", _, "apply"]) => AdminResponse::method_not_allowed("POST"),
         _ => AdminResponse::error(404, "not_found", "no such admin endpoint"),
     }
+    .into()
 }
 
-fn export(control: &crate::control::Control) -> AdminResponse {
-    let active = match control.store().active() {
+/// `GET /{kind}/{name}/diff?from=&to=`: pretty JSON of both versions, line
+/// diff; `413` when either side is over the diff's caps (`control::diff`).
+fn diff(control: &Control, kind: Kind, name: &str, from: u64, to: u64) -> AdminResponse {
+    let pretty = |n: u64| -> Result<Option<String>, crate::store::StoreError> {
+        let Some(v) = control.with_store(|s| s.get(kind, name, n))? else { return Ok(None) };
+        Ok(Some(match v.content {
+            Some(c) => serde_json::from_str::<Value>(&c).and_then(|v| serde_json::to_string_pretty(&v)).unwrap_or(c),
+            None => String::new(),
+        }))
+    };
+    let (a, b) = match (pretty(from), pretty(to)) {
+        (Ok(Some(a)), Ok(Some(b))) => (a, b),
+        (Err(e), _) | (_, Err(e)) => return store_err(e),
+        _ => return AdminResponse::error(404, "not_found", "no such version"),
+    };
+    match line_diff(&a, &b) {
+        Ok(d) => AdminResponse::json(
+            200,
+            format!(r#"{{"name":{},"from":{from},"to":{to},"diff":{}}}"#, json_string(name), json_string(&d)),
+        ),
+        Err(too_large) => AdminResponse::error(413, "diff_too_large", &too_large.to_string()),
+    }
+}
+
+fn export(control: &Control) -> AdminResponse {
+    let active = match control.with_store(|s| s.active()) {
         Ok(a) => a,
-        Err(e) => return AdminResponse::error(500, "store_failed", &e.0),
+        Err(e) => return store_err(e),
     };
     let section = |kind: Kind| -> String {
         let items: Vec<String> = active
@@ -361,17 +453,14 @@ fn export(control: &crate::control::Control) -> AdminResponse {
 }
 
 /// Changes that turn the active configuration into `doc`.
-fn document_changes(
-    control: &crate::control::Control,
-    doc: &Value,
-    req: &AdminRequest,
-) -> Result<Vec<Change>, AdminResponse> {
-    let (author, comment) = who(req);
+fn document_changes(store: &dyn ConfigStore, doc: &Value, call: &Call) -> Result<Vec<Change>, AdminResponse> {
+    let (author, comment) = (&call.author, &call.comment);
     let Value::Object(top) = doc else { return Err(invalid("", "the body must be a JSON object")) };
     if let Some(k) = top.keys().find(|k| *k != "services" && *k != "endpoints") {
         return Err(invalid(&format!("/{k}"), "unknown field: the document has \"services\" and \"endpoints\""));
     }
-    let active = control.store().active().map_err(|e| AdminResponse::error(500, "store_failed", &e.0))?;
+    let active = store.active().map_err(store_err)?;
+
     let mut changes = Vec::new();
     for (section, kind) in [("services", Kind::Service), ("endpoints", Kind::Endpoint)] {
         let entries = match top.get(section) {
@@ -412,34 +501,6 @@ fn document_changes(
     Ok(changes)
 }
 
-/// A plain line diff: ` ` kept, `-` removed, `+` added (LCS; documents are small).
-pub fn line_diff(a: &str, b: &str) -> String {
-    let (x, y): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
-    let (n, m) = (x.len(), y.len());
-    let mut lcs = vec![vec![0u32; m + 1]; n + 1];
-    for i in (0..n).rev() {
-        for j in (0..m).rev() {
-            lcs[i][j] = if x[i] == y[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
-        }
-    }
-    let (mut i, mut j) = (0, 0);
-    let mut out = String::new();
-    while i < n || j < m {
-        if i < n && j < m && x[i] == y[j] {
-            out.push_str(&format!("  {}\n", x[i]));
-            i += 1;
-            j += 1;
-        } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            out.push_str(&format!("+ {}\n", y[j]));
-            j += 1;
-        } else {
-            out.push_str(&format!("- {}\n", x[i]));
-            i += 1;
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -457,7 +518,12 @@ mod tests {
     }
 
     #[test]
-    fn diff() {
-        assert_eq!(line_diff("a\nb\nc", "a\nc\nd"), "  a\n- b\n  c\n+ d\n");
+    fn config_paths() {
+        assert!(is_config_path(&["services", "a"]));
+        assert!(is_config_path(&["endpoints", "a", "diff"]));
+        assert!(is_config_path(&["config", "import"]));
+        assert!(!is_config_path(&["endpoints", "a", "messages"]));
+        assert!(!is_config_path(&["healthz"]));
+        assert!(!is_config_path(&["services"]));
     }
 }

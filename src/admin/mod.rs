@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod config;
+pub mod gate;
 pub mod push;
 pub mod server;
 
@@ -24,19 +25,14 @@ pub struct AdminState {
     /// True once every worker listens, false again when draining starts.
     pub ready: AtomicBool,
     pub shutdown: Arc<Shutdown>,
-    /// Bearer token required by everything but health, readiness and metrics.
-    pub token: Option<String>,
+    /// Who may ask: the Host, Origin, media-type and token rules (`gate.rs`).
+    pub access: gate::Access,
     /// Configuration changes and their history (absent in unit tests).
     pub control: Option<Arc<crate::control::Control>>,
     /// One inbox per worker, for the push API.
     pub inboxes: Vec<flume::Sender<crate::ws::push::Command>>,
     /// Workers that died and are not replaced yet (`/readyz` is 503 meanwhile).
     pub workers: Arc<crate::worker::restart::Health>,
-}
-
-/// Compares without stopping at the first difference (no timing oracle).
-fn token_matches(given: &[u8], want: &[u8]) -> bool {
-    given.len() == want.len() && given.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
 /// 503 only while this node cannot serve: starting, draining, or a worker
@@ -60,12 +56,9 @@ fn readyz(state: &AdminState) -> AdminResponse {
 }
 
 pub async fn handle(state: Arc<AdminState>, req: AdminRequest) -> AdminResponse {
-    let open = matches!(req.path.as_str(), "/healthz" | "/readyz" | "/metrics");
-    if let (Some(want), false) = (&state.token, open) {
-        let given = req.header("authorization").and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
-        if !token_matches(given.trim().as_bytes(), want.as_bytes()) {
-            return AdminResponse::error(401, "unauthorized", "send Authorization: Bearer <admin token>");
-        }
+    if let Err((why, res)) = state.access.check(&req) {
+        state.registry.admin_refused[why.index()].fetch_add(1, Ordering::Relaxed);
+        return res;
     }
     if let Some(res) = push::handle(&state, &req).await {
         return res;

@@ -2,18 +2,22 @@
 //!
 //! | method and path | answer |
 //! |---|---|
-//! | `POST /connections/{id}` | 200 `{"queued":1}`, 404 `{"error":"gone"}`, 503 send queue full |
+//! | `POST /connections/{id}` | 200 `{"queued":1}`, 404 `{"error":"gone"}`, 413 over `max_message_bytes`, 503 send queue full |
 //! | `GET /connections/{id}` | endpoint, remote address, connected at, last active, groups |
 //! | `DELETE /connections/{id}?code=&reason=` | close (default 1000) |
 //! | `GET /connections?endpoint=&group=&limit=&cursor=` | a page of connections, `next` cursor |
 //! | `PUT`/`DELETE /connections/{id}/groups/{group}` | join / leave |
 //! | `POST /groups/{group}/messages` | to every member: `{"queued":N}` |
 //! | `POST /endpoints/{name}/messages` | to everyone on the endpoint: `{"queued":N}` |
+//!
+//! A message larger than a target's `max_message_bytes` is refused for that
+//! target and nothing else happens to it (no close): `413` when no target
+//! could take it, else `"too_large":M` beside the count.
 
 use super::server::{AdminRequest, AdminResponse};
 use super::AdminState;
 use crate::ws::conn::{json_string, ConnId};
-use crate::ws::push::{Command, SendOutcome};
+use crate::ws::push::{Command, Delivered, SendOutcome};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +30,15 @@ fn gone() -> AdminResponse {
 
 fn busy() -> AdminResponse {
     AdminResponse::error(503, "worker_busy", "the owning worker did not answer in time")
+}
+
+/// `413`: the message is larger than the endpoint's `max_message_bytes`.
+fn too_large(size: usize, limit: usize) -> AdminResponse {
+    AdminResponse::error(
+        413,
+        "message_too_large",
+        &format!("the message ({size} bytes) is larger than the endpoint's max_message_bytes ({limit})"),
+    )
 }
 
 /// Decodes a `%XX`-escaped path segment or query value.
@@ -99,6 +112,7 @@ pub async fn handle(state: &Arc<AdminState>, req: &AdminRequest) -> Option<Admin
                     "send_queue_full",
                     "the connection's send queue is full; it is being closed",
                 ),
+                Some(SendOutcome::TooLarge(limit)) => too_large(req.body.len(), limit),
                 None => busy(),
             }
         }
@@ -149,7 +163,7 @@ pub async fn handle(state: &Arc<AdminState>, req: &AdminRequest) -> Option<Admin
                 return Some(AdminResponse::error(422, "invalid_group", "bad escape"));
             };
             let body = Arc::new(req.body.clone());
-            broadcast(state, |reply| Command::Broadcast {
+            broadcast(state, body.len(), |reply| Command::Broadcast {
                 group: Some(group.clone()),
                 endpoint: None,
                 body: body.clone(),
@@ -158,12 +172,18 @@ pub async fn handle(state: &Arc<AdminState>, req: &AdminRequest) -> Option<Admin
             .await
         }
         ("POST", ["endpoints", name, "messages"]) => {
-            if !state.snapshot.load().endpoints.contains_key(*name) {
-                return Some(AdminResponse::error(404, "unknown_endpoint", "no such endpoint"));
+            let limit = match state.snapshot.load().endpoints.get(*name) {
+                None => return Some(AdminResponse::error(404, "unknown_endpoint", "no such endpoint")),
+                Some(ep) => ep.config.limits.max_message_bytes,
+            };
+            // Refused here without waking a worker. Connections opened
+            // before a reload keep their own limit: workers check too.
+            if req.body.len() > limit {
+                return Some(too_large(req.body.len(), limit));
             }
             let body = Arc::new(req.body.clone());
             let name = name.to_string();
-            broadcast(state, |reply| Command::Broadcast {
+            broadcast(state, body.len(), |reply| Command::Broadcast {
                 group: None,
                 endpoint: Some(name.clone()),
                 body: body.clone(),
@@ -180,11 +200,23 @@ pub async fn handle(state: &Arc<AdminState>, req: &AdminRequest) -> Option<Admin
     Some(res)
 }
 
-async fn broadcast(state: &AdminState, make: impl Fn(flume::Sender<usize>) -> Command) -> AdminResponse {
-    match ask_all(state, make).await {
-        Some(counts) => AdminResponse::json(200, format!(r#"{{"queued":{}}}"#, counts.iter().sum::<usize>())),
-        None => busy(),
+async fn broadcast(
+    state: &AdminState,
+    size: usize,
+    make: impl Fn(flume::Sender<Delivered>) -> Command,
+) -> AdminResponse {
+    let Some(counts) = ask_all(state, make).await else { return busy() };
+    let queued: usize = counts.iter().map(|d| d.queued).sum();
+    let too_large_for: usize = counts.iter().map(|d| d.too_large).sum();
+    if too_large_for == 0 {
+        return AdminResponse::json(200, format!(r#"{{"queued":{queued}}}"#));
     }
+    if queued == 0 {
+        let limit = counts.iter().filter(|d| d.too_large > 0).map(|d| d.limit).min().unwrap_or(0);
+        return too_large(size, limit);
+    }
+    // Members of several endpoints, some of which take messages this large.
+    AdminResponse::json(200, format!(r#"{{"queued":{queued},"too_large":{too_large_for}}}"#))
 }
 
 async fn list(state: &AdminState, query: &str) -> AdminResponse {

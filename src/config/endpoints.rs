@@ -19,8 +19,14 @@ pub struct WsLimits {
     pub max_frame_bytes: usize,
     /// Largest reassembled message (close 1009 above).
     pub max_message_bytes: usize,
-    /// Bytes queued towards one client before it counts as too slow (close 1013).
+    /// Bytes waiting for one client (beyond the write in progress) at
+    /// which it counts as too slow (close 1013). A message is queued while
+    /// fewer wait, so one large message is never taken for a slow reader.
     pub send_queue_bytes: usize,
+    /// Bytes one connection may have in flight: its events being handled
+    /// plus their copies to each backend, `$error` and `$disconnect` calls.
+    /// Past it events are refused with an error event (see `ws::inflight`).
+    pub max_inflight_bytes: usize,
     /// Events per second a client may send (close 1008 above; 0 = no limit).
     pub messages_per_second: u32,
     /// Silence after which the connection is closed (1001).
@@ -96,6 +102,9 @@ pub fn parse_http_target(url: &str) -> Result<HttpTarget, String> {
     Ok(HttpTarget { url: url.to_string(), addr, host: authority.to_string(), path: path.to_string() })
 }
 
+/// `max_message_bytes` when not set.
+const DEFAULT_MESSAGE_BYTES: usize = 1024 * 1024;
+
 const RESERVED: [&str; 4] = ["$connect", "$disconnect", "$error", "$default"];
 
 pub(super) fn endpoint(
@@ -137,8 +146,13 @@ pub(super) fn endpoint(
     };
     let limits = WsLimits {
         max_frame_bytes: e.max_frame_bytes.unwrap_or(1024 * 1024),
-        max_message_bytes: e.max_message_bytes.unwrap_or(1024 * 1024),
+        max_message_bytes: e.max_message_bytes.unwrap_or(DEFAULT_MESSAGE_BYTES),
         send_queue_bytes: e.send_queue_bytes.unwrap_or(1024 * 1024),
+        // By default room for at least one whole message, however large
+        // messages may be.
+        max_inflight_bytes: e
+            .max_inflight_bytes
+            .unwrap_or_else(|| e.max_message_bytes.unwrap_or(DEFAULT_MESSAGE_BYTES).max(1024 * 1024)),
         messages_per_second: e.messages_per_second.unwrap_or(0),
         idle_timeout: src.duration(&format!("{key}.idle_timeout"), &e.idle_timeout, Duration::from_secs(600))?,
         ping_interval: src.duration(&format!("{key}.ping_interval"), &e.ping_interval, Duration::from_secs(30))?,
@@ -148,6 +162,15 @@ pub(super) fn endpoint(
     }
     if limits.send_queue_bytes < 1024 {
         return src.err(&format!("{key}.send_queue_bytes"), None, "must be at least 1024");
+    }
+    // An endpoint that accepts messages it could not have in flight is a
+    // mistake in the file, not a limit: say so at load.
+    if limits.max_inflight_bytes < limits.max_message_bytes {
+        return src.err(
+            &format!("{key}.max_inflight_bytes"),
+            None,
+            format!("must be at least max_message_bytes ({})", limits.max_message_bytes),
+        );
     }
     let mut routes = Vec::new();
     for (rkey, r) in &e.routes {

@@ -55,6 +55,9 @@ pub struct ServerSection {
 #[serde(deny_unknown_fields)]
 pub struct HeadersSection {
     pub protected: Option<Vec<Spanned<String>>>,
+    /// Client header names containing `_`: "reject" (default, 400), "drop"
+    /// or "allow" (like nginx's `underscores_in_headers`).
+    pub underscores: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -97,6 +100,8 @@ pub struct LimitsSection {
     pub pool_idle_per_instance: Option<usize>,
     /// An idempotent request whose body is at most this is kept for a retry.
     pub retry_body_bytes: Option<usize>,
+    /// Connections open to one backend address per worker (pooled + in use).
+    pub backend_connections: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -134,6 +139,8 @@ pub struct EndpointSection {
     pub max_frame_bytes: Option<usize>,
     pub max_message_bytes: Option<usize>,
     pub send_queue_bytes: Option<usize>,
+    /// Bytes of one connection's events and integration calls in flight.
+    pub max_inflight_bytes: Option<usize>,
     pub messages_per_second: Option<u32>,
     pub idle_timeout: Option<Spanned<String>>,
     pub ping_interval: Option<Spanned<String>>,
@@ -160,6 +167,9 @@ pub struct AdminSection {
     /// Bearer token the admin API requires (`WASP_ADMIN_TOKEN` overrides).
     /// Health, readiness and metrics stay open.
     pub token: Option<Spanned<String>>,
+    /// Host names (no port) the admin API answers to besides IP literals and
+    /// `localhost`; any other `Host` is refused with 421 (DNS rebinding).
+    pub allowed_hosts: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

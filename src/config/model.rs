@@ -50,6 +50,18 @@ pub enum EncodedSlash {
     Keep,
 }
 
+/// What happens to a client header whose name contains `_` (`headers.underscores`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Underscores {
+    /// `400`: CGI-style backends read `X_Foo` as `X-Foo`, so an underscored
+    /// name is an alias the gateway's header rules could miss.
+    Reject,
+    /// Removed before the request is forwarded; the request goes on.
+    Drop,
+    /// Forwarded; every header rule matches `_` as `-` (`http::headers`).
+    Allow,
+}
+
 /// Settings bound to sockets and threads: read at start, a change needs a restart.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
@@ -65,6 +77,9 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// Bearer token for the admin API; `None`: no token (localhost only by default).
     pub admin_token: Option<String>,
+    /// Host names the admin API answers to besides IP literals and
+    /// `localhost` (lower case, no port): the DNS-rebinding allow-list.
+    pub admin_allowed_hosts: Vec<String>,
     /// Where versions of the dynamic configuration live; `None`: in memory.
     pub store_path: Option<std::path::PathBuf>,
 }
@@ -82,6 +97,12 @@ pub struct Limits {
     pub pool_idle_per_instance: usize,
     /// An idempotent request's body is buffered for a retry up to this size.
     pub retry_body_bytes: usize,
+    /// Connections a worker keeps open to one backend address, pooled and
+    /// in use together: past it a request is refused (`503 overloaded`), so
+    /// a flood costs neither unbounded descriptors nor a backend's capacity.
+    /// Default 1024, like Envoy's connection circuit breaker: far above what
+    /// healthy traffic holds at once, far below the descriptor limit.
+    pub backend_connections: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -155,6 +176,7 @@ impl IpNet {
 pub struct GatewayConfig {
     pub services: Vec<ServiceConfig>,
     pub protected: HeaderMatcher,
+    pub underscores: Underscores,
     pub trusted_proxies: Vec<IpNet>,
     pub limits: Limits,
     pub timeouts: Timeouts,
@@ -230,6 +252,27 @@ impl Source<'_> {
     }
 }
 
+/// What an admin token must be, in the words of the error that refuses one.
+pub const ADMIN_TOKEN_RULE: &str = "use at least 16 visible ASCII characters";
+
+/// The one rule for an admin token, from the file or `WASP_ADMIN_TOKEN`:
+/// long enough not to be guessed, and nothing a header would mangle.
+pub fn admin_token_ok(t: &str) -> bool {
+    t.len() >= 16 && t.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// A DNS host name in lower case, or `None` when `s` is not one (a port, a
+/// scheme or a `*` would never match a `Host` and only hide a typo).
+fn host_name(s: &str) -> Option<String> {
+    let ok_label = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    (s.len() <= 253 && s.split('.').all(ok_label)).then(|| s.to_ascii_lowercase())
+}
+
 impl Config {
     /// Parses and validates a TOML document. `origin` names it in messages.
     pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
@@ -284,10 +327,29 @@ impl Config {
             drain_timeout: src.duration("timeouts.drain", &t.drain, Duration::from_secs(10))?,
             admin_token: match &file.admin.token {
                 None => None,
-                Some(t) if t.get_ref().len() < 16 || t.get_ref().bytes().any(|b| !b.is_ascii_graphic()) => {
-                    return src.err("admin.token", Some(t.span()), "use at least 16 visible ASCII characters");
+                Some(t) if !admin_token_ok(t.get_ref()) => {
+                    return src.err("admin.token", Some(t.span()), ADMIN_TOKEN_RULE);
                 }
                 Some(t) => Some(t.get_ref().clone()),
+            },
+            admin_allowed_hosts: match &file.admin.allowed_hosts {
+                None => Vec::new(),
+                Some(list) => {
+                    let mut names = Vec::with_capacity(list.len());
+                    for h in list {
+                        match host_name(h.get_ref()) {
+                            Some(n) => names.push(n),
+                            None => {
+                                return src.err(
+                                    "admin.allowed_hosts",
+                                    Some(h.span()),
+                                    format!("{:?} is not a host name (letters, digits, '-' and '.', no port, scheme or wildcard)", h.get_ref()),
+                                )
+                            }
+                        }
+                    }
+                    names
+                }
             },
             store_path: file.store.path.as_ref().map(std::path::PathBuf::from),
         };
@@ -301,7 +363,11 @@ impl Config {
             max_connections_per_worker: s.max_connections_per_worker.unwrap_or(10_000),
             pool_idle_per_instance: l.pool_idle_per_instance.unwrap_or(128),
             retry_body_bytes: l.retry_body_bytes.unwrap_or(64 * 1024),
+            backend_connections: l.backend_connections.unwrap_or(1024),
         };
+        if limits.backend_connections == 0 || limits.backend_connections > 100_000 {
+            return src.err("limits.backend_connections", None, "must be between 1 and 100000");
+        }
         if limits.pool_idle_per_instance > 100_000 {
             return src.err("limits.pool_idle_per_instance", None, "must be at most 100000 (0 turns pooling off)");
         }
@@ -362,6 +428,19 @@ impl Config {
             services.push(service(src, name, svc, &timeouts)?);
         }
 
+        let underscores = match file.headers.underscores.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
+            None | Some(("reject", _)) => Underscores::Reject,
+            Some(("drop", _)) => Underscores::Drop,
+            Some(("allow", _)) => Underscores::Allow,
+            Some((other, span)) => {
+                return src.err(
+                    "headers.underscores",
+                    Some(span),
+                    format!("{other:?} is not one of \"reject\", \"drop\", \"allow\""),
+                )
+            }
+        };
+
         let encoded_slash = match file.paths.encoded_slash.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
             None | Some(("reject", _)) => EncodedSlash::Reject,
             Some(("keep", _)) => EncodedSlash::Keep,
@@ -398,6 +477,7 @@ impl Config {
             gateway: GatewayConfig {
                 services,
                 protected: HeaderMatcher::new(&protected),
+                underscores,
                 trusted_proxies,
                 limits,
                 timeouts,

@@ -41,21 +41,26 @@ const MAX_LINE: usize = 4096;
 #[derive(Debug)]
 pub struct ChunkedDecoder {
     state: State,
+    /// Payload bytes decoded so far.
     total: u64,
+    /// Sum of the chunk sizes announced so far: checked against `limit` as
+    /// soon as a size line arrives, before its data.
+    announced: u64,
     limit: u64,
     trailer_bytes: usize,
 }
 
 impl ChunkedDecoder {
     pub fn new(limit: u64) -> Self {
-        ChunkedDecoder { state: State::Size, total: 0, limit, trailer_bytes: 0 }
+        ChunkedDecoder { state: State::Size, total: 0, announced: 0, limit, trailer_bytes: 0 }
     }
 
     pub fn is_done(&self) -> bool {
         self.state == State::Done
     }
 
-    /// Total payload bytes seen so far.
+    /// Payload bytes decoded so far (not the sizes announced: a body cut
+    /// off inside a chunk counts only what arrived).
     pub fn total(&self) -> u64 {
         self.total
     }
@@ -77,6 +82,11 @@ impl ChunkedDecoder {
                         }
                         return Ok(i);
                     };
+                    // The same bound whether the line came in one read or
+                    // many (without its LF, more than MAX_LINE is refused above).
+                    if lf > MAX_LINE {
+                        return Err(ChunkError::LineTooLong);
+                    }
                     if lf == 0 || rest[lf - 1] != b'\r' {
                         return Err(ChunkError::BadLineEnd);
                     }
@@ -86,8 +96,8 @@ impl ChunkedDecoder {
                         self.state = State::Trailer;
                         continue;
                     }
-                    self.total = self.total.checked_add(size).ok_or(ChunkError::TooLarge)?;
-                    if self.total > self.limit {
+                    self.announced = self.announced.checked_add(size).ok_or(ChunkError::TooLarge)?;
+                    if self.announced > self.limit {
                         return Err(ChunkError::TooLarge);
                     }
                     if encode {
@@ -101,6 +111,7 @@ impl ChunkedDecoder {
                     }
                     let n = (left.min(rest.len() as u64)) as usize;
                     out.extend_from_slice(&rest[..n]);
+                    self.total += n as u64;
                     i += n;
                     let left = left - n as u64;
                     self.state = if left == 0 { State::DataEnd } else { State::Data(left) };
@@ -220,6 +231,49 @@ mod tests {
         }
         assert!(d.is_done());
         assert_eq!(out, b"0123456789");
+    }
+
+    /// Found by the `chunked` fuzz target: `total()` counted a chunk's
+    /// announced size before its data arrived, so a body cut off inside a
+    /// chunk reported bytes never received (dispatch logs it as bytes sent).
+    #[test]
+    fn total_counts_payload_received_not_announced() {
+        let mut d = ChunkedDecoder::new(1 << 20);
+        let mut out = Vec::new();
+        let n = d.decode(b"FFFFF\r\nabc", &mut out, false).unwrap();
+        assert_eq!((n, out.as_slice(), d.total()), (10, &b"abc"[..], 3));
+        // The limit still applies to the announced size, at once.
+        let mut d = ChunkedDecoder::new(100);
+        assert_eq!(d.decode(b"65\r\n", &mut out, false), Err(ChunkError::TooLarge));
+    }
+
+    /// Found by the `chunked` fuzz target's pieces-against-whole check: a
+    /// size line longer than `MAX_LINE` was refused when it came in several
+    /// reads but accepted when its LF came in the same read.
+    #[test]
+    fn a_long_size_line_is_refused_however_it_arrives() {
+        let mut input = b"1;".to_vec();
+        input.extend(std::iter::repeat_n(b'e', MAX_LINE));
+        input.extend_from_slice(b"\r\nx\r\n0\r\n\r\n");
+        assert_eq!(run(&input, false), Err(ChunkError::LineTooLong));
+        let mut d = ChunkedDecoder::new(1 << 20);
+        let mut out = Vec::new();
+        let mut pending = Vec::new();
+        let mut got = Ok(0);
+        for piece in input.chunks(64) {
+            pending.extend_from_slice(piece);
+            got = d.decode(&pending, &mut out, false);
+            match got {
+                Ok(n) => drop(pending.drain(..n)),
+                Err(_) => break,
+            }
+        }
+        assert_eq!(got, Err(ChunkError::LineTooLong));
+        // At the bound, accepted either way.
+        let mut input = b"1;".to_vec();
+        input.extend(std::iter::repeat_n(b'e', MAX_LINE - 3));
+        input.extend_from_slice(b"\r\nx\r\n0\r\n\r\n");
+        assert_eq!(run(&input, false).map(|(out, _, done)| (out, done)), Ok((b"x".to_vec(), true)));
     }
 
     #[test]

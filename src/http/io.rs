@@ -40,6 +40,16 @@ impl<S> BufStream<S> {
         }
     }
 
+    /// Makes room for reads of up to `n` bytes at a time: a large body is
+    /// relayed in fewer, bigger reads and writes (an idle connection keeps
+    /// the small default).
+    pub fn reserve_reads(&mut self, n: usize) {
+        let spare = self.buf.capacity() - self.buf.len();
+        if spare < n {
+            self.buf.reserve(n);
+        }
+    }
+
     /// The stream and the bytes read but not consumed.
     pub fn into_leftover(mut self) -> (S, Vec<u8>) {
         self.buf.drain(..self.pos);

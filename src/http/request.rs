@@ -6,10 +6,10 @@
 //! rest of the exchange needs to know (framing, keep-alive, upgrade, ...).
 
 use super::error::{ErrorKind, ProxyError};
-use super::headers::{is_hop_by_hop, list_items, trim};
+use super::headers::{folded_eq, has_underscore, is_gateway_header, is_hop_by_hop, is_name, list_items, trim};
 use super::inline::{acceptable_request_id, IdGen, Method, RequestId};
 use super::path::route_target;
-use crate::config::{Limits, MAX_HEADERS_CEILING};
+use crate::config::{Limits, Underscores, MAX_HEADERS_CEILING};
 use crate::snapshot::{Service, Snapshot};
 use std::mem::MaybeUninit;
 use std::sync::Arc;
@@ -104,9 +104,13 @@ struct Seen<'b> {
     xf_host: Option<&'b [u8]>,
     ws_key: Option<&'b [u8]>,
     ws_version: Option<&'b [u8]>,
+    /// Some header name contains `_` (an alias for backends that read `_`
+    /// as `-`): found once here so forwarding looks again only when set.
+    underscored: bool,
 }
 
-/// Headers the gateway always sets itself; the client's copies are dropped.
+/// Headers the gateway always sets itself; the client's copies are dropped,
+/// and so are their aliases (`X_Forwarded_For`) when underscores are allowed.
 fn is_regenerated(name: &[u8]) -> bool {
     const OWN: [&[u8]; 8] = [
         b"host",
@@ -118,7 +122,7 @@ fn is_regenerated(name: &[u8]) -> bool {
         b"x-forwarded-host",
         b"forwarded",
     ];
-    OWN.iter().any(|h| name.eq_ignore_ascii_case(h))
+    OWN.iter().any(|h| is_name(name, h))
 }
 
 fn parse_error(e: httparse::Error) -> ProxyError {
@@ -225,7 +229,8 @@ pub fn prepare(
             16 if name.eq_ignore_ascii_case(b"x-forwarded-host") => seen.xf_host = Some(value),
             17 if name.eq_ignore_ascii_case(b"sec-websocket-key") => seen.ws_key = Some(value),
             21 if name.eq_ignore_ascii_case(b"sec-websocket-version") => seen.ws_version = Some(value),
-            _ => {}
+            // The names above have no '_', so only the others are scanned.
+            _ => seen.underscored |= has_underscore(name),
         }
     }
 
@@ -284,6 +289,9 @@ pub fn prepare(
     if upgrade && body != RequestBody::None {
         fail!(ProxyError::bad_request("an upgrade request cannot carry a body"));
     }
+    if seen.underscored && snap.gateway.underscores == Underscores::Reject {
+        fail!(ProxyError::bad_request("a header name contains '_' (refused by headers.underscores = \"reject\")"));
+    }
 
     // Route: normalize the path, then look the service up.
     let routed = match route_target(target, snap.gateway.encoded_slash) {
@@ -307,14 +315,10 @@ pub fn prepare(
                 Some(k) if crate::ws::handshake::valid_key(k) => k,
                 _ => fail!(ProxyError::bad_request("Sec-WebSocket-Key must be the base64 of 16 bytes")),
             };
-            let protected = &snap.gateway.protected;
             let headers = req
                 .headers
                 .iter()
-                .filter(|h| {
-                    let n = h.name.as_bytes();
-                    !is_hop_by_hop(n) && !protected.matches(n) && !n.eq_ignore_ascii_case(b"sec-websocket-key")
-                })
+                .filter(|h| connect_header(h.name.as_bytes(), snap, seen.underscored))
                 .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(trim(h.value)).into_owned()))
                 .collect();
             return Ok(Some(Routed::WebSocket(Box::new(WsUpgrade {
@@ -405,7 +409,7 @@ impl HeadScan {
         if !self.due(buf, &snap.gateway.limits) {
             return Ok(None);
         }
-        self.parses += 1;
+        self.parses = self.parses.saturating_add(1);
         let r = prepare(buf, snap, client, ids, out);
         if let Ok(None) = r {
             self.parsed = buf.len();
@@ -504,7 +508,7 @@ fn write_upstream_head(
     out.extend_from_slice(b"\r\n");
     for h in headers {
         let name = h.name.as_bytes();
-        if forward_request_header(name, &seen.conn_named, snap) {
+        if forward_request_header(name, &seen.conn_named, snap, seen.underscored) {
             out.extend_from_slice(name);
             out.extend_from_slice(b": ");
             out.extend_from_slice(trim(h.value));
@@ -563,12 +567,31 @@ pub fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     &buf[i..]
 }
 
+/// Whether an underscored name goes no further: under "drop" (under
+/// "reject" the request never gets this far). `underscored`: the head has one.
+fn dropped_alias(name: &[u8], snap: &Snapshot, underscored: bool) -> bool {
+    underscored && snap.gateway.underscores != Underscores::Allow && has_underscore(name)
+}
+
 /// Whether a client header is passed on to the upstream.
-pub fn forward_request_header(name: &[u8], conn_named: &[&[u8]], snap: &Snapshot) -> bool {
+pub fn forward_request_header(name: &[u8], conn_named: &[&[u8]], snap: &Snapshot, underscored: bool) -> bool {
     !(is_hop_by_hop(name)
         || is_regenerated(name)
-        || conn_named.iter().any(|n| n.eq_ignore_ascii_case(name))
-        || snap.gateway.protected.matches(name))
+        || is_gateway_header(name)
+        || conn_named.iter().any(|n| folded_eq(n, name))
+        || snap.gateway.protected.matches(name)
+        || dropped_alias(name, snap, underscored))
+}
+
+/// Whether a client header goes into the `$connect` call's JSON body: the
+/// integration reads it as the client's, so protected and `X-Wasp-*` names
+/// (which it could take as the gateway's word) are left out like for services.
+fn connect_header(name: &[u8], snap: &Snapshot, underscored: bool) -> bool {
+    !(is_hop_by_hop(name)
+        || is_gateway_header(name)
+        || snap.gateway.protected.matches(name)
+        || is_name(name, b"sec-websocket-key")
+        || dropped_alias(name, snap, underscored))
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! towards the client, and write the client's head into `out`.
 
 use super::error::ProxyError;
-use super::headers::{is_hop_by_hop, list_items, trim};
+use super::headers::{folded_eq, is_gateway_header, is_hop_by_hop, is_name, list_items, trim};
 use super::request::{itoa, Prepared};
 use crate::snapshot::Snapshot;
 use crate::upstream::head::{self, Asked, HeadLimits};
@@ -93,6 +93,11 @@ pub fn parse_response(
     out.push(b' ');
     out.extend_from_slice(h.reason.as_bytes());
     out.extend_from_slice(b"\r\n");
+    // Removed: hop-by-hop and Connection-named headers, what we frame or set
+    // ourselves, protected names and the gateway's own `X-Wasp-*` (never
+    // from a service: a client could take them as the gateway's word). Names
+    // are folded, so `X_Wasp_Route` goes too; only Content-Length is matched
+    // by its exact name, as framing is.
     let protected = &snap.gateway.protected;
     for hd in h.headers.iter() {
         let name = hd.name.as_bytes();
@@ -100,8 +105,9 @@ pub fn parse_response(
         if !keep_length
             && (is_hop_by_hop(name)
                 || name.eq_ignore_ascii_case(b"content-length")
-                || name.eq_ignore_ascii_case(b"x-request-id")
-                || conn_named.iter().any(|n| n.eq_ignore_ascii_case(name))
+                || is_name(name, b"x-request-id")
+                || is_gateway_header(name)
+                || conn_named.iter().any(|n| folded_eq(n, name))
                 || protected.matches(name))
         {
             continue;

@@ -27,6 +27,8 @@ pub struct CallRequest<'a> {
     pub read_timeout: Duration,
     pub pool_idle: Duration,
     pub pool_cap: usize,
+    /// `limits.backend_connections` (see [`Target::max_conns`]).
+    pub max_conns: usize,
 }
 
 pub struct Answer {
@@ -47,8 +49,11 @@ pub async fn call(c: &Client, d: &Deadlines, stats: &WorkerStats, req: CallReque
         balance: None,
         connect_timeout: req.connect_timeout,
         pool_idle: req.pool_idle,
+        max_conns: req.max_conns,
     };
     let conn = connect(c, stats, &target, false).await?;
+    // Held until this exchange ends, however it ends.
+    let _lease = conn.lease;
     let fd = conn.stream.as_raw_fd();
     let watch = d.watch();
     let mut up = BufStream::new(conn.stream, Vec::with_capacity(4096));

@@ -1,5 +1,6 @@
 //! Picking an instance and getting a connection to it.
 
+use super::pool::Lease;
 use super::Client;
 use crate::http::error::{ErrorKind, ProxyError};
 use crate::metrics::WorkerStats;
@@ -29,6 +30,9 @@ pub struct Target<'a> {
     pub connect_timeout: Duration,
     /// Idle pooled connections older than this are not used.
     pub pool_idle: Duration,
+    /// `limits.backend_connections`: connections this worker may have open
+    /// to one address, pooled and in use together.
+    pub max_conns: usize,
 }
 
 /// A connection to an instance.
@@ -37,6 +41,10 @@ pub struct Conn {
     pub stream: TcpStream,
     /// Taken from the pool: the service may have closed it meanwhile.
     pub reused: bool,
+    /// Counts the connection against `max_conns` while it is in use: the
+    /// caller keeps it as long as it uses `stream` and drops it after
+    /// closing the stream or putting it back in the pool.
+    pub lease: Lease,
 }
 
 /// Returns a pooled or new connection to an instance of `t`, round robin
@@ -44,6 +52,10 @@ pub struct Conn {
 /// tried once.
 ///
 /// `fresh`: do not take a pooled connection (a retry after a stale one).
+///
+/// An instance with `max_conns` connections open and none idle is passed
+/// over; when every instance was, the answer is `Overloaded` (`503`) at
+/// once, not a wait: the caller's client is told to come back.
 ///
 /// A pooled connection idle for [`PEEK_AFTER`] or more is looked at (one
 /// non-blocking `recv(MSG_PEEK)`) before it is handed out and skipped if the
@@ -66,22 +78,27 @@ pub async fn connect(c: &Client, stats: &WorkerStats, t: &Target<'_>, fresh: boo
         let addr = t.instances[(start + k) % n];
         (c.pool.is_down(addr, now) == (k >= n)).then_some(addr)
     });
+    let mut at_cap = false;
     for addr in candidates {
         if !fresh {
-            while let Some((s, idle_for)) = c.pool.take(addr, t.pool_idle, now) {
+            while let Some((s, idle_for, lease)) = c.pool.take(addr, t.pool_idle, now) {
                 if idle_for < PEEK_AFTER || peek(s.as_raw_fd()) == Peek::Idle {
-                    return Ok(Conn { addr, stream: s, reused: true });
+                    return Ok(Conn { addr, stream: s, reused: true, lease });
                 }
                 // Closed (or written to) by the service while idle: nothing
                 // was sent on it, so the request may go elsewhere.
             }
         }
+        let Some(lease) = c.pool.lease(addr, t.max_conns) else {
+            at_cap = true;
+            continue;
+        };
         match monoio::time::timeout(t.connect_timeout, TcpStream::connect_addr(addr)).await {
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);
                 stats.upstream_connects.fetch_add(1, Relaxed);
                 c.pool.mark_up(addr);
-                return Ok(Conn { addr, stream: s, reused: false });
+                return Ok(Conn { addr, stream: s, reused: false, lease });
             }
             Ok(Err(e)) => {
                 tracing::debug!(%addr, error = %e, "connect failed");
@@ -94,6 +111,12 @@ pub async fn connect(c: &Client, stats: &WorkerStats, t: &Target<'_>, fresh: boo
                 c.pool.mark_down(addr, now);
             }
         }
+    }
+    if at_cap {
+        return Err(ProxyError::new(
+            ErrorKind::Overloaded,
+            "every connection the gateway may open to the service is in use (limits.backend_connections)",
+        ));
     }
     Err(ProxyError::new(ErrorKind::NoInstance, "no reachable instance of the service"))
 }

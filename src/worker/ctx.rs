@@ -5,7 +5,10 @@ use crate::metrics::WorkerStats;
 use crate::snapshot::SharedSnapshot;
 use crate::worker::shutdown::Shutdown;
 use crossbeam_utils::CachePadded;
+use event_listener::{Event, EventListener};
 use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub struct Worker {
@@ -85,5 +88,50 @@ impl BusyRc {
 impl Drop for BusyRc {
     fn drop(&mut self) {
         self.0.busy.set(self.0.busy.get().saturating_sub(1));
+    }
+}
+
+/// One worker's acknowledgement of published snapshots. Every worker reads
+/// the same `ArcSwap`, so the pointer alone cannot tell whether a worker has
+/// run since a publish; this can: the version is recorded by a task on the
+/// worker's own runtime, so a worker whose thread is stuck stays behind, and
+/// an apply waiting for it (`reached_all_workers_us`) sees that.
+#[derive(Debug, Default)]
+pub struct SnapshotAck {
+    /// The newest snapshot version the worker's loop has seen.
+    version: AtomicU64,
+    /// Rung by the control plane after each publish: wakes the ack task.
+    published: Event,
+    /// Rung by the worker after recording a version: wakes waiting applies.
+    acked: Event,
+}
+
+impl SnapshotAck {
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// After a publish: the worker acknowledges when its loop next runs.
+    pub fn publish(&self) {
+        self.published.notify(usize::MAX);
+    }
+
+    /// Fires on the worker's next acknowledgement; check [`version`](Self::version)
+    /// after taking it, so one that lands in between is not missed.
+    pub fn listen_acked(&self) -> EventListener {
+        self.acked.listen()
+    }
+}
+
+/// The worker-side hook: records the snapshot version this worker sees at
+/// its start and each time a publish wakes it. One task per worker.
+pub async fn acknowledge_snapshots(w: Rc<Worker>) {
+    let ack = &w.stats.snapshot_ack;
+    loop {
+        // Listening before loading: a publish in between still wakes us.
+        let next = ack.published.listen();
+        ack.version.fetch_max(w.snapshot.load().version, Ordering::AcqRel);
+        ack.acked.notify(usize::MAX);
+        next.await;
     }
 }

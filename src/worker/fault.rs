@@ -8,7 +8,11 @@
 //!   the connection closes, the worker goes on);
 //! - `GET /__wasp_fault/worker`: the accept loop panics right after accepting
 //!   that connection, outside any task guard, so the worker thread dies and
-//!   the supervisor replaces it.
+//!   the supervisor replaces it;
+//! - `GET /__wasp_fault/busy?ms=N`: the worker answers `200`, then blocks
+//!   its thread for N ms (at most 10 s), as a stuck worker would — nothing
+//!   of it runs meanwhile (`tests/control_thread.rs` shows an apply's
+//!   `reached_all_workers_us` waiting for it).
 //!
 //! How: monoio's `TcpStream` has no `peek` and the HTTP layer owns request
 //! reading, so with faults on a worker accepts through a duplicate of its
@@ -18,13 +22,16 @@
 
 use super::{supervise, Worker};
 use monoio::net::{TcpListener, TcpStream};
-use std::io;
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
 const TASK: &[u8] = b"GET /__wasp_fault/task ";
 const WORKER: &[u8] = b"GET /__wasp_fault/worker ";
+const BUSY: &[u8] = b"GET /__wasp_fault/busy?ms=";
+/// The longest a worker may be held by the busy fault.
+const MAX_BUSY_MS: u64 = 10_000;
 
 /// How long the accept loop waits for a new connection's first bytes.
 /// Accepts are serialized meanwhile: tolerable in tests, never in production.
@@ -72,12 +79,29 @@ impl Faults {
             if first.starts_with(WORKER) {
                 panic!("injected fault: worker accept loop (WASP_DEBUG_FAULTS)");
             }
+            if let Some(rest) = first.strip_prefix(BUSY) {
+                hold_worker(rest, &probe);
+                continue;
+            }
             if !first.starts_with(TASK) {
                 return Ok((stream, peer));
             }
             supervise::spawn_guarded(w.clone(), "connection", task_fault(stream));
         }
     }
+}
+
+/// The busy fault: answers on the connection (so the test knows the hold has
+/// begun), then blocks the worker's thread — deliberately, a std sleep.
+fn hold_worker(query_rest: &[u8], conn: &std::net::TcpStream) {
+    let digits: Vec<u8> = query_rest.iter().copied().take_while(u8::is_ascii_digit).collect();
+    let ms = std::str::from_utf8(&digits).ok().and_then(|d| d.parse::<u64>().ok()).unwrap_or(0).min(MAX_BUSY_MS);
+    let body = format!("holding this worker for {ms} ms\n");
+    let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+    // A fresh socket's send buffer takes these few bytes at once.
+    let _ = (&*conn).write_all(answer.as_bytes());
+    tracing::warn!(ms, "injected fault: worker thread held busy (WASP_DEBUG_FAULTS)");
+    std::thread::sleep(Duration::from_millis(ms));
 }
 
 async fn task_fault(_connection: TcpStream) {
@@ -88,7 +112,7 @@ async fn task_fault(_connection: TcpStream) {
 /// came within [`PEEK_WAIT`]).
 async fn first_bytes(stream: &TcpStream, probe: &std::net::TcpStream) -> Vec<u8> {
     let look = async {
-        let mut buf = [0u8; 32];
+        let mut buf = [0u8; 48];
         loop {
             match probe.peek(&mut buf) {
                 Ok(n) => return buf[..n].to_vec(),

@@ -11,7 +11,7 @@ pub mod shutdown;
 pub mod supervise;
 pub mod upkeep;
 
-pub use ctx::{BusyGuard, BusyRc, Worker};
+pub use ctx::{BusyGuard, BusyRc, SnapshotAck, Worker};
 
 use crate::config::IoDriver;
 use crate::http::proxy::serve_connection;
@@ -149,6 +149,8 @@ async fn run(spec: WorkerSpec, w: Rc<Worker>, driver: &'static str) {
     supervise::spawn_service(w.clone(), "websocket sweeper", move || sweep_websockets(w2.clone(), drain));
     let w2 = w.clone();
     supervise::spawn_service(w.clone(), "upkeep", move || upkeep::run(w2.clone()));
+    let w2 = w.clone();
+    supervise::spawn_service(w.clone(), "snapshot ack", move || ctx::acknowledge_snapshots(w2.clone()));
     let _ = spec.ready.send(Ok(driver));
 
     let stop = spec.shutdown.wait();

@@ -9,21 +9,35 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::OnceLock;
 use std::task::{Context, Poll, Waker};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-/// `[worker: 8 bits][random: 56 bits]`, printed with the node in front as
-/// 20 hex digits: `NNNN` node, `WW` worker, 14 random. The owner is read from
-/// the id, and ids cannot be guessed.
+/// Bits of a connection id that name the owning worker: enough for every
+/// worker id the configuration allows (`server.workers` is at most 1024).
+pub const WORKER_BITS: u32 = 10;
+/// Worker ids an id can carry.
+pub const MAX_WORKERS: usize = 1 << WORKER_BITS;
+const RANDOM_BITS: u32 = 64 - WORKER_BITS;
+const RANDOM_MASK: u64 = (1 << RANDOM_BITS) - 1;
+// `config::model` allows 1024 workers; an id must name each of them.
+const _: () = assert!(MAX_WORKERS >= 1024);
+
+/// `[worker: 10 bits][random: 54 bits]`, printed with the node in front as
+/// 20 hex digits (`NNNN` node, then the 64 bits). The owner is read from the
+/// id without a lookup, and 54 random bits from the OS make ids unguessable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId(pub u64);
 
 impl ConnId {
+    /// `worker` is below [`MAX_WORKERS`] (the configuration's bound).
     pub fn new(worker: usize, random: u64) -> ConnId {
-        ConnId(((worker as u64 & 0xFF) << 56) | (random & 0x00FF_FFFF_FFFF_FFFF))
+        debug_assert!(worker < MAX_WORKERS, "worker {worker} does not fit a connection id");
+        ConnId((((worker % MAX_WORKERS) as u64) << RANDOM_BITS) | (random & RANDOM_MASK))
     }
 
     pub fn worker(self) -> usize {
-        (self.0 >> 56) as usize
+        (self.0 >> RANDOM_BITS) as usize
     }
 
     /// Parses the printed form; `None` for anything malformed.
@@ -56,6 +70,9 @@ pub enum QueueError {
     Full,
     /// The connection is closing.
     Closing,
+    /// A pushed message over the endpoint's `max_message_bytes` (the
+    /// limit, in bytes): refused, the connection is untouched.
+    TooLarge(usize),
 }
 
 /// One connection's state that other tasks on the worker can touch.
@@ -68,14 +85,24 @@ pub struct WsConn {
     pub groups: RefCell<Vec<Rc<str>>>,
     /// Encoded frames waiting for the socket: one write sends them all.
     out: RefCell<Vec<u8>>,
+    /// `send_queue_bytes`: how much may wait before the client is too slow.
     limit: usize,
+    /// `max_message_bytes`: the largest message a push may carry.
+    max_message: usize,
     /// A close the session should perform (code, reason); rarely set, boxed.
     close: RefCell<Option<Box<(u16, String)>>>,
     /// Wakes the session task when there is output or a close.
     waker: Cell<Option<Waker>>,
     signalled: Cell<bool>,
-    /// Events of this connection being processed now (bounded).
-    pub inflight: Cell<u32>,
+    /// Bytes of this connection's work in flight (events, their backend
+    /// copies, `$error`/`$disconnect` calls), bounded by the endpoint's
+    /// `max_inflight_bytes`; kept by `ws::inflight::Reserved` guards.
+    pub(super) inflight_bytes: Cell<usize>,
+    /// Refusals since work of this connection last finished normally
+    /// (`ws::inflight::strike`): a client that keeps flooding is closed.
+    pub(super) strikes: Cell<u32>,
+    /// Wakes the one task waiting for room in flight (`$disconnect`).
+    pub(super) room: Cell<Option<Waker>>,
     /// Keep-alive, checked by the worker's sweeper (no timer per connection).
     pub ping_ms: u32,
     pub idle_ms: u32,
@@ -89,8 +116,28 @@ pub struct WsConn {
 /// How long a peer may take to answer our close frame.
 pub const CLOSE_WAIT_MS: u64 = 2000;
 
+/// The clock WebSocket timers read: a monotonic instant taken once per
+/// process, and the wall-clock time at that instant (for display only).
+fn epoch() -> &'static (Instant, u64) {
+    static EPOCH: OnceLock<(Instant, u64)> = OnceLock::new();
+    EPOCH.get_or_init(|| {
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        (Instant::now(), wall)
+    })
+}
+
+/// Milliseconds on a monotonic clock, for keep-alive, idle and close
+/// timers: a step of the wall clock (NTP, an operator) neither closes every
+/// connection as idle nor keeps dead ones. Never 0 (0 means "not yet" in
+/// `close_sent_ms`).
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    (epoch().0.elapsed().as_millis() as u64).saturating_add(1)
+}
+
+/// Wall-clock milliseconds since the Unix epoch for a [`now_ms`] reading:
+/// what the push API shows as connected / last active.
+pub fn wall_ms(mono_ms: u64) -> u64 {
+    epoch().1.saturating_add(mono_ms)
 }
 
 impl WsConn {
@@ -111,10 +158,13 @@ impl WsConn {
             groups: RefCell::new(Vec::new()),
             out: RefCell::new(Vec::new()),
             limit: limits.send_queue_bytes,
+            max_message: limits.max_message_bytes,
             close: RefCell::new(None),
             waker: Cell::new(None),
             signalled: Cell::new(false),
-            inflight: Cell::new(0),
+            inflight_bytes: Cell::new(0),
+            strikes: Cell::new(0),
+            room: Cell::new(None),
             ping_ms: limits.ping_interval.as_millis().min(u32::MAX as u128) as u32,
             idle_ms: limits.idle_timeout.as_millis().min(u32::MAX as u128) as u32,
             ping_out: Cell::new(false),
@@ -124,12 +174,18 @@ impl WsConn {
     }
 
     /// Queues one frame (text when the payload is UTF-8 and `text`).
+    ///
+    /// The queue limit counts bytes already waiting, not the message at
+    /// hand: a message larger than `send_queue_bytes` is still one message
+    /// and goes into a queue with room; a client is too slow only when what
+    /// waits for it (beyond the write in progress) reaches the limit. So at
+    /// most the limit plus one message waits.
     pub fn send(&self, opcode: u8, payload: &[u8]) -> Result<(), QueueError> {
         if self.is_closing() {
             return Err(QueueError::Closing);
         }
         let mut out = self.out.borrow_mut();
-        if out.len() + payload.len() + 10 > self.limit {
+        if out.len() >= self.limit {
             drop(out);
             self.request_close(super::frame::close::TRY_AGAIN, "send queue full: the client reads too slowly");
             return Err(QueueError::Full);
@@ -138,6 +194,16 @@ impl WsConn {
         drop(out);
         self.wake();
         Ok(())
+    }
+
+    /// Queues a message pushed through the admin API: one above the
+    /// endpoint's `max_message_bytes` is refused and changes nothing (the
+    /// client could not have sent it either; it is not a slow reader).
+    pub fn push(&self, opcode: u8, payload: &[u8]) -> Result<(), QueueError> {
+        if payload.len() > self.max_message {
+            return Err(QueueError::TooLarge(self.max_message));
+        }
+        self.send(opcode, payload)
     }
 
     /// Queues raw control frames (pong, close echo) regardless of the limit.
@@ -213,8 +279,8 @@ impl WsConn {
             self.id.display(node),
             json_string(&self.endpoint),
             self.peer,
-            self.connected_at_ms,
-            self.last_active_ms.get(),
+            wall_ms(self.connected_at_ms),
+            wall_ms(self.last_active_ms.get()),
             groups.join(",")
         )
     }
@@ -360,18 +426,47 @@ mod tests {
     }
 
     #[test]
+    fn ids_carry_every_worker_id_the_config_allows() {
+        for worker in [0, 255, 256, 300, 1023] {
+            let id = ConnId::new(worker, u64::MAX);
+            assert_eq!(id.worker(), worker, "worker {worker}");
+            assert_eq!(ConnId::parse(&id.display(0), 0).map(ConnId::worker), Some(worker));
+        }
+        // The random part keeps 54 bits: two workers never share an id.
+        assert_ne!(ConnId::new(300, 7), ConnId::new(44, 7));
+        assert_eq!(ConnId::new(300, u64::MAX).0 & RANDOM_MASK, RANDOM_MASK);
+    }
+
+    #[test]
+    fn timers_read_a_monotonic_clock_that_never_says_zero() {
+        let a = now_ms();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let b = now_ms();
+        assert!(a >= 1 && b > a);
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        assert!(wall_ms(b).abs_diff(wall) < 1000, "shown as wall-clock time");
+    }
+
+    #[test]
     fn queue_limit_and_groups() {
         let limits = crate::config::WsLimits {
             max_frame_bytes: 1000,
             max_message_bytes: 1000,
             send_queue_bytes: 1024,
+            max_inflight_bytes: 1000,
             messages_per_second: 0,
             idle_timeout: std::time::Duration::from_secs(10),
             ping_interval: std::time::Duration::from_secs(1),
         };
         let c = Rc::new(WsConn::new(ConnId::new(0, 1), 0, Rc::from("chat"), "127.0.0.1:1".parse().unwrap(), &limits));
+        // One message larger than the queue limit is one message.
+        let big = WsConn::new(ConnId::new(0, 3), 0, Rc::from("chat"), "127.0.0.1:1".parse().unwrap(), &limits);
+        assert_eq!(big.push(1, &[b'a'; 1000]), Ok(()));
+        assert_eq!(big.push(1, &[b'a'; 1001]), Err(QueueError::TooLarge(1000)));
+        assert!(!big.is_closing(), "a push over max_message_bytes changes nothing");
         assert_eq!(c.send(1, &[b'a'; 600]), Ok(()));
-        assert_eq!(c.send(1, &[b'a'; 600]), Err(QueueError::Full));
+        assert_eq!(c.send(1, &[b'a'; 600]), Ok(()), "602 bytes wait: under the limit");
+        assert_eq!(c.send(1, &[b'a'; 10]), Err(QueueError::Full));
         assert_eq!(c.close_requested().map(|c| c.0), Some(1013));
         let fresh = WsConn::new(ConnId::new(0, 2), 0, Rc::from("chat"), "127.0.0.1:1".parse().unwrap(), &limits);
         let t0 = fresh.last_active_ms.get();

@@ -5,12 +5,12 @@
 use super::conn::{json_string, WsConn};
 use super::endpoint::Endpoint;
 use super::frame::{OP_BINARY, OP_TEXT};
+use super::inflight::{cleared, cost, strike, Reserved};
 use super::integration::{call, Answer, CallInfo};
 use super::jsonpath::is_valid_json;
 use super::message::Message;
-use super::session::MAX_INFLIGHT;
 use crate::config::RouteConfig;
-use crate::http::error::ProxyError;
+use crate::http::error::{ErrorKind, ProxyError};
 use crate::worker::{BusyRc, Worker};
 use futures_util::future::join_all;
 use std::rc::Rc;
@@ -91,29 +91,44 @@ pub fn on_event(w: &Rc<Worker>, conn: &Rc<WsConn>, _at_connect: &Arc<Endpoint>, 
     if route.http.is_empty() {
         return;
     }
-    if conn.inflight.get() >= MAX_INFLIGHT {
+    let bytes = cost(msg.data.len(), route.http.len());
+    let Some(reserved) = Reserved::try_new(conn, bytes, ep.config.limits.max_inflight_bytes) else {
         let _ = conn.send(
             OP_TEXT,
             &error_event(
                 "too_many_inflight",
-                "too many events of this connection are being processed",
+                "this connection has too much in flight (max_inflight_bytes); send again later",
                 Some(&route.key),
                 rid,
                 None,
             ),
         );
+        strike(conn);
         return;
-    }
-    conn.inflight.set(conn.inflight.get() + 1);
+    };
     let (w, conn, rid) = (w.clone(), conn.clone(), rid.to_string());
     let route_key = route.key.clone();
     crate::worker::supervise::spawn_guarded(w.clone(), "websocket event", async move {
+        // Guards: given back however the task ends, a caught panic included.
         let _busy = BusyRc::new(&w);
+        let _reserved = reserved;
+        if super::session::injected_fault(&msg.data, b"\"__wasp_fault/event\"") {
+            panic!("injected fault: websocket event task (WASP_DEBUG_FAULTS)");
+        }
         if let Some(route) = ep.route(&route_key) {
             forward(&w, &conn, &ep, route, &msg.data, &rid).await;
         }
-        conn.inflight.set(conn.inflight.get().saturating_sub(1));
     });
+}
+
+/// Counts what the calls' results say about flooding: a call refused at the
+/// backend's connection cap is a strike, work done otherwise clears them.
+fn tally(conn: &WsConn, results: &[Result<Answer, ProxyError>]) {
+    if results.iter().any(|r| matches!(r, Err(e) if e.kind == ErrorKind::Overloaded)) {
+        strike(conn);
+    } else {
+        cleared(conn);
+    }
 }
 
 /// Sends the event to every backend of the route at once.
@@ -122,6 +137,7 @@ async fn forward(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, route: &
     let info = CallInfo { connection_id: &conn_id, endpoint: ep.name(), route: &route.key, request_id: rid };
     let calls = route.http.iter().map(|t| call(w, t, &info, body, route.timeout));
     let results: Vec<Result<Answer, ProxyError>> = join_all(calls).await;
+    tally(conn, &results);
     if route.reply {
         if let Some(Ok(a)) = results.first() {
             if (200..300).contains(&a.status) && !a.body.is_empty() {
@@ -142,20 +158,36 @@ async fn forward(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, route: &
     }
 }
 
-/// Tells the `$error` route (when configured) about a failed event.
-fn notify_error(w: &Rc<Worker>, conn: &WsConn, ep: &Arc<Endpoint>, error: Vec<u8>, rid: &str) {
-    if ep.route("$error").is_none_or(|r| r.http.is_empty()) {
+/// Tells the `$error` route (when configured) about a failed event. The
+/// call shares the connection's in-flight bound: with no room it is skipped
+/// (the client already has its error event) and counts as a strike.
+fn notify_error(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, error: Vec<u8>, rid: &str) {
+    let Some(route) = ep.route("$error").filter(|r| !r.http.is_empty()) else {
         return;
-    }
-    let (ep, conn_id, rid) = (ep.clone(), conn.id.display(w.node), rid.to_string());
+    };
+    let bytes = cost(error.len(), route.http.len());
+    let Some(reserved) = Reserved::try_new(conn, bytes, ep.config.limits.max_inflight_bytes) else {
+        tracing::debug!(endpoint = ep.name(), "$error call skipped: the connection has too much in flight");
+        strike(conn);
+        return;
+    };
+    let (ep, conn, rid) = (ep.clone(), conn.clone(), rid.to_string());
     let w = w.clone();
     crate::worker::supervise::spawn_guarded(w.clone(), "websocket $error", async move {
         let _busy = BusyRc::new(&w);
+        let _reserved = reserved;
         let Some(route) = ep.route("$error") else { return };
+        let conn_id = conn.id.display(w.node);
         let info = CallInfo { connection_id: &conn_id, endpoint: ep.name(), route: "$error", request_id: &rid };
         let calls = route.http.iter().map(|t| call(&w, t, &info, &error, route.timeout));
-        for r in join_all(calls).await {
-            if let Err(e) = r {
+        let results = join_all(calls).await;
+        tally(&conn, &results);
+        for e in results.iter().filter_map(|r| r.as_ref().err()) {
+            // At the backend's connection cap the refusal is the design
+            // working, counted as a strike: not worth a line per event.
+            if e.kind == ErrorKind::Overloaded {
+                tracing::debug!(endpoint = ep.name(), error = %e, "$error integration refused");
+            } else {
                 tracing::warn!(endpoint = ep.name(), error = %e, "$error integration failed");
             }
         }
@@ -194,8 +226,10 @@ pub async fn on_connect(
     Ok(groups)
 }
 
-/// Calls `$disconnect` in the background.
-pub fn on_disconnect(w: &Rc<Worker>, ep: Arc<Endpoint>, conn_id: String, code: u16, reason: String) {
+/// Calls `$disconnect` in the background. It is never refused (one per
+/// connection), but shares the connection's in-flight bound: it waits for
+/// room behind the connection's events still in flight.
+pub fn on_disconnect(w: &Rc<Worker>, conn: Rc<WsConn>, ep: Arc<Endpoint>, code: u16, reason: String) {
     if ep.route("$disconnect").is_none_or(|r| r.http.is_empty()) {
         return;
     }
@@ -204,11 +238,14 @@ pub fn on_disconnect(w: &Rc<Worker>, ep: Arc<Endpoint>, conn_id: String, code: u
         let _busy = BusyRc::new(&w);
         let Some(route) = ep.route("$disconnect") else { return };
         let rid = w.ids.next();
+        let conn_id = conn.id.display(w.node);
         let body = format!(
             r#"{{"connection_id":"{conn_id}","endpoint":{},"close_code":{code},"reason":{}}}"#,
             json_string(ep.name()),
             json_string(&reason)
         );
+        let bytes = cost(body.len(), route.http.len());
+        let _reserved = Reserved::wait(&conn, bytes, ep.config.limits.max_inflight_bytes).await;
         let info =
             CallInfo { connection_id: &conn_id, endpoint: ep.name(), route: "$disconnect", request_id: rid.as_str() };
         for r in join_all(route.http.iter().map(|t| call(&w, t, &info, body.as_bytes(), route.timeout))).await {

@@ -69,6 +69,7 @@ pub async fn call(
         read_timeout: timeout,
         pool_idle: g.timeouts.pool_idle,
         pool_cap: g.limits.pool_idle_per_instance,
+        max_conns: g.limits.backend_connections,
     };
     drop(snap);
     // The route's timeout bounds the whole exchange; the deadlines inside

@@ -6,6 +6,7 @@
 //! - `endpoint`, `jsonpath`: route selection on the event's JSON.
 //! - `accept`: `$connect`, the 101, the session, `$disconnect`.
 //! - `session`: one task per connection; `events`: one event's handling.
+//! - `inflight`: the bytes a connection may have in flight, strikes for floods.
 //! - `conn`: ids, send queues, the per-worker table and groups.
 //! - `push`: commands from the admin thread to the owning worker.
 
@@ -15,6 +16,7 @@ pub mod endpoint;
 pub mod events;
 pub mod frame;
 pub mod handshake;
+pub mod inflight;
 pub mod integration;
 pub mod jsonpath;
 pub mod message;

@@ -12,7 +12,21 @@ use std::sync::Arc;
 pub enum SendOutcome {
     Queued,
     Gone,
+    /// The client reads too slowly; it is being closed (`1013`).
     Full,
+    /// Larger than the connection's `max_message_bytes` (given): refused,
+    /// the connection stays as it was.
+    TooLarge(usize),
+}
+
+/// What one worker did with a broadcast.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Delivered {
+    pub queued: usize,
+    /// Targets whose `max_message_bytes` is below the message's size.
+    pub too_large: usize,
+    /// The smallest such limit (for the refusal's message).
+    pub limit: usize,
 }
 
 pub enum Command {
@@ -54,7 +68,7 @@ pub enum Command {
         group: Option<String>,
         endpoint: Option<String>,
         body: Arc<Vec<u8>>,
-        reply: flume::Sender<usize>,
+        reply: flume::Sender<Delivered>,
     },
     /// Close every connection (drain).
     CloseAll {
@@ -87,10 +101,11 @@ pub fn handle(w: &Worker, cmd: Command) {
         Command::Send { id, body, reply } => {
             let out = match w.ws.get(id) {
                 None => SendOutcome::Gone,
-                Some(c) => match c.send(opcode(&body), &body) {
+                Some(c) => match c.push(opcode(&body), &body) {
                     Ok(()) => SendOutcome::Queued,
                     Err(QueueError::Full) => SendOutcome::Full,
                     Err(QueueError::Closing) => SendOutcome::Gone,
+                    Err(QueueError::TooLarge(limit)) => SendOutcome::TooLarge(limit),
                 },
             };
             let _ = reply.send(out);
@@ -124,8 +139,18 @@ pub fn handle(w: &Worker, cmd: Command) {
                 None => w.ws.all(endpoint.as_deref()),
             };
             let op = opcode(&body);
-            let n = targets.iter().filter(|c| c.send(op, &body).is_ok()).count();
-            let _ = reply.send(n);
+            let mut d = Delivered::default();
+            for c in &targets {
+                match c.push(op, &body) {
+                    Ok(()) => d.queued += 1,
+                    Err(QueueError::TooLarge(limit)) => {
+                        d.limit = if d.too_large == 0 { limit } else { d.limit.min(limit) };
+                        d.too_large += 1;
+                    }
+                    Err(QueueError::Full | QueueError::Closing) => {}
+                }
+            }
+            let _ = reply.send(d);
         }
         Command::Sync { reply } => {
             let _ = reply.send(w.snapshot.load().version);

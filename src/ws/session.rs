@@ -28,8 +28,6 @@ const POOL_BUF: usize = 16 * 1024;
 const POOL_KEEP: usize = 256;
 /// How long a single write may stall before the peer counts as gone.
 const WRITE_STALL: Duration = Duration::from_secs(30);
-/// Events of one connection processed at once; more get an error event.
-pub const MAX_INFLIGHT: u32 = 64;
 
 /// How the session ended.
 pub struct Ended {
@@ -100,9 +98,36 @@ async fn read_more(stream: &mut TcpStream, buf: Vec<u8>) -> (std::io::Result<usi
     (res, slice.into_inner())
 }
 
+/// A connection registered in the worker's table (and counted in the
+/// `wasp_ws_connections` gauge) by the handshake. Dropping it takes the
+/// connection out of both and calls `$disconnect`, however the session
+/// task ends: a panic caught around the task drops it too (then with
+/// `1011`), so a bug never leaves a dead connection listed.
+struct Registered {
+    w: Rc<Worker>,
+    conn: Rc<WsConn>,
+    endpoint: Arc<Endpoint>,
+    /// How the session ended; `None` while it runs.
+    ended: Option<Ended>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let ended =
+            self.ended.take().unwrap_or_else(|| Ended { code: close::INTERNAL, reason: "internal error".to_string() });
+        // Event tasks still running see a closing connection and queue
+        // nothing more for a socket nobody writes.
+        self.conn.request_close(ended.code, &ended.reason);
+        self.w.ws.remove(self.conn.id);
+        self.w.stats.ws_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        on_disconnect(&self.w, self.conn.clone(), self.endpoint.clone(), ended.code, ended.reason);
+    }
+}
+
 /// The connection's task: runs it to its end, then reports `$disconnect`.
 pub async fn run(w: Rc<Worker>, s: Session, _open: OpenGuard) {
     let Session { mut stream, leftover, conn, endpoint } = s;
+    let mut registered = Registered { w: w.clone(), conn: conn.clone(), endpoint: endpoint.clone(), ended: None };
     let mut st = State { close_sent: false, close_received: false, busy: None };
     // The handshake's read buffer: frames that came with it are handled,
     // and the buffer goes back to the pool (an idle connection holds none).
@@ -164,9 +189,7 @@ pub async fn run(w: Rc<Worker>, s: Session, _open: OpenGuard) {
             None => {}
         }
     };
-    w.ws.remove(conn.id);
-    w.stats.ws_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    on_disconnect(&w, endpoint, conn.id.display(w.node), ended.code, ended.reason);
+    registered.ended = Some(ended);
 }
 
 fn take_buf(w: &Worker) -> Vec<u8> {
@@ -252,10 +275,31 @@ fn fail(conn: &WsConn, st: &mut State, f: Fail) {
     conn.request_close(f.code, f.reason);
 }
 
+/// Test-only fault injection, like `worker::fault` (debug builds with
+/// `WASP_DEBUG_FAULTS=1`): whether a client message asks for a panic at
+/// `name`, so tests can show that the guards of a session
+/// (`"__wasp_fault/session"`) and of an event task (`"__wasp_fault/event"`)
+/// clean up. Always `false` in release builds.
+pub(super) fn injected_fault(data: &[u8], name: &[u8]) -> bool {
+    #[cfg(debug_assertions)]
+    {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        data == name && *ON.get_or_init(|| std::env::var_os("WASP_DEBUG_FAULTS").is_some_and(|v| v == "1"))
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        let _ = (data, name);
+        false
+    }
+}
+
 fn on_message(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, st: &mut State, msg: Message) {
     let l = &ep.config.limits;
     if conn.is_closing() {
         return;
+    }
+    if injected_fault(&msg.data, b"\"__wasp_fault/session\"") {
+        panic!("injected fault: websocket session (WASP_DEBUG_FAULTS)");
     }
     if l.messages_per_second > 0 {
         let rate = l.messages_per_second as f32;

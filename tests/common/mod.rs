@@ -460,8 +460,11 @@ pub fn raw(addr: SocketAddr, bytes: &[u8]) -> Resp {
     read_response(&mut s, &mut buf, bytes.starts_with(b"HEAD ")).expect("a response")
 }
 
+/// A GET with `Host: localhost`: a name the admin listener answers to (it
+/// refuses foreign names, see `src/admin/gate.rs`), and any name for the
+/// public one.
 pub fn http_get(addr: SocketAddr, path: &str) -> Resp {
-    raw(addr, format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
+    raw(addr, format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
 }
 
 /// Whether the server closed the connection (EOF) within a short wait.

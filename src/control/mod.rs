@@ -7,6 +7,16 @@
 //! committed in one store transaction, and only then is the snapshot swapped.
 //! A failure at any step leaves the running configuration and the store as
 //! they were.
+//!
+//! Changes are serialized: the store and the file's settings sit under one
+//! lock, taken once per change, so an API apply and a `SIGHUP` reload that
+//! race end as one after the other — neither builds on a copy of the file's
+//! settings that the other has replaced. The work itself runs on the control
+//! thread ([`runtime`]): callers on the admin listener await [`Control::run`].
+
+pub mod diff;
+pub mod http;
+pub mod runtime;
 
 use crate::config::{Config, ConfigError};
 use crate::metrics::Registry;
@@ -59,11 +69,18 @@ struct Base {
     origin: String,
 }
 
+/// What a change reads and writes, under one lock (see the module doc).
+struct State {
+    store: Box<dyn ConfigStore>,
+    base: Base,
+}
+
 pub struct Control {
-    store: Mutex<Box<dyn ConfigStore>>,
-    base: Mutex<Base>,
+    state: Mutex<State>,
     registry: Arc<Registry>,
     snapshot: SharedSnapshot,
+    /// The control thread, where callers on other threads run changes.
+    jobs: runtime::Handle,
 }
 
 /// Canonical JSON text of one entity (key order as written: routes keep theirs).
@@ -119,13 +136,14 @@ impl Control {
         file_text: &str,
         origin: &str,
         registry: Arc<Registry>,
+        jobs: runtime::Handle,
     ) -> Result<(Control, Config), ConfigError> {
         let (base, _) = split(file_text, origin)?;
         // A placeholder until the first assemble: never published.
         let first = Config::from_toml(file_text, origin)?;
         let snapshot: SharedSnapshot =
             Arc::new(arc_swap::ArcSwap::from_pointee(Snapshot::build(0, first.gateway.clone(), &registry)));
-        let control = Control { store: Mutex::new(store), base: Mutex::new(base), registry, snapshot };
+        let control = Control { state: Mutex::new(State { store, base }), registry, snapshot, jobs };
         let config = control.seed(file_text, origin).map_err(|e| ConfigError(e.to_string()))?;
         if control.snapshot.load().version == 0 {
             // The placeholder matched: publish version 1 all the same.
@@ -141,8 +159,32 @@ impl Control {
         self.snapshot.clone()
     }
 
-    fn lock_store(&self) -> std::sync::MutexGuard<'_, Box<dyn ConfigStore>> {
-        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The control thread's handle (for work that is not a change: fetches).
+    pub fn jobs(&self) -> &runtime::Handle {
+        &self.jobs
+    }
+
+    /// Runs `f` on the control thread; the answer comes through a future
+    /// any runtime can await (the admin listener's monoio thread does).
+    pub fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Control) -> T + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<T, runtime::Gone>> + 'static {
+        let me = self.clone();
+        self.jobs.run(move || f(&me))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads the store (under the one lock: never half of a change).
+    pub fn with_store<T>(&self, f: impl FnOnce(&dyn ConfigStore) -> T) -> T {
+        f(self.lock().store.as_ref())
     }
 
     fn active(store: &dyn ConfigStore) -> Result<Vec<(Kind, String, String, String)>, ApplyError> {
@@ -155,8 +197,8 @@ impl Control {
     /// are deleted; entities written through the API are left alone.
     pub fn seed(&self, file_text: &str, origin: &str) -> Result<Config, ApplyError> {
         let (base, file_entities) = split(file_text, origin).map_err(ApplyError::Invalid)?;
-        let mut store = self.lock_store();
-        let active = Self::active(store.as_ref())?;
+        let mut state = self.lock();
+        let active = Self::active(state.store.as_ref())?;
         let mut changes = Vec::new();
         for (kind, name, json) in &file_entities {
             if !active.iter().any(|(k, n, c, _)| k == kind && n == name && c == json) {
@@ -181,30 +223,46 @@ impl Control {
             }
         }
         let started = Instant::now();
-        let config = self.validate_commit_swap(&mut store, &base, &active, changes, started)?.1;
-        *self.base.lock().unwrap_or_else(|p| p.into_inner()) = base;
+        let config = self.validate_commit_swap(&mut state.store, &base, &active, changes, started)?.1;
+        // Still under the lock: the next change builds on this file's settings.
+        state.base = base;
         Ok(config)
     }
 
     /// Applies changes written through the API.
     pub fn apply(&self, changes: Vec<Change>) -> Result<Applied, ApplyError> {
+        self.apply_planned(|_| Ok::<_, ApplyError>(changes))?
+    }
+
+    /// Applies the changes `plan` works out from the store, under the same
+    /// lock: nothing can land between reading and applying (an import's
+    /// "make it exactly this document"). `plan`'s own error comes back as
+    /// the outer one.
+    pub fn apply_planned<E>(
+        &self,
+        plan: impl FnOnce(&dyn ConfigStore) -> Result<Vec<Change>, E>,
+    ) -> Result<Result<Applied, ApplyError>, E> {
         let started = Instant::now();
-        let base = self.base.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let mut store = self.lock_store();
-        let active = Self::active(store.as_ref())?;
-        Ok(self.validate_commit_swap(&mut store, &base, &active, changes, started)?.0)
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let changes = plan(state.store.as_ref())?;
+        let applied = Self::active(state.store.as_ref()).and_then(|active| {
+            self.validate_commit_swap(&mut state.store, &state.base, &active, changes, started).map(|(a, _)| a)
+        });
+        Ok(applied)
     }
 
     /// Makes an existing version active again.
     pub fn activate(&self, kind: Kind, name: &str, version: u64) -> Result<Applied, ApplyError> {
         let started = Instant::now();
-        let base = self.base.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let mut store = self.lock_store();
-        let v = store
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let v = state
+            .store
             .get(kind, name, version)
             .map_err(|e| ApplyError::Store(e.0))?
             .ok_or_else(|| ApplyError::NotFound(format!("{} {name:?} has no version {version}", kind.as_str())))?;
-        let mut entities: Vec<Entity> = Self::active(store.as_ref())?
+        let mut entities: Vec<Entity> = Self::active(state.store.as_ref())?
             .into_iter()
             .filter(|(k, n, _, _)| !(*k == kind && n == name))
             .map(|(k, n, c, _)| (k, n, c))
@@ -212,8 +270,8 @@ impl Control {
         if let Some(c) = v.content {
             entities.push((kind, name.to_string(), c));
         }
-        let config = assemble(&base, &entities).map_err(ApplyError::Invalid)?;
-        store.activate(kind, name, version).map_err(|e| ApplyError::Store(e.0))?;
+        let config = assemble(&state.base, &entities).map_err(ApplyError::Invalid)?;
+        state.store.activate(kind, name, version).map_err(|e| ApplyError::Store(e.0))?;
         let snapshot_version = self.swap(config);
         Ok(Applied {
             snapshot_version,
@@ -224,14 +282,9 @@ impl Control {
 
     /// Validates changes against the active set without storing anything.
     pub fn validate(&self, changes: &[Change]) -> Result<(), ApplyError> {
-        let base = self.base.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let store = self.lock_store();
-        let active = Self::active(store.as_ref())?;
-        assemble(&base, &merged(&active, changes)).map(|_| ()).map_err(ApplyError::Invalid)
-    }
-
-    pub fn store(&self) -> std::sync::MutexGuard<'_, Box<dyn ConfigStore>> {
-        self.lock_store()
+        let state = self.lock();
+        let active = Self::active(state.store.as_ref())?;
+        assemble(&state.base, &merged(&active, changes)).map(|_| ()).map_err(ApplyError::Invalid)
     }
 
     fn validate_commit_swap(
@@ -255,6 +308,10 @@ impl Control {
         let version = self.snapshot.load().version + 1;
         self.snapshot.store(Arc::new(Snapshot::build(version, config.gateway, &self.registry)));
         self.registry.reloads_ok.fetch_add(1, Ordering::Relaxed);
+        // Each worker acknowledges the new version from its own loop.
+        for i in 0..self.registry.worker_count() {
+            self.registry.worker(i).snapshot_ack.publish();
+        }
         version
     }
 }
