@@ -11,6 +11,12 @@ Subcommands:
                           abandoned uploads against the gateway, recycled as
                           the gateway cuts them; writes a JSON report
   report ...              the table soak.sh prints, and the PASS/FAIL verdict
+  wsattack --gw-port P .. (MODE=ws) event floods against a WebSocket endpoint
+                          and oversized pushes to the admin push API; JSON report
+  wsreport ...            the MODE=ws table and the PASS/FAIL verdict
+
+The origin answers a path ending in /slow after --slow seconds (3): the
+WebSocket attackers' $default and $error backend.
 
 Whether the gateway still holds a connection is read from /proc/net/tcp: the
 gateway-side socket of a connection (local port = the gateway's port, remote
@@ -61,6 +67,8 @@ class OriginStats:
     big_done = 0
     upload_bytes = 0
     aborted = 0
+    slow = 0
+    slow_s = 3.0
 
 
 async def origin_conn(reader, writer, st):
@@ -112,6 +120,9 @@ async def origin_conn(reader, writer, st):
                     n += len(b)
                     st.upload_bytes += len(b)
             extra = b"Connection: close\r\n" if close else b""
+            if target.split("?")[0].endswith("/slow"):
+                st.slow += 1
+                await asyncio.sleep(st.slow_s)
             if target.split("?")[0].endswith("/big"):
                 st.big_started += 1
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n%sContent-Length: %d\r\n\r\n" % (extra, BIG))
@@ -140,9 +151,10 @@ async def origin_conn(reader, writer, st):
 
 def cmd_origin(a):
     st = OriginStats()
+    st.slow_s = a.slow
 
     def dump():
-        d = {k: getattr(st, k) for k in ("open", "accepted", "requests", "big_started", "big_done", "upload_bytes", "aborted")}
+        d = {k: getattr(st, k) for k in ("open", "accepted", "requests", "big_started", "big_done", "upload_bytes", "aborted", "slow")}
         tmp = a.status + ".tmp"
         with open(tmp, "w") as f:
             json.dump(d, f)
@@ -687,6 +699,378 @@ def cmd_report(a):
     sys.exit(0 if ok else 1)
 
 
+# ---------------------------------------------------------------- MODE=ws: floods and oversized pushes
+
+FLOOD_KINDS = {
+    "flood_invalid": "text frames that are not JSON (invalid_json + a $error call each), as fast as it can",
+    "flood_valid": "valid events with no route of their own ($default to the 3 s backend), as fast as it can",
+    "flood_oversize": "text frames of 4 x max_message_bytes (close 1009 expected)",
+}
+PUSH_KINDS = {
+    "endpoint_oversize": "POST /endpoints/{flood}/messages, 8 x max_message_bytes (413 expected)",
+    "connection_oversize": "POST /connections/{id of a flood client}, 8 x max_message_bytes (413 expected; 404 once gone)",
+    "endpoint_small": "POST /endpoints/{flood}/messages, 40 bytes, one a second (200 expected)",
+}
+
+
+def ws_frame(payload, opcode=1):
+    """A masked client frame."""
+    mask = os.urandom(4)
+    n = len(payload)
+    if n < 126:
+        head = bytes([0x80 | opcode, 0x80 | n])
+    elif n < 65536:
+        head = bytes([0x80 | opcode, 0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        head = bytes([0x80 | opcode, 0x80 | 127]) + n.to_bytes(8, "big")
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def ws_parse(buf):
+    """Complete server frames in `buf` as (opcode, payload); the rest is kept."""
+    out = []
+    pos = 0
+    while len(buf) - pos >= 2:
+        op, ln = buf[pos] & 0x0F, buf[pos + 1] & 0x7F
+        at = 2
+        if ln == 126:
+            if len(buf) - pos < 4:
+                break
+            ln, at = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
+        elif ln == 127:
+            if len(buf) - pos < 10:
+                break
+            ln, at = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
+        if len(buf) - pos < at + ln:
+            break
+        out.append((op, bytes(buf[pos + at : pos + at + ln])))
+        pos += at + ln
+    del buf[:pos]
+    return out
+
+
+class WsAttack:
+    def __init__(self, a):
+        self.a = a
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.st = {k: collections.Counter() for k in FLOOD_KINDS}
+        self.close_codes = {k: collections.Counter() for k in FLOOD_KINDS}
+        self.error_events = {k: collections.Counter() for k in FLOOD_KINDS}
+        self.lifetimes = {k: [] for k in FLOOD_KINDS}
+        self.push_status = {k: collections.Counter() for k in PUSH_KINDS}
+        self.ids = collections.deque(maxlen=64)
+        self.fd_peak = 0
+        self.timeline = []
+
+    def monitor(self):
+        t0 = time.monotonic()
+        next_sample = 0.0
+        while not self.stop.is_set():
+            n = fd_count(self.a.gw_pid)
+            if n is not None:
+                self.fd_peak = max(self.fd_peak, n)
+            el = time.monotonic() - t0
+            if el >= next_sample:
+                self.timeline.append((round(el), n))
+                next_sample += self.a.sample
+            time.sleep(0.5)
+
+    def count(self, kind, what, n=1):
+        with self.lock:
+            self.st[kind][what] += n
+
+    def handshake(self, kind):
+        s = socket.socket()
+        s.settimeout(5)
+        try:
+            s.connect(("127.0.0.1", self.a.gw_port))
+            s.sendall(
+                f"GET {self.a.path} HTTP/1.1\r\nHost: soak\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+            )
+            head = b""
+            while b"\r\n\r\n" not in head:
+                b = s.recv(4096)
+                if not b:
+                    raise OSError("closed during handshake")
+                head += b
+        except OSError:
+            s.close()
+            self.count(kind, "handshake failed")
+            return None, None
+        head, rest = head.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        if not lines[0].startswith("HTTP/1.1 101"):
+            s.close()
+            self.count(kind, "refused " + " ".join(lines[0].split()[1:2]))
+            return None, None
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            if k.strip().lower() == "x-wasp-connection-id":
+                with self.lock:
+                    self.ids.append(v.strip())
+        self.count(kind, "opened")
+        return s, bytearray(rest)
+
+    def flood(self, kind):
+        """One connection: send as fast as possible, read what comes back,
+        until the gateway closes. Returns when the connection is over."""
+        s, buf = self.handshake(kind)
+        if s is None:
+            return
+        opened = time.monotonic()
+        big = 4 * self.a.max_message_bytes
+        if kind == "flood_oversize":
+            batch = ws_frame(b"x" * big)
+        else:
+            batch = b"".join(
+                ws_frame(b"not json %d" % i if kind == "flood_invalid" else b'{"action":"nope","n":%d}' % i)
+                for i in range(32)
+            )
+        code = None
+        sent = 0
+        ended = None
+        s.settimeout(0.1)
+        while code is None and ended is None:
+            if self.stop.is_set():
+                ended = "still open at end"
+                break
+            try:
+                s.sendall(batch)
+                sent += 1 if kind == "flood_oversize" else 32
+            except socket.timeout:
+                pass  # the gateway stopped reading: keep reading what it says
+            except OSError:
+                pass  # reset or closed: the close frame may still be in the buffer
+            # Read what is there (everything the gateway said so far).
+            while True:
+                try:
+                    b = s.recv(65536, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    ended = ended or "reset (close frame lost)"
+                    break
+                if not b:
+                    ended = ended or "eof without close frame"
+                    break
+                buf += b
+            for op, payload in ws_parse(buf):
+                if op == 8:
+                    code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+                elif op == 1:
+                    try:
+                        err = json.loads(payload).get("error") or json.loads(payload).get("type")
+                    except ValueError:
+                        err = "not JSON"
+                    with self.lock:
+                        self.error_events[kind][str(err)] += 1
+                elif op == 9:
+                    try:
+                        s.sendall(ws_frame(payload, 0xA))
+                    except OSError:
+                        pass
+        if code is not None:
+            try:
+                s.sendall(ws_frame(code.to_bytes(2, "big"), 8))
+            except OSError:
+                pass
+            with self.lock:
+                self.close_codes[kind][str(code)] += 1
+                self.st[kind]["closed by gateway"] += 1
+                self.lifetimes[kind].append(time.monotonic() - opened)
+        else:
+            with self.lock:
+                self.close_codes[kind][ended] += 1
+                if ended != "still open at end":
+                    self.st[kind]["closed by gateway"] += 1
+                    self.lifetimes[kind].append(time.monotonic() - opened)
+        self.count(kind, "frames sent", sent)
+        s.close()
+
+    def flood_slot(self, kind, delay):
+        time.sleep(delay)
+        while not self.stop.is_set():
+            self.flood(kind)
+            self.stop.wait(self.a.recycle)
+
+    def push(self, kind):
+        import http.client
+
+        big = b"p" * (8 * self.a.max_message_bytes)
+        small = b'{"type":"notice","text":"in limit"}'
+        conn = None
+        while not self.stop.is_set():
+            if kind == "endpoint_small":
+                path, body = f"/endpoints/{self.a.endpoint}/messages", small
+            elif kind == "endpoint_oversize":
+                path, body = f"/endpoints/{self.a.endpoint}/messages", big
+            else:
+                with self.lock:
+                    cid = self.ids[-1] if self.ids else "00000000000000000000"
+                path, body = f"/connections/{cid}", big
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", self.a.admin_port, timeout=5)
+                conn.request("POST", path, body, {"Host": "localhost", "Content-Type": "application/json"})
+                r = conn.getresponse()
+                r.read()
+                st = str(r.status)
+                if r.getheader("connection", "").lower() == "close":
+                    conn.close()
+                    conn = None
+            except (OSError, http.client.HTTPException) as e:
+                st = "failed: " + type(e).__name__
+                if conn is not None:
+                    conn.close()
+                conn = None
+            with self.lock:
+                self.push_status[kind][st] += 1
+            if kind == "endpoint_small":
+                self.stop.wait(1.0)
+        if conn is not None:
+            conn.close()
+
+    def run(self):
+        a = self.a
+        mon = threading.Thread(target=self.monitor, daemon=True)
+        mon.start()
+        threads = []
+        for kind in FLOOD_KINDS:
+            for i in range(a.floods):
+                threads.append(threading.Thread(target=self.flood_slot, args=(kind, i * 0.05), daemon=True))
+        for kind in PUSH_KINDS:
+            n = 1 if kind == "endpoint_small" else a.pushers
+            for _ in range(n):
+                threads.append(threading.Thread(target=self.push, args=(kind,), daemon=True))
+        for t in threads:
+            t.start()
+        time.sleep(a.duration)
+        fds_end = fd_count(a.gw_pid)
+        kinds_end = fd_breakdown(a.gw_pid, a.gw_port, a.origin_port)
+        cpu_end = {"gateway": cpu_seconds(a.gw_pid), "attackers": sum(os.times()[:2])}
+        metrics_end = admin_metrics(a.admin_port)
+        self.stop.set()
+        for t in threads:
+            t.join(timeout=10)
+        mon.join(timeout=2)
+        time.sleep(a.settle)  # every attacker closed: does the gateway let go?
+        report = {
+            "flood_kinds": FLOOD_KINDS,
+            "push_kinds": PUSH_KINDS,
+            "floods": a.floods,
+            "pushers": a.pushers,
+            "max_message_bytes": a.max_message_bytes,
+            "stats": {k: dict(v) for k, v in self.st.items()},
+            "close_codes": {k: dict(v) for k, v in self.close_codes.items()},
+            "error_events": {k: dict(v) for k, v in self.error_events.items()},
+            "lifetime_median_s": {k: (statistics.median(v) if v else None) for k, v in self.lifetimes.items()},
+            "push_status": {k: dict(v) for k, v in self.push_status.items()},
+            "fds_peak": self.fd_peak,
+            "fds_end": fds_end,
+            "fd_kinds_end": kinds_end,
+            "fds_settled": fd_count(a.gw_pid),
+            "fd_kinds_settled": fd_breakdown(a.gw_pid, a.gw_port, a.origin_port),
+            "settle_s": a.settle,
+            "cpu_end": cpu_end,
+            "timeline": self.timeline,
+            "metrics_end": metrics_end,
+        }
+        with open(a.out, "w") as f:
+            json.dump(report, f, indent=1)
+
+
+def cmd_wsattack(a):
+    WsAttack(a).run()
+
+
+def cmd_wsreport(a):
+    solo = json.load(open(a.solo))
+    soak = json.load(open(a.soak))
+    att = json.load(open(a.attack))
+    origin = json.load(open(a.origin)) if a.origin and os.path.exists(a.origin) else {}
+    metrics = admin_metrics(a.admin_port)
+    fds0 = json.load(open(a.fds_start))
+    solo_start = json.load(open(a.solo_start))
+    solo_end = json.load(open(a.solo_end))
+
+    def errs(s):
+        return s["errors"] + s["connections_failed"]
+
+    def lat(s, k):
+        return (s.get("latency") or {}).get(k, 0)
+
+    def ms(us):
+        return f"{us / 1000:.2f} ms"
+
+    p99_solo, p99_soak = lat(solo, "p99_us"), lat(soak, "p99_us")
+    ratio = p99_soak / max(p99_solo, 1)
+    out = []
+    w = out.append
+    w("")
+    w(f"== wasp soak (MODE=ws): {a.binary}")
+    w(f"   {a.note}")
+    w("")
+    w(f"{'normal WS round trips':<22}{'solo':>14}{'soak':>14}")
+    w(f"{'  duration':<22}{solo['duration_s']:>13.0f}s{soak['duration_s']:>13.0f}s")
+    w(f"{'  connections':<22}{solo['connections_opened']:>14}{soak['connections_opened']:>14}")
+    w(f"{'  round trips':<22}{solo['received']:>14}{soak['received']:>14}")
+    w(f"{'  per s':<22}{solo['per_s']:>14.0f}{soak['per_s']:>14.0f}")
+    for q, k in (("p50", "p50_us"), ("p90", "p90_us"), ("p99", "p99_us"), ("p99.9", "p999_us"), ("max", "max_us")):
+        w(f"{'  ' + q:<22}{ms(lat(solo, k)):>14}{ms(lat(soak, k)):>14}")
+    w(f"{'  errors + failed':<22}{errs(solo):>14}{errs(soak):>14}")
+    w(f"{'  p99 soak / solo':<22}{'':>14}{ratio:>14.2f}")
+    w("")
+    w(f"event floods ({att['floods']} connections of each kind at a time, reopened when closed; max_message_bytes {att['max_message_bytes']})")
+    w(f"  {'kind':<16}{'opened':>7}{'closed':>7}{'median life':>12}{'frames sent':>12}  close codes / error events")
+    for k in att["flood_kinds"]:
+        s = att["stats"][k]
+        med = att["lifetime_median_s"][k]
+        codes = ", ".join(f"{n}x {c}" for c, n in sorted(att["close_codes"][k].items()))
+        evs = ", ".join(f"{n} {e}" for e, n in sorted(att["error_events"][k].items()))
+        other = ", ".join(f"{n} {h}" for h, n in sorted(s.items()) if h not in ("opened", "closed by gateway", "frames sent"))
+        w(f"  {k:<16}{s.get('opened', 0):>7}{s.get('closed by gateway', 0):>7}"
+          f"{(f'{med * 1000:.0f} ms' if med is not None else '-'):>12}{s.get('frames sent', 0):>12}  "
+          f"codes: {codes or '-'}; events: {evs or '-'}{'; ' + other if other else ''}")
+    for k, d in att["flood_kinds"].items():
+        w(f"    {k}: {d}")
+    w("")
+    w(f"pushes ({att['pushers']} loop(s) of each oversized kind, as fast as answered)")
+    for k in att["push_kinds"]:
+        st = att["push_status"][k]
+        w(f"  {k:<20}{sum(st.values()):>8} sent  " + ", ".join(f"{n}x {c}" for c, n in sorted(st.items())))
+    for k, d in att["push_kinds"].items():
+        w(f"    {k}: {d}")
+    if origin:
+        w(f"  slow backend ($default/$error, {a.slow_s} s): {origin.get('slow', 0)} calls received")
+    w("")
+    c0, c1, c2 = solo_start["cpu_s"], solo_end["cpu_s"], att["cpu_end"]["gateway"]
+    if None not in (c0, c1, c2):
+        w(f"CPU: gateway {c1 - c0:.1f} s in solo ({(c1 - c0) / max(solo['received'], 1) * 1e6:.1f} us per round trip), "
+          f"{c2 - c1:.1f} s in soak (attackers included); attackers {att['cpu_end']['attackers']:.1f} s on the harness's CPU")
+        w("")
+    w("gateway file descriptors (ls /proc/PID/fd | wc -l)")
+    w(f"  start {fds0['count']}, peak {att['fds_peak']}, end of soak with attackers attached {att['fds_end']}, "
+      f"{att['settle_s']:.0f} s after every attacker closed {att['fds_settled']}")
+    for when, kinds in (("start", fds0["kinds"]), ("end of soak", att["fd_kinds_end"]), ("after settle", att["fd_kinds_settled"])):
+        w(f"  {when}: " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())))
+    w("  (upstream = to the slow backend; tcp = the pool to the normal origin)")
+    w("  timeline (t: fds): " + " ".join(f"{t}s:{n}" for t, n in att["timeline"]))
+    w("")
+    w("gateway metrics (wasp_ws_* at the end of the soak; zero values left out)")
+    for l in att["metrics_end"].splitlines():
+        if l.startswith(("wasp_ws", "wasp_open_connections", "wasp_upstream_errors_total")) and not l.endswith(" 0"):
+            w("  " + l)
+    w("")
+    errors = errs(solo) + errs(soak)
+    ok = ratio <= 1.5 and errors == 0 and p99_solo > 0
+    w("rule: PASS when p99(soak)/p99(solo) <= 1.5 and normal traffic has 0 errors (solo and soak)")
+    w(f"{'PASS' if ok else 'FAIL'}: p99 ratio {ratio:.2f}, errors {errors}")
+    print("\n".join(out))
+    sys.exit(0 if ok else 1)
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -699,6 +1083,7 @@ def main():
     s = sub.add_parser("origin")
     s.add_argument("--port", type=int, required=True)
     s.add_argument("--status")
+    s.add_argument("--slow", type=float, default=3.0, help="seconds before answering a path ending in /slow")
     s.set_defaults(fn=cmd_origin)
     s = sub.add_parser("wait")
     s.add_argument("--port", type=int, required=True)
@@ -729,6 +1114,28 @@ def main():
         s.add_argument("--" + k.replace("_", "-"))
     s.add_argument("--admin-port", type=int, required=True)
     s.set_defaults(fn=cmd_report)
+    s = sub.add_parser("wsattack")
+    s.add_argument("--gw-port", type=int, required=True)
+    s.add_argument("--gw-pid", type=int, required=True)
+    s.add_argument("--admin-port", type=int, required=True)
+    s.add_argument("--origin-port", type=int, required=True)
+    s.add_argument("--path", default="/ws/flood", help="the attackers' endpoint path")
+    s.add_argument("--endpoint", default="flood", help="the attackers' endpoint name (push API)")
+    s.add_argument("--max-message-bytes", type=int, default=1024)
+    s.add_argument("--floods", type=int, default=4, help="flood connections of each kind at a time")
+    s.add_argument("--pushers", type=int, default=2, help="loops of each oversized push kind")
+    s.add_argument("--duration", type=float, required=True)
+    s.add_argument("--recycle", type=float, default=0.1, help="pause before reopening a closed flood connection")
+    s.add_argument("--settle", type=float, default=5)
+    s.add_argument("--sample", type=float, default=10, help="timeline sampling period")
+    s.add_argument("--out", required=True)
+    s.set_defaults(fn=cmd_wsattack)
+    s = sub.add_parser("wsreport")
+    for k in ("binary", "note", "solo", "soak", "attack", "origin", "fds_start", "solo_start", "solo_end"):
+        s.add_argument("--" + k.replace("_", "-"))
+    s.add_argument("--admin-port", type=int, required=True)
+    s.add_argument("--slow-s", type=float, default=3.0)
+    s.set_defaults(fn=cmd_wsreport)
     a = p.parse_args()
     a.fn(a)
 

@@ -31,11 +31,29 @@
 # 5s, and write 5s when the binary knows timeouts.write). Numbers from a noisy
 # 2-core box are indicative: compare binaries within one sitting.
 #
+# MODE=ws: the same question for WebSocket traffic. Normal traffic is
+# wasp-loadtest's round-trip mode on endpoint `chat` (RATE events/s over CONNS
+# connections; route `send`, reply = true, to the normal origin, so each
+# round trip is client -> gateway -> HTTP POST -> reply frame), alone for
+# DURATION/3 s, then for DURATION s beside (soak.py wsattack) event floods on
+# endpoint `flood` (max_message_bytes 1024, max_inflight_bytes 16384,
+# messages_per_second 200, $default and $error to a backend that answers
+# after 3 s, limits.backend_connections 64): FLOODS connections each of
+# invalid JSON, valid events for $default and oversized frames, sent as fast
+# as the socket takes them, reopened when closed; and loops POSTing pushes of
+# 8 KiB (above max_message_bytes: 413 expected) to /endpoints/flood/messages
+# and to /connections/{a flood client's id}, plus one in-limit broadcast a
+# second. Prints round-trip p50/p99/errors solo vs soak and the ratio, flood
+# connections opened/closed with the close codes and error events seen, push
+# statuses, gateway fds start/peak/end/after settle. Same PASS rule.
+#
 # Usage: loadtest/bench/soak.sh [BINARY] [DURATION_S]
+#        MODE=ws loadtest/bench/soak.sh [BINARY] [DURATION_S]
 #   BINARY default target/release/wasp, DURATION_S default 180
 #   env: RATE=2000 CONNS=32 ATTACKERS=24 (per kind, 8 kinds) WORKERS=1 PIN=1
 #        SETTLE=12 (s after the attackers closed) LOADTEST=target/release/wasp-loadtest
 #        KEEP=1 (keep the temp dir with config, logs and JSON summaries)
+#        MODE=http (default) or ws; for ws: FLOODS=4 (per kind, 3 kinds) PUSHERS=2
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../.."
@@ -44,6 +62,8 @@ dur=${2:-180}
 rate=${RATE:-2000}; conns=${CONNS:-32}; per_kind=${ATTACKERS:-24}
 workers=${WORKERS:-1}; settle=${SETTLE:-12}; pin=${PIN:-1}
 lt=${LOADTEST:-target/release/wasp-loadtest}
+mode=${MODE:-http}
+case "$mode" in http|ws) ;; *) echo "soak.sh: MODE is http or ws" >&2; exit 2;; esac
 solo=$(( dur / 3 )); [ "$solo" -ge 5 ] || solo=5
 py=python3
 [ -x "$bin" ] || { echo "soak.sh: no gateway binary at $bin (cargo build --release)" >&2; exit 2; }
@@ -71,7 +91,7 @@ read -r origin_port gw_port admin_port nginx_port < <($py "$here/soak.py" ports 
 # service (`origin`): nginx when installed (cheap: the figure to watch is the
 # gateway's, not a Python origin's that the attackers keep busy on the same
 # CPU), else a second soak.py origin.
-"${cpu0[@]}" $py "$here/soak.py" origin --port "$origin_port" --status "$work/origin.json" 2> "$work/origin.log" &
+"${cpu0[@]}" $py "$here/soak.py" origin --port "$origin_port" --slow 3 --status "$work/origin.json" 2> "$work/origin.log" &
 origin=$!; pids+=($origin)
 if command -v nginx >/dev/null; then
   mkdir -p "$work/nginx"
@@ -86,6 +106,80 @@ NGINX
 else
   "${cpu0[@]}" $py "$here/soak.py" origin --port "$nginx_port" --status "$work/origin2.json" 2> "$work/origin2.log" &
   pids+=($!); normal_origin="soak.py"
+fi
+
+if [ "$mode" = ws ]; then
+  floods=${FLOODS:-4}; pushers=${PUSHERS:-2}; maxmsg=1024
+  cfg=$work/wasp.toml
+  cat > "$cfg" <<EOF
+[server]
+listen = "127.0.0.1:$gw_port"
+admin_listen = "127.0.0.1:$admin_port"
+workers = $workers
+
+[limits]
+backend_connections = 64
+
+[timeouts]
+upstream = "10s"
+
+[log]
+access = false
+level = "warn"
+
+[endpoints.chat]
+path = "/ws/chat"
+route_selection = "\$.action"
+
+[endpoints.chat.routes.send]
+http = ["http://127.0.0.1:$nginx_port/reply"]
+reply = true
+
+[endpoints.flood]
+path = "/ws/flood"
+route_selection = "\$.action"
+max_message_bytes = $maxmsg
+max_frame_bytes = $maxmsg
+max_inflight_bytes = 16384
+messages_per_second = 200
+
+[endpoints.flood.routes."\$default"]
+http = ["http://127.0.0.1:$origin_port/default/slow"]
+
+[endpoints.flood.routes."\$error"]
+http = ["http://127.0.0.1:$origin_port/error/slow"]
+EOF
+  "$bin" check --config "$cfg" >/dev/null
+  "${cpu1[@]}" "$bin" serve --config "$cfg" > "$work/gateway.log" 2>&1 &
+  gw=$!; pids+=($gw)
+  $py "$here/soak.py" wait --port "$admin_port"
+  fds() { $py "$here/soak.py" fds --pid "$gw" --gw-port "$gw_port" --origin-port "$origin_port"; }
+  wsurl="ws://127.0.0.1:$gw_port/ws/chat"
+  wsload() { "${cpu0[@]}" "$lt" "$wsurl" -c "$conns" -R "$rate" --quiet "$@" > /dev/null; }
+
+  echo "soak (ws): $bin, solo ${solo}s then soak ${dur}s, $rate round trips/s over $conns connections, $floods floods x 3 kinds, $pushers pushers x 2 kinds (work dir $work)" >&2
+  fds > "$work/fds-start.json"
+  wsload -d 3s                                  # warm-up: fill the upstream pool
+  fds > "$work/solo-start.json"
+  echo "solo..." >&2
+  wsload -d "${solo}s" --json "$work/solo.json"
+  fds > "$work/solo-end.json"
+  echo "soak..." >&2
+  "${cpu0[@]}" $py "$here/soak.py" wsattack --gw-port "$gw_port" --gw-pid "$gw" --admin-port "$admin_port" \
+    --origin-port "$origin_port" --max-message-bytes "$maxmsg" --floods "$floods" --pushers "$pushers" \
+    --duration $(( dur + 3 )) --settle 5 --out "$work/attack.json" &
+  att=$!; pids+=($att)
+  sleep 2                                       # let the attackers start first
+  wsload -d "${dur}s" --json "$work/soak.json"
+  wait "$att"
+  kill -0 "$gw" 2>/dev/null || { echo "soak.sh: the gateway exited during the run; log:" >&2; tail -20 "$work/gateway.log" >&2; }
+  rc=0
+  $py "$here/soak.py" wsreport --binary "$bin" \
+    --note "$workers worker(s); $rate round trips/s over $conns connections (route send, reply = true, to $normal_origin); attackers: endpoint flood, \$default/\$error to soak.py /slow (3 s), backend_connections 64" \
+    --solo "$work/solo.json" --soak "$work/soak.json" --attack "$work/attack.json" --origin "$work/origin.json" \
+    --admin-port "$admin_port" --fds-start "$work/fds-start.json" --solo-start "$work/solo-start.json" \
+    --solo-end "$work/solo-end.json" --slow-s 3 || rc=$?
+  exit $rc
 fi
 
 cfg=$work/wasp.toml
