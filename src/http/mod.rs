@@ -15,6 +15,7 @@
 
 pub mod chunked;
 pub mod error;
+pub mod head_scan;
 pub mod headers;
 pub mod inline;
 pub mod io;
