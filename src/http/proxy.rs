@@ -236,8 +236,14 @@ async fn linger_close(mut client: BufStream) {
 }
 
 /// How long, and how much, a lingering close reads before giving up.
+///
+/// The byte bound is the default `limits.max_body_bytes`: a client that
+/// uploads at full speed while the answer (an early `413`) is on its way must
+/// be drained to the end of its body, or our close becomes a reset that
+/// makes its kernel drop the answer unread. The time bound (2 s) is what
+/// caps a client that keeps sending.
 const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
-const LINGER_BYTES: usize = 1024 * 1024;
+const LINGER_BYTES: usize = 16 * 1024 * 1024;
 
 /// Writes a gateway-made error answer with a JSON body.
 pub async fn answer_error(
