@@ -223,7 +223,8 @@ async fn linger_close(mut client: BufStream) {
     let deadline = Instant::now() + LINGER;
     let mut drained = 0usize;
     while drained < LINGER_BYTES {
-        let left = deadline.saturating_duration_since(Instant::now());
+        // Ends when the client pauses (it took the hint), or at the cap.
+        let left = deadline.saturating_duration_since(Instant::now()).min(LINGER_IDLE);
         match monoio::time::timeout(left, client.fill()).await {
             Ok(Ok(n)) if n > 0 => {
                 drained += n;
@@ -237,12 +238,14 @@ async fn linger_close(mut client: BufStream) {
 
 /// How long, and how much, a lingering close reads before giving up.
 ///
-/// The byte bound is the default `limits.max_body_bytes`: a client that
+/// Like nginx's `lingering_time`/`lingering_timeout`: reading stops once the
+/// client has been silent for `LINGER_IDLE`, and in any case after `LINGER`
+/// or `LINGER_BYTES` (the default `limits.max_body_bytes`). A client that
 /// uploads at full speed while the answer (an early `413`) is on its way must
-/// be drained to the end of its body, or our close becomes a reset that
-/// makes its kernel drop the answer unread. The time bound (2 s) is what
-/// caps a client that keeps sending.
-const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+/// be drained to the end of its body, or our close becomes a reset that makes
+/// its kernel drop the answer unread; a slow machine may need seconds for it.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(10);
+const LINGER_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
 const LINGER_BYTES: usize = 16 * 1024 * 1024;
 
 /// Writes a gateway-made error answer with a JSON body.
