@@ -8,25 +8,10 @@ mod common;
 
 use common::*;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// A raw origin: `serve` runs on its own thread for every accepted connection.
-fn raw_origin(serve: impl Fn(TcpStream) + Send + Sync + 'static) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let serve = Arc::new(serve);
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(s) = s else { continue };
-            let serve = serve.clone();
-            std::thread::spawn(move || serve(s));
-        }
-    });
-    addr
-}
 
 /// The worker still serves: a plain GET on a new connection is answered.
 fn still_serves(gw: &Gateway, path: &str) -> bool {

@@ -139,26 +139,17 @@ fn retries_stay_within_the_budget() {
 /// Answers `413` as soon as it has the head, without reading the body; then
 /// closes or, with `hold`, keeps the socket open and never reads.
 fn early_answer_origin(hold: bool) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            std::thread::spawn(move || {
-                if read_request(&mut s, false).is_none() {
-                    return;
-                }
-                let body = br#"{"error":"too big"}"#;
-                let head = format!(
-                    "HTTP/1.1 413 Payload Too Large\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = s.write_all(head.as_bytes());
-                let _ = s.write_all(body);
-                if hold {
-                    std::thread::sleep(Duration::from_secs(30));
-                }
-            });
+    let addr = raw_origin(move |mut s| {
+        if read_request(&mut s, false).is_none() {
+            return;
+        }
+        let body = br#"{"error":"too big"}"#;
+        let head =
+            format!("HTTP/1.1 413 Payload Too Large\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+        let _ = s.write_all(head.as_bytes());
+        let _ = s.write_all(body);
+        if hold {
+            std::thread::sleep(Duration::from_secs(30));
         }
     });
     addr
@@ -199,17 +190,10 @@ fn an_early_answer_is_relayed_while_the_body_is_still_coming() {
 /// and the client gets 504, not a hang.
 #[test]
 fn a_service_that_stops_reading_the_body_is_cut() {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let origin = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(s) = s else { continue };
-            std::thread::spawn(move || {
-                // Never reads, never answers.
-                std::thread::sleep(Duration::from_secs(30));
-                drop(s);
-            });
-        }
+    let origin = raw_origin(move |s| {
+        // Never reads, never answers.
+        std::thread::sleep(Duration::from_secs(30));
+        drop(s);
     });
     let gw = Gateway::start(&config_with(&[("up", vec![origin])], "[timeouts]\nwrite = \"1s\"\n"));
     let (r, took) = upload_8mb(gw.public);
@@ -272,19 +256,12 @@ fn sockets_to(gw: &Gateway, port: u16, state: &str) -> usize {
 /// sockets behind: the pool is reaped in the background.
 #[test]
 fn idle_connections_the_service_closed_are_reaped() {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let origin = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            std::thread::spawn(move || {
-                if read_request(&mut s, true).is_some() {
-                    std::thread::sleep(Duration::from_millis(100));
-                    let _ = s.write_all(&ok_response(b"ok"));
-                    // Then closes the idle connection, as many servers do.
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-            });
+    let origin = raw_origin(move |mut s| {
+        if read_request(&mut s, true).is_some() {
+            std::thread::sleep(Duration::from_millis(100));
+            let _ = s.write_all(&ok_response(b"ok"));
+            // Then closes the idle connection, as many servers do.
+            std::thread::sleep(Duration::from_millis(200));
         }
     });
     let gw = Gateway::start(&config_with(&[("o", vec![origin])], ""));
@@ -345,18 +322,11 @@ fn round_robin_is_per_service() {
 /// `timeouts.drain`, not at the write deadline.
 #[test]
 fn the_drain_ends_in_time_with_a_stalled_client() {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let origin = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            std::thread::spawn(move || {
-                read_request(&mut s, false);
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 268435456\r\n\r\n");
-                let chunk = vec![b'x'; 64 * 1024];
-                while s.write_all(&chunk).is_ok() {}
-            });
-        }
+    let origin = raw_origin(move |mut s| {
+        read_request(&mut s, false);
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 268435456\r\n\r\n");
+        let chunk = vec![b'x'; 64 * 1024];
+        while s.write_all(&chunk).is_ok() {}
     });
     let mut gw = Gateway::start(&config_with(&[("big", vec![origin])], "[timeouts]\ndrain = \"1s\"\n"));
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
