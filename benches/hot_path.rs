@@ -6,13 +6,13 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use wasp::config::{Config, EncodedSlash};
-use wasp::http::chunked::ChunkedDecoder;
-use wasp::http::inline::IdGen;
-use wasp::http::path::route_target;
-use wasp::http::request::{prepare, ClientInfo, HeadScan, Routed};
-use wasp::http::response::parse_response;
 use wasp::metrics::Registry;
-use wasp::snapshot::Snapshot;
+use wasp::pipeline::http::request::{prepare, prepare_when_due, ClientInfo, HeadScan, Routed};
+use wasp::pipeline::snapshot::Snapshot;
+use wasp::proto::http1::chunked::ChunkedDecoder;
+use wasp::proto::http1::inline::IdGen;
+use wasp::proto::http1::path::route_target;
+use wasp::targets::http::response::parse_response;
 
 const REQUEST: &[u8] = b"GET /echo/api/v1/users/42?fields=name,email HTTP/1.1\r\n\
 Host: gw.example.com\r\n\
@@ -43,7 +43,7 @@ fn snapshot() -> Snapshot {
 
 fn bench(c: &mut Criterion) {
     let snap = snapshot();
-    let client = ClientInfo { peer_ip: "10.1.2.3".into(), trusted: false };
+    let client = ClientInfo::new("10.1.2.3".parse().expect("ip"));
     let ids = IdGen::new(7);
     let mut out = Vec::with_capacity(4096);
 
@@ -74,7 +74,9 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let mut scan = HeadScan::default();
             for end in 1..=big.len() {
-                if let Ok(Some(_)) | Err(_) = scan.prepare(black_box(&big[..end]), &snap, &client, &ids, &mut out) {
+                if let Ok(Some(_)) | Err(_) =
+                    prepare_when_due(&mut scan, black_box(&big[..end]), &snap, &client, &ids, &mut out)
+                {
                     break;
                 }
             }
@@ -102,7 +104,7 @@ fn bench(c: &mut Criterion) {
     };
     c.bench_function("response_head_rewrite", |b| {
         b.iter(|| {
-            let r = parse_response(black_box(RESPONSE), &req, &snap, true, &mut out);
+            let r = parse_response(black_box(RESPONSE), &req.facts(), &snap.gateway, None, true, &mut out);
             black_box(r.is_ok())
         })
     });

@@ -1,9 +1,11 @@
 //! wasp: a thread-per-core API gateway for HTTP and WebSocket microservices.
 //!
-//! Layout by concern: `config` (strict file → validated model), `snapshot`
-//! (what workers read), `worker` (threads, runtimes, listeners, drain),
-//! `http` (codec, phases, pool), `dispatch` (how a service is reached),
-//! `admin` (health, metrics), `server` (the process and its signals).
+//! Layers, each using only those below it (see `ARCHITECTURE.md`):
+//! `worker` → `pipeline` → `filters` → `router` → `targets` → `upstream` →
+//! `proto`, with `config` (the validated model) and the small support
+//! modules (`error`, `io`, `deadline`, `metrics`, `shutdown`, `sys`) under
+//! them all. The control side (`control`, `admin`, `store`, `cli`,
+//! `server`) stands beside the workers and never runs on one.
 
 // Unsafe code only in `sys` (raw socket calls), each block with a SAFETY note.
 #![deny(unsafe_code)]
@@ -13,15 +15,19 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod deadline;
-pub mod dispatch;
-pub mod http;
+pub mod error;
+pub mod filters;
+pub mod io;
 pub mod logging;
 pub mod metrics;
+pub mod pipeline;
+pub mod proto;
+pub mod router;
 pub mod server;
-pub mod snapshot;
+pub mod shutdown;
 pub mod store;
 pub mod sys;
 pub mod systemd;
+pub mod targets;
 pub mod upstream;
 pub mod worker;
-pub mod ws;

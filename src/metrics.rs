@@ -3,7 +3,7 @@
 //! Every counter is sharded per worker on its own cache line and bumped with a
 //! relaxed add, so workers never contend; a scrape sums the shards.
 
-use crate::http::error::ErrorKind;
+use crate::error::ErrorKind;
 use crossbeam_utils::CachePadded;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -71,7 +71,7 @@ pub struct WorkerStats {
     pub pool_reaped: AtomicU64,
     /// The snapshot version this worker acknowledged from its own loop
     /// (what `reached_all_workers_us` waits for).
-    pub snapshot_ack: crate::worker::SnapshotAck,
+    pub snapshot_ack: SnapshotAck,
     latency: [AtomicU64; LATENCY_BOUNDS.len() + 1],
     latency_sum_us: AtomicU64,
 }
@@ -102,7 +102,13 @@ pub struct Registry {
     pub worker_restarts: AtomicU64,
     /// Admin requests refused before any handler, by `ADMIN_REFUSALS` reason.
     pub admin_refused: [AtomicU64; ADMIN_REFUSALS.len()],
+    /// `wasp_filter_actions_total` by (service, filter kind, action); kept
+    /// across reloads like the service counters.
+    filter_actions: Mutex<BTreeMap<FilterActionKey, Arc<AtomicU64>>>,
 }
+
+/// (service, filter kind, action): the labels of one filter counter.
+type FilterActionKey = (String, &'static str, &'static str);
 
 /// The `reason` labels of `wasp_admin_refused_total`, indexed by
 /// `admin::gate::Refusal`: host (400/421), origin (403), token (401),
@@ -119,6 +125,7 @@ impl Registry {
             reloads_failed: AtomicU64::new(0),
             worker_restarts: AtomicU64::new(0),
             admin_refused: Default::default(),
+            filter_actions: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -133,6 +140,13 @@ impl Registry {
     pub fn service(&self, name: &str) -> Arc<ServiceStats> {
         let mut map = self.services.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(name.to_string()).or_insert_with(|| Arc::new(ServiceStats::new(self.workers.len()))).clone()
+    }
+
+    /// The counter of one filter action, shared by every worker and every
+    /// snapshot that has a filter of this kind on this service.
+    pub fn filter_action(&self, service: &str, filter: &'static str, action: &'static str) -> Arc<AtomicU64> {
+        let mut map = self.filter_actions.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry((service.to_string(), filter, action)).or_default().clone()
     }
 
     pub fn set_driver(&self, worker: usize, driver: &'static str) {
@@ -160,6 +174,19 @@ impl Registry {
             }
         }
         drop(services);
+
+        let filters = self.filter_actions.lock().unwrap_or_else(|p| p.into_inner());
+        if !filters.is_empty() {
+            o.push_str("# HELP wasp_filter_actions_total What each service's filters did, by filter kind and action.\n# TYPE wasp_filter_actions_total counter\n");
+            for ((service, filter, action), n) in filters.iter() {
+                let _ = writeln!(
+                    o,
+                    "wasp_filter_actions_total{{service=\"{service}\",filter=\"{filter}\",action=\"{action}\"}} {}",
+                    n.load(Relaxed)
+                );
+            }
+        }
+        drop(filters);
 
         o.push_str("# HELP wasp_request_duration_seconds Time from a request's head to its last response byte.\n# TYPE wasp_request_duration_seconds histogram\n");
         let mut cumulative = 0;
@@ -237,5 +264,37 @@ impl Registry {
         let _ = writeln!(o, "wasp_config_reloads_total{{result=\"ok\"}} {}", self.reloads_ok.load(Relaxed));
         let _ = writeln!(o, "wasp_config_reloads_total{{result=\"failed\"}} {}", self.reloads_failed.load(Relaxed));
         o
+    }
+}
+
+/// One worker's acknowledgement of published snapshots. Every worker reads
+/// the same `ArcSwap`, so the pointer alone cannot tell whether a worker has
+/// run since a publish; this can: the version is recorded by a task on the
+/// worker's own runtime, so a worker whose thread is stuck stays behind, and
+/// an apply waiting for it (`reached_all_workers_us`) sees that.
+#[derive(Debug, Default)]
+pub struct SnapshotAck {
+    /// The newest snapshot version the worker's loop has seen.
+    pub(crate) version: AtomicU64,
+    /// Rung by the control plane after each publish: wakes the ack task.
+    pub(crate) published: event_listener::Event,
+    /// Rung by the worker after recording a version: wakes waiting applies.
+    pub(crate) acked: event_listener::Event,
+}
+
+impl SnapshotAck {
+    pub fn version(&self) -> u64 {
+        self.version.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// After a publish: the worker acknowledges when its loop next runs.
+    pub fn publish(&self) {
+        self.published.notify(usize::MAX);
+    }
+
+    /// Fires on the worker's next acknowledgement; check [`version`](Self::version)
+    /// after taking it, so one that lands in between is not missed.
+    pub fn listen_acked(&self) -> event_listener::EventListener {
+        self.acked.listen()
     }
 }

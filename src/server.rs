@@ -11,11 +11,12 @@ use crate::config::{admin_token_ok, Config, ConfigError, ADMIN_TOKEN_RULE, DEFAU
 use crate::control::runtime::ControlRuntime;
 use crate::control::Control;
 use crate::metrics::Registry;
-use crate::snapshot::SharedSnapshot;
+use crate::pipeline::snapshot::SharedSnapshot;
+use crate::shutdown::Shutdown;
 use crate::store::SqliteStore;
 use crate::systemd;
+use crate::worker::listener;
 use crate::worker::restart::{Settings, Supervisor};
-use crate::worker::{listener, shutdown::Shutdown, supervise};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -84,7 +85,7 @@ pub fn serve(path: Option<PathBuf>, ov: Overrides) -> Result<(), String> {
     let config = load(path.as_deref(), &ov).map_err(|e| e.to_string())?;
     let _log_guard = crate::logging::init(&config.server);
     // Before any worker runs: panics are logged with their backtrace.
-    supervise::install_hook();
+    crate::pipeline::tasks::install_hook();
     let s = &config.server;
     // Signals are registered before any thread starts so every thread
     // inherits the mask and no signal is lost during start-up.

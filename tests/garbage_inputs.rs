@@ -4,15 +4,15 @@
 //! xorshift generator keeps failures reproducible.
 
 use wasp::config::Config;
-use wasp::http::chunked::ChunkedDecoder;
-use wasp::http::inline::IdGen;
-use wasp::http::request::{prepare, ClientInfo, Routed};
-use wasp::http::response::parse_response;
 use wasp::metrics::Registry;
-use wasp::snapshot::Snapshot;
-use wasp::ws::frame::parse_header;
-use wasp::ws::jsonpath::{is_valid_json, JsonPath};
-use wasp::ws::message::Assembler;
+use wasp::pipeline::http::request::{prepare, ClientInfo, Routed};
+use wasp::pipeline::snapshot::Snapshot;
+use wasp::proto::http1::chunked::ChunkedDecoder;
+use wasp::proto::http1::inline::IdGen;
+use wasp::proto::jsonpath::{is_valid_json, JsonPath};
+use wasp::proto::ws::frame::parse_header;
+use wasp::proto::ws::message::Assembler;
+use wasp::targets::http::response::parse_response;
 
 struct Rng(u64);
 
@@ -74,7 +74,8 @@ const REQUESTS: &[&[u8]] = &[
 #[test]
 fn request_heads() {
     let snap = snapshot();
-    let client = ClientInfo { peer_ip: "10.0.0.1".into(), trusted: true };
+    let mut client = ClientInfo::new("10.0.0.1".parse().expect("ip"));
+    client.trusted = true;
     let ids = IdGen::new(1);
     let mut out = Vec::new();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
@@ -95,7 +96,7 @@ fn request_heads() {
 #[test]
 fn response_heads() {
     let snap = snapshot();
-    let client = ClientInfo { peer_ip: "10.0.0.1".into(), trusted: false };
+    let client = ClientInfo::new("10.0.0.1".parse().expect("ip"));
     let ids = IdGen::new(1);
     let mut out = Vec::new();
     let req = match prepare(REQUESTS[0], &snap, &client, &ids, &mut out) {
@@ -110,7 +111,7 @@ fn response_heads() {
     let mut rng = Rng(42);
     for i in 0..40_000 {
         let input = rng.mutate(seeds[i % seeds.len()]);
-        let _ = parse_response(&input, &req, &snap, true, &mut out);
+        let _ = parse_response(&input, &req.facts(), &snap.gateway, None, true, &mut out);
     }
 }
 

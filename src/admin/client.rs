@@ -49,9 +49,9 @@ impl AdminClient {
 const MAX_ANSWER: usize = 64 * 1024 * 1024;
 
 /// Reads one answer with the gateway's one response-head parser and its
-/// framing rules (`upstream::head`), not a hand-split of the text.
+/// framing rules (`proto::http1::response_head`), not a hand-split of the text.
 fn read_answer(s: &mut impl Read) -> Result<Answer, String> {
-    use crate::upstream::head::{self, Asked, HeadLimits, Parsed, ResponseBody};
+    use crate::proto::http1::response_head::{self as head, Asked, HeadLimits, Parsed, ResponseBody};
     let limits = HeadLimits { max_bytes: 64 * 1024, max_headers: 100 };
     let mut raw = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
@@ -92,7 +92,7 @@ fn read_answer(s: &mut impl Read) -> Result<Answer, String> {
             raw
         }
         ResponseBody::Chunked => {
-            let mut dec = crate::http::chunked::ChunkedDecoder::new(MAX_ANSWER as u64);
+            let mut dec = crate::proto::http1::chunked::ChunkedDecoder::new(MAX_ANSWER as u64);
             let mut body = Vec::new();
             loop {
                 let used = dec.decode(&raw, &mut body, false).map_err(|e| e.message().to_string())?;

@@ -8,8 +8,8 @@ pub mod push;
 pub mod server;
 
 use crate::metrics::Registry;
-use crate::snapshot::SharedSnapshot;
-use crate::worker::shutdown::Shutdown;
+use crate::pipeline::snapshot::SharedSnapshot;
+use crate::shutdown::Shutdown;
 use server::{AdminRequest, AdminResponse};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -30,7 +30,7 @@ pub struct AdminState {
     /// Configuration changes and their history (absent in unit tests).
     pub control: Option<Arc<crate::control::Control>>,
     /// One inbox per worker, for the push API.
-    pub inboxes: Vec<flume::Sender<crate::ws::push::Command>>,
+    pub inboxes: Vec<flume::Sender<crate::pipeline::ws::push::Command>>,
     /// Workers that died and are not replaced yet (`/readyz` is 503 meanwhile).
     pub workers: Arc<crate::worker::restart::Health>,
 }

@@ -16,8 +16,8 @@
 
 use super::server::{AdminRequest, AdminResponse};
 use super::AdminState;
-use crate::ws::conn::{json_string, ConnId};
-use crate::ws::push::{Command, Delivered, SendOutcome};
+use crate::pipeline::ws::conn::{json_string, ConnId};
+use crate::pipeline::ws::push::{Command, Delivered, SendOutcome};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -172,7 +172,7 @@ pub async fn handle(state: &Arc<AdminState>, req: &AdminRequest) -> Option<Admin
             .await
         }
         ("POST", ["endpoints", name, "messages"]) => {
-            let limit = match state.snapshot.load().endpoints.get(*name) {
+            let limit = match state.snapshot.load().router.endpoints.get(*name) {
                 None => return Some(AdminResponse::error(404, "unknown_endpoint", "no such endpoint")),
                 Some(ep) => ep.config.limits.max_message_bytes,
             };

@@ -3,10 +3,10 @@
 //! Admin traffic is rare and never on the hot path, so this favours plainness:
 //! one task per connection, whole bodies read (bounded), keep-alive supported.
 
-use crate::http::error::reason;
-use crate::http::io::{flush, BufStream};
-use crate::http::request::{itoa, parse_content_length};
-use crate::worker::shutdown::Shutdown;
+use crate::error::reason;
+use crate::io::{flush, BufStream};
+use crate::proto::http1::{itoa, parse_content_length};
+use crate::shutdown::Shutdown;
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -52,9 +52,9 @@ impl AdminResponse {
     pub fn error(status: u16, code: &str, message: &str) -> Self {
         let mut b = Vec::new();
         b.extend_from_slice(b"{\"error\":\"");
-        crate::http::error::json_escape_into(&mut b, code);
+        crate::error::json_escape_into(&mut b, code);
         b.extend_from_slice(b"\",\"message\":\"");
-        crate::http::error::json_escape_into(&mut b, message);
+        crate::error::json_escape_into(&mut b, message);
         b.extend_from_slice(b"\"}");
         Self::json(status, b)
     }

@@ -2,7 +2,7 @@
 
 use super::file::{EndpointSection, RouteSection};
 use super::model::{ConfigError, Source};
-use crate::ws::jsonpath::JsonPath;
+use crate::proto::jsonpath::JsonPath;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 

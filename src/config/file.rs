@@ -68,6 +68,9 @@ pub struct ServiceSection {
     pub connect_timeout: Option<Spanned<String>>,
     pub timeout: Option<Spanned<String>>,
     pub retry: Option<RetrySection>,
+    /// Run in the order written (`cors` first wherever it is written).
+    #[serde(default)]
+    pub filters: Vec<super::filters::FilterSection>,
 }
 
 /// When a failed request may be sent again (see `upstream` for the rule).

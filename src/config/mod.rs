@@ -3,8 +3,10 @@
 mod duration;
 mod endpoints;
 mod file;
+mod filters;
 mod model;
 
 pub use duration::parse_duration;
 pub use endpoints::{parse_http_target, EndpointConfig, EndpointMode, HttpTarget, MatchValue, RouteConfig, WsLimits};
+pub use filters::{Conditions, CorsConfig, FilterConfig, HeaderRules, PathPattern, RewriteConfig};
 pub use model::*;

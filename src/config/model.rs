@@ -8,7 +8,7 @@
 
 use super::duration::parse_duration;
 use super::file::{FileConfig, ServiceSection};
-use crate::http::headers::HeaderMatcher;
+use crate::proto::http1::headers::HeaderMatcher;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 use toml::Spanned;
@@ -44,11 +44,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EncodedSlash {
-    Reject,
-    Keep,
-}
+pub use crate::proto::http1::path::EncodedSlash;
 
 /// What happens to a client header whose name contains `_` (`headers.underscores`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +126,8 @@ pub struct ServiceConfig {
     pub connect_timeout: Duration,
     pub timeout: Duration,
     pub retry: RetryPolicy,
+    /// `[[services.X.filters]]`, validated, in the order written.
+    pub filters: Vec<super::filters::FilterConfig>,
 }
 
 /// `[services.X.retry]`: how many times, and how often overall, a request
@@ -195,7 +193,7 @@ pub struct Config {
 pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Hard ceiling for `limits.max_headers`: the parser's header array lives on the stack.
-pub const MAX_HEADERS_CEILING: usize = 256;
+pub use crate::proto::http1::MAX_HEADERS_CEILING;
 
 /// Turns byte offsets into line numbers for messages.
 pub(super) struct Source<'a> {
@@ -530,6 +528,7 @@ fn service(src: &Source<'_>, name: &str, svc: &ServiceSection, t: &Timeouts) -> 
         connect_timeout: src.duration(&format!("{key}.connect_timeout"), &svc.connect_timeout, t.connect)?,
         timeout: src.duration(&format!("{key}.timeout"), &svc.timeout, t.upstream)?,
         retry: retry_policy(src, &key, svc.retry.as_ref())?,
+        filters: super::filters::validate(src.origin, &key, svc.filters.clone())?,
     })
 }
 
@@ -553,7 +552,7 @@ fn retry_policy(
     Ok(p)
 }
 
-fn parse_net(text: &str) -> Option<IpNet> {
+pub(super) fn parse_net(text: &str) -> Option<IpNet> {
     let (addr, prefix) = match text.split_once('/') {
         Some((a, p)) => (a.parse::<IpAddr>().ok()?, Some(p.parse::<u8>().ok()?)),
         None => (text.parse::<IpAddr>().ok()?, None),

@@ -20,7 +20,7 @@ pub mod runtime;
 
 use crate::config::{Config, ConfigError};
 use crate::metrics::Registry;
-use crate::snapshot::{SharedSnapshot, Snapshot};
+use crate::pipeline::snapshot::{SharedSnapshot, Snapshot};
 use crate::store::{Change, ConfigStore, Kind};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};

@@ -1,13 +1,13 @@
 //! A whole exchange with a buffered request and a buffered answer: what a
 //! WebSocket integration (and later a health check) needs.
 
-use super::head::{self, Asked, HeadLimits, Parsed, ResponseBody};
 use super::{connect, fill_body, read_head, timed_out, Client, HeadError, Step, Target};
 use crate::deadline::{Deadlines, Phase};
-use crate::http::chunked::ChunkedDecoder;
-use crate::http::error::ProxyError;
-use crate::http::io::{write_all_with, BufStream};
+use crate::error::ProxyError;
+use crate::io::{write_all_with, BufStream};
 use crate::metrics::WorkerStats;
+use crate::proto::http1::chunked::ChunkedDecoder;
+use crate::proto::http1::response_head::{self as head, Asked, HeadLimits, Parsed, ResponseBody};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 
 use super::pool::Lease;
 use super::Client;
-use crate::http::error::{ErrorKind, ProxyError};
+use crate::error::{ErrorKind, ProxyError};
 use crate::metrics::WorkerStats;
 use crate::sys::{peek, Peek};
 use monoio::net::TcpStream;

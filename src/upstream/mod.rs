@@ -20,15 +20,14 @@
 pub mod balance;
 mod call;
 pub mod connect;
-pub mod head;
 pub mod pool;
 
 pub use call::{call, Answer, CallRequest};
 pub use connect::{connect, Conn, Target};
 
 use crate::deadline::{Phase, Watch};
-use crate::http::error::{ErrorKind, ProxyError};
-use crate::http::io::BufStream;
+use crate::error::{ErrorKind, ProxyError};
+use crate::io::BufStream;
 use monoio::io::AsyncReadRent;
 use std::os::fd::RawFd;
 use std::time::Duration;

@@ -20,7 +20,7 @@
 //! connection's first bytes before handing it on untouched. Faults off, the
 //! accept loop pays one branch on an `Option` per accept.
 
-use super::{supervise, Worker};
+use super::Worker;
 use monoio::net::{TcpListener, TcpStream};
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -86,7 +86,7 @@ impl Faults {
             if !first.starts_with(TASK) {
                 return Ok((stream, peer));
             }
-            supervise::spawn_guarded(w.clone(), "connection", task_fault(stream));
+            crate::pipeline::tasks::spawn_guarded(w.clone(), "connection", task_fault(stream));
         }
     }
 }

@@ -2,28 +2,28 @@
 //! upstream pool and connections. Nothing on the request path is shared
 //! between workers except the snapshot pointer and relaxed counters.
 
-mod ctx;
 #[cfg(debug_assertions)]
 mod fault;
 pub mod listener;
 pub mod restart;
-pub mod shutdown;
+mod snapshot_ack;
 pub mod supervise;
 pub mod upkeep;
 
-pub use ctx::{BusyGuard, BusyRc, SnapshotAck, Worker};
+pub use crate::metrics::SnapshotAck;
+pub use crate::pipeline::ctx::{BusyGuard, BusyRc, OpenGuard, Worker};
 
 use crate::config::IoDriver;
-use crate::http::proxy::serve_connection;
 use crate::metrics::Registry;
-use crate::snapshot::SharedSnapshot;
+use crate::pipeline::http::conn::serve_connection;
+use crate::pipeline::snapshot::SharedSnapshot;
+use crate::shutdown::Shutdown;
 use futures_util::FutureExt;
 use monoio::net::{TcpListener, TcpStream};
 use monoio::time::TimeDriver;
 use monoio::{IoUringDriver, LegacyDriver, RuntimeBuilder};
-use shutdown::Shutdown;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::mpsc;
@@ -44,7 +44,7 @@ pub struct WorkerSpec {
     pub core: Option<core_affinity::CoreId>,
     pub drain_timeout: Duration,
     /// Commands from the admin thread (push API).
-    pub inbox: flume::Receiver<crate::ws::push::Command>,
+    pub inbox: flume::Receiver<crate::pipeline::ws::push::Command>,
     /// Reports the driver that runs, or why the worker could not start.
     pub ready: mpsc::Sender<Result<&'static str, String>>,
 }
@@ -81,7 +81,7 @@ fn build_runtime(driver: IoDriver) -> std::io::Result<(Runtime, &'static str)> {
 fn spawn(spec: WorkerSpec, notice: restart::ExitNotice) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name(format!("wasp-worker-{}", spec.id)).spawn(move || {
         let _notice = notice;
-        supervise::catch_on_this_thread();
+        crate::pipeline::tasks::catch_on_this_thread();
         let (id, stats) = (spec.id, spec.registry.worker(spec.id));
         // By the time this returns, unwinding has dropped the runtime, its
         // tasks and the listener: nothing of the worker is used again, so
@@ -144,13 +144,15 @@ async fn run(spec: WorkerSpec, w: Rc<Worker>, driver: &'static str) {
     };
     // Worker-long tasks, one line each: a panic restarts just that task.
     let (w2, inbox) = (w.clone(), spec.inbox);
-    supervise::spawn_service(w.clone(), "push inbox", move || crate::ws::push::serve_inbox(w2.clone(), inbox.clone()));
+    supervise::spawn_service(w.clone(), "push inbox", move || {
+        crate::pipeline::ws::push::serve_inbox(w2.clone(), inbox.clone())
+    });
     let (w2, drain) = (w.clone(), spec.drain_timeout);
     supervise::spawn_service(w.clone(), "websocket sweeper", move || sweep_websockets(w2.clone(), drain));
     let w2 = w.clone();
     supervise::spawn_service(w.clone(), "upkeep", move || upkeep::run(w2.clone()));
     let w2 = w.clone();
-    supervise::spawn_service(w.clone(), "snapshot ack", move || ctx::acknowledge_snapshots(w2.clone()));
+    supervise::spawn_service(w.clone(), "snapshot ack", move || snapshot_ack::acknowledge_snapshots(w2.clone()));
     let _ = spec.ready.send(Ok(driver));
 
     let stop = spec.shutdown.wait();
@@ -168,11 +170,15 @@ async fn run(spec: WorkerSpec, w: Rc<Worker>, driver: &'static str) {
                 if w.open.get() >= cap {
                     // Over the cap: close at once rather than queue without bound.
                     drop(stream);
-                    w.stats.error(crate::http::error::ErrorKind::Overloaded);
+                    w.stats.error(crate::error::ErrorKind::Overloaded);
                     continue;
                 }
                 let guard = OpenGuard::new(&w, stream.as_raw_fd());
-                supervise::spawn_guarded(w.clone(), "connection", serve_connection(stream, peer, w.clone(), guard));
+                crate::pipeline::tasks::spawn_guarded(
+                    w.clone(),
+                    "connection",
+                    serve_connection(stream, peer, w.clone(), guard),
+                );
             }
             Some(Err(e)) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -184,7 +190,7 @@ async fn run(spec: WorkerSpec, w: Rc<Worker>, driver: &'static str) {
     drop(listener);
     // WebSocket clients are told to go away (1001) and get their close handshake.
     for c in w.ws.all(None) {
-        c.request_close(crate::ws::frame::close::GOING_AWAY, "server shutting down");
+        c.request_close(crate::proto::ws::frame::close::GOING_AWAY, "server shutting down");
     }
     let deadline = Instant::now() + spec.drain_timeout;
     while (w.busy.get() > 0 || !w.ws.is_empty()) && Instant::now() < deadline {
@@ -235,7 +241,7 @@ async fn sweep_websockets(w: Rc<Worker>, drain: Duration) {
             removed.clear();
             continue;
         }
-        let now = crate::ws::conn::now_ms();
+        let now = crate::pipeline::ws::conn::now_ms();
         let snap = w.snapshot.load();
         if snap.version != seen_version {
             seen_version = snap.version;
@@ -243,11 +249,11 @@ async fn sweep_websockets(w: Rc<Worker>, drain: Duration) {
             // event uses the new routes); a removed endpoint's connections get
             // the drain period, then a 1001.
             for name in w.ws.endpoint_names() {
-                if !snap.endpoints.contains_key(&*name) && !removed.iter().any(|(n, _)| *n == name) {
+                if !snap.router.endpoints.contains_key(&*name) && !removed.iter().any(|(n, _)| *n == name) {
                     removed.push((name, now + drain.as_millis() as u64));
                 }
             }
-            removed.retain(|(n, _)| !snap.endpoints.contains_key(&**n));
+            removed.retain(|(n, _)| !snap.router.endpoints.contains_key(&**n));
         }
         drop(snap);
         removed.retain(|(name, at)| {
@@ -255,37 +261,10 @@ async fn sweep_websockets(w: Rc<Worker>, drain: Duration) {
                 return true;
             }
             for c in w.ws.all(Some(name)) {
-                c.request_close(crate::ws::frame::close::GOING_AWAY, "endpoint removed");
+                c.request_close(crate::proto::ws::frame::close::GOING_AWAY, "endpoint removed");
             }
             false
         });
         w.ws.sweep(now);
-    }
-}
-
-/// Counts an open client connection on the worker and in the metrics, and
-/// lists its socket for a dying worker to cut (`supervise::abandon`). It
-/// moves with the connection (into the WebSocket session after an upgrade)
-/// and drops with it.
-pub struct OpenGuard {
-    open: Rc<Worker>,
-    fd: RawFd,
-}
-
-impl OpenGuard {
-    pub fn new(w: &Rc<Worker>, fd: RawFd) -> Self {
-        w.open.set(w.open.get() + 1);
-        w.stats.open_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        supervise::client_opened(fd);
-        OpenGuard { open: w.clone(), fd }
-    }
-}
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        supervise::client_closed(self.fd);
-        let w = &self.open;
-        w.open.set(w.open.get().saturating_sub(1));
-        w.stats.open_connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }

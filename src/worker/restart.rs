@@ -16,9 +16,9 @@
 use super::{listener, WorkerSpec};
 use crate::config::IoDriver;
 use crate::metrics::Registry;
-use crate::snapshot::SharedSnapshot;
-use crate::worker::shutdown::Shutdown;
-use crate::ws::push::Command;
+use crate::pipeline::snapshot::SharedSnapshot;
+use crate::pipeline::ws::push::Command;
+use crate::shutdown::Shutdown;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};

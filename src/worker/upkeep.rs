@@ -32,7 +32,7 @@ pub async fn run(w: Rc<Worker>) {
             // to anything else belong to a removed instance.
             live_version = snap.version;
             live.clear();
-            live.extend(snap.services.values().flat_map(|s| s.config.instances.iter().copied()));
+            live.extend(snap.router.services.values().flat_map(|s| s.config.instances.iter().copied()));
             for e in &snap.gateway.endpoints {
                 live.extend(e.routes.iter().flat_map(|r| r.http.iter().map(|t| t.addr)));
             }

@@ -23,7 +23,7 @@ use wasp::control::Control;
 use wasp::metrics::Registry;
 use wasp::store::SqliteStore;
 use wasp::worker::restart::Health;
-use wasp::worker::shutdown::Shutdown;
+use wasp::shutdown::Shutdown;
 use wasp_fuzz::{config_text, Input};
 
 fn state() -> Arc<AdminState> {

@@ -9,7 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wasp::http::chunked::{ChunkError, ChunkedDecoder};
+use wasp::proto::http1::chunked::{ChunkError, ChunkedDecoder};
 use wasp_fuzz::Input;
 
 #[derive(Debug, PartialEq)]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use wasp::config::{Config, GatewayConfig};
 use wasp::control::Control;
 use wasp::metrics::Registry;
-use wasp::snapshot::Snapshot;
+use wasp::pipeline::snapshot::Snapshot;
 use wasp::store::SqliteStore;
 
 /// Services and endpoints in name order: the store lists them by name.

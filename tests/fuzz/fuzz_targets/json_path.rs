@@ -14,7 +14,7 @@ use libfuzzer_sys::fuzz_target;
 use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use std::collections::HashSet;
-use wasp::ws::jsonpath::{is_valid_json, JsonPath};
+use wasp::proto::jsonpath::{is_valid_json, JsonPath};
 
 /// A JSON document whose objects never repeat a member name (where
 /// "first" and "last" lookups would differ).

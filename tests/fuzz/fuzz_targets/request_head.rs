@@ -9,9 +9,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wasp::http::inline::IdGen;
-use wasp::http::request::{prepare, ClientInfo, HeadScan, Rejected, Routed};
-use wasp::snapshot::Snapshot;
+use wasp::proto::http1::inline::IdGen;
+use wasp::pipeline::http::request::{prepare, prepare_when_due, ClientInfo, HeadScan, Rejected, Routed};
+use wasp::pipeline::snapshot::Snapshot;
 use wasp_fuzz::{assert_clean_head, with_snapshot, Input};
 
 type Answer = Result<Option<Routed>, Box<Rejected>>;
@@ -74,7 +74,7 @@ fn read_in_pieces(
         let buf = &input[..cut];
         out.clear();
         let r = if resume {
-            scan.prepare(buf, snap, client, &ids, &mut out)
+            prepare_when_due(&mut scan, buf, snap, client, &ids, &mut out)
         } else {
             prepare(buf, snap, client, &ids, &mut out)
         };
@@ -89,7 +89,8 @@ fn read_in_pieces(
 fuzz_target!(|raw: &[u8]| {
     let input = Input::split(raw);
     let head = input.data;
-    let client = ClientInfo { peer_ip: "10.0.0.1".into(), trusted: input.flag(1) };
+    let mut client = ClientInfo::new("10.0.0.1".parse().expect("ip"));
+    client.trusted = input.flag(1);
     with_snapshot(input.flag(0), |snap| {
         let limits = &snap.gateway.limits;
         let cuts = input.cuts();

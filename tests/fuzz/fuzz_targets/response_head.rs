@@ -9,10 +9,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wasp::http::inline::IdGen;
-use wasp::http::request::{prepare, ClientInfo, Prepared, Routed};
-use wasp::http::response::{parse_response, Parsed};
-use wasp::upstream::head::{self, Asked, HeadLimits};
+use wasp::proto::http1::inline::IdGen;
+use wasp::pipeline::http::request::{prepare, ClientInfo, Prepared, Routed};
+use wasp::targets::http::response::{parse_response, Parsed};
+use wasp::proto::http1::response_head::{self as head, Asked, HeadLimits};
 use wasp_fuzz::{assert_clean_head, snapshot, Input, TIGHT};
 
 const REQUESTS: [&[u8]; 3] = [
@@ -23,12 +23,12 @@ const REQUESTS: [&[u8]; 3] = [
 
 thread_local! {
     /// (snapshot, the requests above prepared against it), per limits.
-    static STATE: [(wasp::snapshot::Snapshot, Vec<Prepared>); 2] = [state(""), state(TIGHT)];
+    static STATE: [(wasp::pipeline::snapshot::Snapshot, Vec<Prepared>); 2] = [state(""), state(TIGHT)];
 }
 
-fn state(limits: &str) -> (wasp::snapshot::Snapshot, Vec<Prepared>) {
+fn state(limits: &str) -> (wasp::pipeline::snapshot::Snapshot, Vec<Prepared>) {
     let snap = snapshot(limits);
-    let client = ClientInfo { peer_ip: "10.0.0.1".into(), trusted: false };
+    let client = ClientInfo::new("10.0.0.1".parse().expect("ip"));
     let ids = IdGen::new(1);
     let reqs = REQUESTS
         .iter()
@@ -64,7 +64,7 @@ fuzz_target!(|raw: &[u8]| {
         let (snap, reqs) = &s[usize::from(input.flag(0))];
         let req = &reqs[usize::from(input.byte(0) >> 1 & 3) % reqs.len()];
         let mut out = Vec::new();
-        match parse_response(buf, req, snap, input.flag(3), &mut out) {
+        match parse_response(buf, &req.facts(), &snap.gateway, None, input.flag(3), &mut out) {
             Ok(Parsed::Partial) => {}
             Ok(Parsed::Interim(n)) => assert!(n > 0 && n <= buf.len(), "{}", what()),
             Ok(Parsed::Final(r)) => {

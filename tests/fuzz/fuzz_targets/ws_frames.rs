@@ -11,10 +11,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wasp::ws::endpoint::Endpoint;
-use wasp::ws::frame::{check_close_payload, parse_header, unmask, Fail, OP_CLOSE, OP_PING, OP_PONG};
-use wasp::ws::jsonpath::is_valid_json;
-use wasp::ws::message::Assembler;
+use wasp::router::endpoint::Endpoint;
+use wasp::proto::ws::frame::{check_close_payload, parse_header, unmask, Fail, OP_CLOSE, OP_PING, OP_PONG};
+use wasp::proto::jsonpath::is_valid_json;
+use wasp::proto::ws::message::Assembler;
 use wasp_fuzz::{with_snapshot, Input};
 
 #[derive(Debug, PartialEq)]
@@ -93,7 +93,7 @@ fn run(input: &[u8], cuts: &[usize], max_frame: usize, max_message: usize, ep: &
 fuzz_target!(|raw: &[u8]| {
     let input = Input::split(raw);
     with_snapshot(false, |snap| {
-        let ep = snap.endpoints.get("chat").expect("endpoint chat");
+        let ep = snap.router.endpoints.get("chat").expect("endpoint chat");
         let (max_frame, max_message) = if input.flag(0) {
             (125, 256)
         } else {

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use wasp::config::Config;
 use wasp::control::runtime::{ControlRuntime, Handle};
 use wasp::metrics::Registry;
-use wasp::snapshot::Snapshot;
+use wasp::pipeline::snapshot::Snapshot;
 
 mod resolver;
 pub use resolver::install as install_resolver;

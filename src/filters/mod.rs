@@ -1,0 +1,246 @@
+//! Filters: small pieces of policy that run between routing and dispatch.
+//!
+//! A service's filters are built once per snapshot from its validated
+//! config ([`Chain::build`]), so a reload or an API apply swaps them with the
+//! routes, atomically; a built filter is immutable (`Send + Sync`) and
+//! whatever one request needs to remember lives in its [`Ctx`], which stays
+//! on the worker (not `Send`).
+//!
+//! In the request phase a filter looks at the [`Request`] (method,
+//! service-relative path, query, headers, client address) and returns an
+//! [`Action`]: go on, go on having changed something (request headers in
+//! `ctx.headers`, the upstream path in `ctx.path`), answer directly, or
+//! refuse with a [`ProxyError`] (which decides the status, as everywhere).
+//! A filter that returns `true` from [`Filter::wants_response`] is called
+//! again with the status just before the client's head is written, the
+//! service's answer or the gateway's own error answer alike, and may add
+//! and remove response headers.
+//!
+//! Filters run in the order written, except that `cors` filters run first:
+//! a browser's preflight is answered before any filter that could refuse it
+//! (an auth or a limit), and a refusal still carries the CORS headers the
+//! browser needs to read it.
+//!
+//! Writing one: implement [`Filter`] in a file of this folder, add its
+//! config variant in `config/filters.rs` and its arm in [`build`] (see
+//! `docs/filters.md`).
+
+pub mod access;
+pub mod cors;
+pub mod headers;
+pub mod rewrite;
+
+use crate::config::{FilterConfig, GatewayConfig, ServiceConfig};
+use crate::error::ProxyError;
+use crate::metrics::Registry;
+use crate::proto::http1::edits::HeaderEdits;
+use crate::targets::ResponseHook;
+use std::any::{Any, TypeId};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+/// A built filter.
+pub trait Filter: Send + Sync + std::fmt::Debug {
+    /// The `kind` it was configured with: the `filter` label of its metrics.
+    fn kind(&self) -> &'static str;
+
+    /// The request phase: after routing, before the upstream head is written.
+    fn request(&self, req: &Request<'_>, ctx: &mut Ctx) -> Action;
+
+    /// Whether [`response`](Self::response) should be called.
+    fn wants_response(&self) -> bool {
+        false
+    }
+
+    /// The response phase: `status` is the service's, or the gateway's for
+    /// its own error answers; `edits` are applied to the client's head.
+    fn response(&self, _status: u16, _ctx: &Ctx, _edits: &mut HeaderEdits) {}
+}
+
+/// What a filter decided about a request.
+pub enum Action {
+    /// Nothing to do for this request.
+    Pass,
+    /// Changed the request (or asked to change its answer): go on.
+    Changed,
+    /// Answer with this, without calling the service.
+    Respond(Answer),
+    /// Refuse: the error decides the status and the JSON body.
+    Reject(ProxyError),
+}
+
+impl Action {
+    /// The `action` label of `wasp_filter_actions_total`.
+    fn index(&self) -> usize {
+        match self {
+            Action::Pass => 0,
+            Action::Changed => 1,
+            Action::Respond(_) => 2,
+            Action::Reject(_) => 3,
+        }
+    }
+}
+
+const ACTIONS: [&str; 4] = ["pass", "changed", "answered", "refused"];
+
+/// An answer a filter gives itself (a CORS preflight).
+#[derive(Debug, Default)]
+pub struct Answer {
+    pub status: u16,
+    /// Headers besides framing and `x-request-id`, which the gateway writes.
+    pub headers: HeaderEdits,
+    pub body: Vec<u8>,
+}
+
+/// The request as filters see it. Borrows the client's read buffer: nothing
+/// is copied for a filter that only looks.
+pub struct Request<'a> {
+    pub method: &'a str,
+    pub service: &'a str,
+    /// The service-relative path, normalised as it will be forwarded (dot
+    /// segments resolved, percent-encodings kept), before any rewrite.
+    pub path: &'a str,
+    /// The query string without `?` (empty when none).
+    pub query: &'a str,
+    pub headers: &'a [httparse::Header<'a>],
+    /// The client's address: the peer's, or, when the peer is one of
+    /// `server.trusted_proxies`, the one they forwarded for (never a raw
+    /// `X-Forwarded-For` from an untrusted peer).
+    pub client_ip: IpAddr,
+}
+
+impl<'a> Request<'a> {
+    /// The value of the first header named `name` (any case), trimmed.
+    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| crate::proto::http1::headers::trim(h.value))
+    }
+}
+
+/// Per-request state of the filters. Empty (and allocation-free) until a
+/// filter writes to it.
+#[derive(Default)]
+pub struct Ctx {
+    /// Edits to the head sent to the service.
+    pub headers: HeaderEdits,
+    /// The service-relative path sent instead of the client's (the query
+    /// string is kept as sent).
+    pub path: Option<String>,
+    /// Whatever a filter keeps between its request and response phases,
+    /// one value per type.
+    state: Vec<(TypeId, Box<dyn Any>)>,
+}
+
+impl Ctx {
+    /// Keeps `value` for this request, replacing an earlier one of its type.
+    pub fn insert<T: 'static>(&mut self, value: T) {
+        let id = TypeId::of::<T>();
+        self.state.retain(|(t, _)| *t != id);
+        self.state.push((id, Box::new(value)));
+    }
+
+    pub fn get<T: 'static>(&self) -> Option<&T> {
+        let id = TypeId::of::<T>();
+        self.state.iter().find(|(t, _)| *t == id).and_then(|(_, v)| v.downcast_ref())
+    }
+}
+
+/// What the request phase of a chain ended with.
+pub enum Flow {
+    Continue,
+    Respond(Answer),
+    Reject(ProxyError),
+}
+
+/// A filter with its counters.
+#[derive(Debug)]
+struct Counted {
+    filter: Box<dyn Filter>,
+    /// By `Action::index`.
+    counters: [Arc<AtomicU64>; 4],
+}
+
+/// A service's filters, in run order.
+#[derive(Debug, Default)]
+pub struct Chain {
+    filters: Vec<Counted>,
+    /// Some filter wants the response phase.
+    responds: bool,
+}
+
+impl Chain {
+    /// Builds the filters of `service` (validated config: cannot fail).
+    pub fn build(service: &ServiceConfig, gateway: &GatewayConfig, registry: &Registry) -> Chain {
+        let mut built: Vec<Box<dyn Filter>> = service.filters.iter().map(|f| build(f, gateway)).collect();
+        // Stable: `cors` first, the rest in the order written.
+        built.sort_by_key(|f| f.kind() != "cors");
+        Chain::from_filters(&service.name, built, registry)
+    }
+
+    /// A chain of filters built elsewhere (tests, embedders).
+    pub fn from_filters(service: &str, filters: Vec<Box<dyn Filter>>, registry: &Registry) -> Chain {
+        let filters: Vec<Counted> = filters
+            .into_iter()
+            .map(|filter| {
+                let kind = filter.kind();
+                let counters = ACTIONS.map(|a| registry.filter_action(service, kind, a));
+                Counted { filter, counters }
+            })
+            .collect();
+        let responds = filters.iter().any(|c| c.filter.wants_response());
+        Chain { filters, responds }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.filters.is_empty()
+    }
+
+    /// The request phase: every filter in order, until one answers or refuses.
+    pub fn request(&self, req: &Request<'_>, ctx: &mut Ctx) -> Flow {
+        for c in &self.filters {
+            let action = c.filter.request(req, ctx);
+            c.counters[action.index()].fetch_add(1, Relaxed);
+            match action {
+                Action::Pass | Action::Changed => {}
+                Action::Respond(a) => return Flow::Respond(a),
+                Action::Reject(e) => return Flow::Reject(e),
+            }
+        }
+        Flow::Continue
+    }
+
+    /// The response phase of this request's filters, when any wants it.
+    pub fn response_hook<'a>(&'a self, ctx: &'a Ctx) -> Option<ResponseFilters<'a>> {
+        self.responds.then_some(ResponseFilters { chain: self, ctx })
+    }
+}
+
+/// The response phase of one request: given to the target, which calls it
+/// when it writes the client's head.
+pub struct ResponseFilters<'a> {
+    chain: &'a Chain,
+    ctx: &'a Ctx,
+}
+
+impl ResponseHook for ResponseFilters<'_> {
+    fn response(&self, status: u16, edits: &mut HeaderEdits) {
+        for c in self.chain.filters.iter().filter(|c| c.filter.wants_response()) {
+            c.filter.response(status, self.ctx, edits);
+        }
+    }
+}
+
+/// Builds one filter from its validated config.
+pub fn build(config: &FilterConfig, _gateway: &GatewayConfig) -> Box<dyn Filter> {
+    match config {
+        FilterConfig::Headers(rules) => Box::new(headers::RequestHeaders::new(rules)),
+        FilterConfig::ResponseHeaders(rules) => Box::new(headers::ResponseHeaders::new(rules)),
+        FilterConfig::Cors(c) => Box::new(cors::Cors::new(c)),
+        FilterConfig::Block(c) => Box::new(access::Access::block(c)),
+        FilterConfig::Allow(c) => Box::new(access::Access::allow(c)),
+        FilterConfig::Rewrite(r) => Box::new(rewrite::Rewrite::new(r)),
+    }
+}

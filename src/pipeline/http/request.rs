@@ -1,0 +1,328 @@
+//! The request phases that run on bytes already read, synchronously:
+//!
+//! 1. **read head**: [`request_head::parse`] — the head, in place;
+//! 2. **framing**: [`RequestHead::framing`] — one meaning, or `400`;
+//! 3. **route**: normalise the path, [`Router::route`](crate::router::Router::route);
+//! 4. **request filters**: the service's [`Chain`](crate::filters::Chain);
+//! 5. **upstream head**: [`forward::write_upstream_head`], after the filters.
+//!
+//! Benchmarked on its own (`benches/hot_path.rs`). The output is the head
+//! the upstream will receive, written into `out`, and a [`Prepared`]
+//! summary of what the rest of the exchange needs to know.
+
+use super::forward::{connect_header, write_upstream_head, Upstream};
+use crate::config::{IpNet, Underscores};
+use crate::error::{ErrorKind, ProxyError};
+use crate::filters::{self, Answer, Ctx, Flow};
+use crate::pipeline::snapshot::{Service, Snapshot};
+use crate::proto::http1::headers::{list_items, trim};
+use crate::proto::http1::inline::{acceptable_request_id, IdGen, Method, RequestId};
+use crate::proto::http1::path::route_target;
+use crate::proto::http1::request_head::{self, RequestHead, RequestLimits};
+use crate::router::Route;
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+pub use crate::proto::http1::head_scan::{HeadScan, ScanLimits};
+pub use crate::proto::http1::RequestBody;
+
+/// Per-connection facts the phases need.
+pub struct ClientInfo {
+    pub peer: IpAddr,
+    /// The peer address as text, computed once per connection.
+    pub peer_ip: String,
+    /// Whether the peer is a trusted proxy whose X-Forwarded-* we extend.
+    pub trusted: bool,
+}
+
+impl ClientInfo {
+    pub fn new(peer: IpAddr) -> Self {
+        ClientInfo { peer, peer_ip: peer.to_string(), trusted: false }
+    }
+
+    /// The client's address: the peer's, unless the peer is a trusted proxy;
+    /// then the right-most `X-Forwarded-For` entry that is not itself a
+    /// trusted proxy (the first hop no trusted party vouches for). Entries
+    /// that are not addresses end the walk at the hop that sent them.
+    pub fn client_ip(&self, head: &RequestHead<'_>, proxies: &[IpNet]) -> IpAddr {
+        if !self.trusted {
+            return self.peer;
+        }
+        let mut ip = self.peer;
+        let fields = head.headers.iter().rev().filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"));
+        for field in fields {
+            let items: Vec<&[u8]> = list_items(trim(field.value)).collect();
+            for item in items.into_iter().rev() {
+                let Some(next) = std::str::from_utf8(item).ok().and_then(|s| s.parse::<IpAddr>().ok()) else {
+                    return ip;
+                };
+                ip = next.to_canonical();
+                if !proxies.iter().any(|n| n.contains(ip)) {
+                    return ip;
+                }
+            }
+        }
+        ip
+    }
+}
+
+/// What the exchange needs from a validated, routed request.
+pub struct Prepared {
+    /// Bytes of the client buffer the head took.
+    pub head_len: usize,
+    pub service: Arc<Service>,
+    pub body: RequestBody,
+    pub keep_alive: bool,
+    pub expect_continue: bool,
+    pub upgrade: bool,
+    pub is_head: bool,
+    pub http10: bool,
+    pub meta: Meta,
+    /// The filters' per-request state, for the response phase.
+    pub ctx: Ctx,
+    /// A filter answered or refused: the service is not called.
+    pub early: Option<Box<Early>>,
+}
+
+impl Prepared {
+    /// What a target needs to know of the request.
+    pub fn facts(&self) -> crate::targets::RequestFacts<'_> {
+        crate::targets::RequestFacts {
+            method: &self.meta.method,
+            request_id: &self.meta.request_id,
+            body: self.body,
+            expect_continue: self.expect_continue,
+            upgrade: self.upgrade,
+            is_head: self.is_head,
+            http10: self.http10,
+        }
+    }
+}
+
+/// A request a filter ended before dispatch.
+pub enum Early {
+    Respond(Answer),
+    Reject(ProxyError),
+}
+
+/// Identity of a request for logs and error bodies.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    pub method: Method,
+    pub request_id: RequestId,
+    /// The raw target, kept only when the access log is on.
+    pub target: Option<String>,
+    /// The routed service name, when routing got that far.
+    pub service: Option<Arc<str>>,
+}
+
+/// A request for a WebSocket endpoint, handshake validated.
+pub struct WsUpgrade {
+    pub head_len: usize,
+    pub endpoint: Arc<crate::router::endpoint::Endpoint>,
+    /// `Sec-WebSocket-Accept` for the 101.
+    pub accept: String,
+    pub path: String,
+    pub query: String,
+    /// The client's headers (hop-by-hop and protected ones removed), for `$connect`.
+    pub headers: Vec<(String, String)>,
+    pub meta: Meta,
+}
+
+/// Where a prepared request goes.
+#[allow(clippy::large_enum_variant)] // built once per request and moved once: boxing would cost an allocation
+pub enum Routed {
+    Http(Prepared),
+    WebSocket(Box<WsUpgrade>),
+}
+
+/// A request refused before any upstream saw it.
+pub struct Rejected {
+    pub error: ProxyError,
+    pub meta: Meta,
+    /// The head's length when the connection can go on after the answer
+    /// (a complete, bodiless, keep-alive request): otherwise it is closed.
+    pub continue_after: Option<usize>,
+}
+
+fn limits_of(snap: &Snapshot) -> RequestLimits {
+    let l = &snap.gateway.limits;
+    RequestLimits {
+        max_header_bytes: l.max_header_bytes,
+        max_headers: l.max_headers,
+        max_uri_bytes: l.max_uri_bytes,
+        max_body_bytes: l.max_body_bytes,
+    }
+}
+
+/// Runs the phases on the head in `buf`. `Ok(None)`: not complete yet.
+pub fn prepare(
+    buf: &[u8],
+    snap: &Snapshot,
+    client: &ClientInfo,
+    ids: &IdGen,
+    out: &mut Vec<u8>,
+) -> Result<Option<Routed>, Box<Rejected>> {
+    // Phase: read head.
+    let limits = limits_of(snap);
+    let mut storage = request_head::storage();
+    let head = match request_head::parse(buf, &mut storage, &limits) {
+        Ok(Some(h)) => h,
+        Ok(None) => return Ok(None),
+        Err(r) => {
+            let meta = Meta {
+                method: Method::new(r.method.unwrap_or("-").as_bytes()),
+                request_id: ids.next(),
+                target: None,
+                service: None,
+            };
+            return Err(Box::new(Rejected { error: r.error, meta, continue_after: None }));
+        }
+    };
+    let request_id = match head.seen.request_id {
+        Some(v) if acceptable_request_id(v) => RequestId::new(v),
+        _ => ids.next(),
+    };
+    let mut meta = Meta {
+        method: Method::new(head.method.as_bytes()),
+        request_id,
+        target: snap.gateway.access_log.then(|| String::from_utf8_lossy(head.target).into_owned()),
+        service: None,
+    };
+    macro_rules! fail {
+        ($err:expr) => {
+            return Err(Box::new(Rejected { error: $err, meta, continue_after: None }))
+        };
+    }
+
+    // Phase: framing.
+    let framing = match head.framing(&limits) {
+        Ok(f) => f,
+        Err(e) => fail!(e),
+    };
+    if head.seen.underscored && snap.gateway.underscores == Underscores::Reject {
+        fail!(ProxyError::bad_request("a header name contains '_' (refused by headers.underscores = \"reject\")"));
+    }
+
+    // Phase: route (normalise the path, then look the service up).
+    let routed = match route_target(head.target, snap.gateway.encoded_slash) {
+        Ok(r) => r,
+        Err(e) => fail!(ProxyError::bad_request(e.message())),
+    };
+    let (path, query) = match routed.upstream_target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (routed.upstream_target.as_str(), None),
+    };
+    let service = match snap.router.route(&routed.service, path) {
+        Route::Http(s) => s,
+        Route::Ws(ep) => {
+            meta.service = Some(Arc::from(ep.name()));
+            if !framing.websocket {
+                fail!(ProxyError::new(ErrorKind::UpgradeRequired, "this path accepts only WebSocket upgrades"));
+            }
+            if head.seen.ws_version != Some(b"13") {
+                fail!(ProxyError::bad_request("Sec-WebSocket-Version must be 13"));
+            }
+            let key = match head.seen.ws_key {
+                Some(k) if crate::proto::ws::handshake::valid_key(k) => k,
+                _ => fail!(ProxyError::bad_request("Sec-WebSocket-Key must be the base64 of 16 bytes")),
+            };
+            let headers = head
+                .headers
+                .iter()
+                .filter(|h| connect_header(h.name.as_bytes(), snap, head.seen.underscored))
+                .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(trim(h.value)).into_owned()))
+                .collect();
+            let full =
+                if path == "/" { format!("/{}", routed.service) } else { format!("/{}{}", routed.service, path) };
+            return Ok(Some(Routed::WebSocket(Box::new(WsUpgrade {
+                head_len: head.len,
+                endpoint: ep.clone(),
+                accept: crate::proto::ws::handshake::accept_key(key),
+                path: full,
+                query: query.unwrap_or("").to_string(),
+                headers,
+                meta,
+            }))));
+        }
+        Route::None => {
+            if !routed.service.is_empty() && routed.service.len() <= 64 {
+                meta.service = Some(Arc::from(routed.service.as_str()));
+            }
+            // A well-formed request for a path we do not route leaves the
+            // connection in sync when nothing follows its head.
+            let keep = framing.body == RequestBody::None && !framing.upgrade && framing.keep_alive;
+            let error = ProxyError::new(ErrorKind::UnknownService, "no service is routed at this path");
+            return Err(Box::new(Rejected { error, meta, continue_after: keep.then_some(head.len) }));
+        }
+    };
+    meta.service = Some(service.name.clone());
+
+    // Phase: request filters.
+    let mut ctx = Ctx::default();
+    let mut early = None;
+    if let Some(chain) = snap.filters.get(service.index).filter(|c| !c.is_empty()) {
+        let view = filters::Request {
+            method: head.method,
+            service: &service.name,
+            path,
+            query: query.unwrap_or(""),
+            headers: head.headers,
+            client_ip: client.client_ip(&head, &snap.gateway.trusted_proxies),
+        };
+        match chain.request(&view, &mut ctx) {
+            Flow::Continue => {}
+            Flow::Respond(a) => early = Some(Box::new(Early::Respond(a))),
+            Flow::Reject(e) => early = Some(Box::new(Early::Reject(e))),
+        }
+    }
+
+    // Phase: upstream head (not needed when a filter ended the request).
+    if early.is_none() {
+        let target: Cow<'_, str> = match (ctx.path.take(), query) {
+            (None, _) => Cow::Borrowed(&routed.upstream_target),
+            (Some(p), None) => Cow::Owned(p),
+            (Some(p), Some(q)) => Cow::Owned(format!("{p}?{q}")),
+        };
+        let up = Upstream { target: &target, framing, service, request_id: &meta.request_id, edits: &ctx.headers };
+        write_upstream_head(out, &head, &up, snap, client);
+    }
+
+    Ok(Some(Routed::Http(Prepared {
+        head_len: head.len,
+        service: service.clone(),
+        body: framing.body,
+        keep_alive: framing.keep_alive,
+        expect_continue: framing.expect_continue,
+        upgrade: framing.upgrade,
+        is_head: head.method == "HEAD",
+        http10: head.http10,
+        meta,
+        ctx,
+        early,
+    })))
+}
+
+/// [`prepare`] when `scan` says the bytes read since the last look can
+/// change its answer; `Ok(None)` (read more) without parsing otherwise.
+pub fn prepare_when_due(
+    scan: &mut HeadScan,
+    buf: &[u8],
+    snap: &Snapshot,
+    client: &ClientInfo,
+    ids: &IdGen,
+    out: &mut Vec<u8>,
+) -> Result<Option<Routed>, Box<Rejected>> {
+    let l = &snap.gateway.limits;
+    let limits =
+        ScanLimits { max_header_bytes: l.max_header_bytes, max_headers: l.max_headers, max_uri_bytes: l.max_uri_bytes };
+    if !scan.due(buf, &limits) {
+        return Ok(None);
+    }
+    let r = prepare(buf, snap, client, ids, out);
+    if let Ok(None) = r {
+        scan.partial(buf.len());
+    }
+    r
+}

@@ -1,0 +1,258 @@
+//! What happens to one client event: validate, pick a route, ack, forward to
+//! the route's backends in parallel, send back the reply or an error event.
+//! Also the `$connect`, `$disconnect` and `$error` calls.
+
+use crate::error::{ErrorKind, ProxyError};
+use crate::pipeline::ctx::{BusyRc, Worker};
+use crate::pipeline::ws::conn::{json_string, WsConn};
+use crate::pipeline::ws::inflight::{cleared, cost, strike, Reserved};
+use crate::proto::jsonpath::is_valid_json;
+use crate::proto::ws::frame::{OP_BINARY, OP_TEXT};
+use crate::proto::ws::message::Message;
+use crate::router::endpoint::Endpoint;
+use crate::router::endpoint::Route;
+use crate::targets::{Delivered, EventInfo};
+use futures_util::future::join_all;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// `{"type":"error","error":CODE,"message":...,"route":...,"request_id":...}`
+pub fn error_event(code: &str, message: &str, route: Option<&str>, request_id: &str, status: Option<u16>) -> Vec<u8> {
+    let mut s = format!(r#"{{"type":"error","error":{},"message":{}"#, json_string(code), json_string(message));
+    if let Some(r) = route {
+        s.push_str(&format!(r#","route":{}"#, json_string(r)));
+    }
+    s.push_str(&format!(r#","request_id":{}"#, json_string(request_id)));
+    if let Some(st) = status {
+        s.push_str(&format!(r#","status":{st}"#));
+    }
+    s.push('}');
+    s.into_bytes()
+}
+
+/// The event's own `id` (a string or a number) as JSON text, if it has one.
+fn event_id(event: &[u8]) -> Option<String> {
+    let v = sonic_rs::get_from_slice(event, ["id"]).ok()?;
+    let raw = v.as_raw_str();
+    let ok = raw.starts_with('"') || raw.bytes().all(|b| b.is_ascii_digit() || b == b'-' || b == b'.');
+    (ok && raw.len() <= 256).then(|| raw.to_string())
+}
+
+/// Handles one complete data message of a `routes` endpoint.
+pub fn on_event(w: &Rc<Worker>, conn: &Rc<WsConn>, _at_connect: &Arc<Endpoint>, msg: Message) {
+    let request_id = w.ids.next();
+    let rid = request_id.as_str();
+    // The endpoint as of now: a reload applies to the next event.
+    let snap = w.snapshot.load();
+    let Some(ep) = snap.router.endpoints.get(&*conn.endpoint).cloned() else {
+        // Removed by a reload: the worker's sweeper closes the connection
+        // (1001) when the drain period ends; until then events are refused.
+        let _ = conn.send(
+            OP_TEXT,
+            &error_event(
+                "endpoint_removed",
+                "this endpoint was removed; the connection will be closed",
+                None,
+                rid,
+                None,
+            ),
+        );
+        return;
+    };
+    drop(snap);
+    if !msg.text {
+        let _ =
+            conn.send(OP_TEXT, &error_event("binary_not_supported", "events are JSON text messages", None, rid, None));
+        return;
+    }
+    if !is_valid_json(&msg.data) {
+        let e = error_event("invalid_json", "the event is not a JSON document", None, rid, None);
+        let _ = conn.send(OP_TEXT, &e);
+        notify_error(w, conn, &ep, e, rid);
+        return;
+    }
+    let Some(route) = ep.select(&msg.data) else {
+        let e = error_event(
+            "no_route",
+            "no route matches the event and the endpoint has no $default route",
+            None,
+            rid,
+            None,
+        );
+        let _ = conn.send(OP_TEXT, &e);
+        notify_error(w, conn, &ep, e, rid);
+        return;
+    };
+    if route.ack {
+        let id = event_id(&msg.data).unwrap_or_else(|| json_string(rid));
+        let ack = format!(r#"{{"type":"ack","route":{},"id":{id}}}"#, json_string(&route.key));
+        let _ = conn.send(OP_TEXT, ack.as_bytes());
+    }
+    if route.targets.is_empty() {
+        return;
+    }
+    let bytes = cost(msg.data.len(), route.targets.len());
+    let Some(reserved) = Reserved::try_new(conn, bytes, ep.config.limits.max_inflight_bytes) else {
+        let _ = conn.send(
+            OP_TEXT,
+            &error_event(
+                "too_many_inflight",
+                "this connection has too much in flight (max_inflight_bytes); send again later",
+                Some(&route.key),
+                rid,
+                None,
+            ),
+        );
+        strike(conn);
+        return;
+    };
+    let (w, conn, rid) = (w.clone(), conn.clone(), rid.to_string());
+    let route_key = route.key.clone();
+    crate::pipeline::tasks::spawn_guarded(w.clone(), "websocket event", async move {
+        // Guards: given back however the task ends, a caught panic included.
+        let _busy = BusyRc::new(&w);
+        let _reserved = reserved;
+        if crate::pipeline::ws::session::injected_fault(&msg.data, b"\"__wasp_fault/event\"") {
+            panic!("injected fault: websocket event task (WASP_DEBUG_FAULTS)");
+        }
+        if let Some(route) = ep.route(&route_key) {
+            forward(&w, &conn, &ep, route, &msg.data, &rid).await;
+        }
+    });
+}
+
+/// Counts what the calls' results say about flooding: a call refused at the
+/// backend's connection cap is a strike, work done otherwise clears them.
+fn tally(conn: &WsConn, results: &[Result<Delivered, ProxyError>]) {
+    if results.iter().any(|r| matches!(r, Err(e) if e.kind == ErrorKind::Overloaded)) {
+        strike(conn);
+    } else {
+        cleared(conn);
+    }
+}
+
+/// Sends the event to every backend of the route at once.
+async fn forward(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, route: &Route, body: &[u8], rid: &str) {
+    let conn_id = conn.id.display(w.node);
+    let info = EventInfo { connection_id: &conn_id, endpoint: ep.name(), route: &route.key, request_id: rid };
+    let calls = route.targets.iter().map(|t| t.deliver(w.env(), &info, body, route.timeout));
+    let results: Vec<Result<Delivered, ProxyError>> = join_all(calls).await;
+    tally(conn, &results);
+    if route.reply {
+        if let Some(Ok(a)) = results.first() {
+            if (200..300).contains(&a.status) && !a.body.is_empty() {
+                let op = if std::str::from_utf8(&a.body).is_ok() { OP_TEXT } else { OP_BINARY };
+                let _ = conn.send(op, &a.body);
+            }
+        }
+    }
+    let failed = results.iter().zip(&route.targets).find_map(|(r, t)| match r {
+        Ok(a) if (200..300).contains(&a.status) => None,
+        Ok(a) => Some((a.status, format!("{} answered {}", t.name(), a.status))),
+        Err(e) => Some((e.status(), format!("{}: {}", t.name(), e.message))),
+    });
+    if let Some((status, message)) = failed {
+        let e = error_event("integration_failed", &message, Some(&route.key), rid, Some(status));
+        let _ = conn.send(OP_TEXT, &e);
+        notify_error(w, conn, ep, e, rid);
+    }
+}
+
+/// Tells the `$error` route (when configured) about a failed event. The
+/// call shares the connection's in-flight bound: with no room it is skipped
+/// (the client already has its error event) and counts as a strike.
+fn notify_error(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, error: Vec<u8>, rid: &str) {
+    let Some(route) = ep.route("$error").filter(|r| !r.targets.is_empty()) else {
+        return;
+    };
+    let bytes = cost(error.len(), route.targets.len());
+    let Some(reserved) = Reserved::try_new(conn, bytes, ep.config.limits.max_inflight_bytes) else {
+        tracing::debug!(endpoint = ep.name(), "$error call skipped: the connection has too much in flight");
+        strike(conn);
+        return;
+    };
+    let (ep, conn, rid) = (ep.clone(), conn.clone(), rid.to_string());
+    let w = w.clone();
+    crate::pipeline::tasks::spawn_guarded(w.clone(), "websocket $error", async move {
+        let _busy = BusyRc::new(&w);
+        let _reserved = reserved;
+        let Some(route) = ep.route("$error") else { return };
+        let conn_id = conn.id.display(w.node);
+        let info = EventInfo { connection_id: &conn_id, endpoint: ep.name(), route: "$error", request_id: &rid };
+        let calls = route.targets.iter().map(|t| t.deliver(w.env(), &info, &error, route.timeout));
+        let results = join_all(calls).await;
+        tally(&conn, &results);
+        for e in results.iter().filter_map(|r| r.as_ref().err()) {
+            // At the backend's connection cap the refusal is the design
+            // working, counted as a strike: not worth a line per event.
+            if e.kind == ErrorKind::Overloaded {
+                tracing::debug!(endpoint = ep.name(), error = %e, "$error integration refused");
+            } else {
+                tracing::warn!(endpoint = ep.name(), error = %e, "$error integration failed");
+            }
+        }
+    });
+}
+
+/// Calls `$connect`: every backend must answer 2xx. Returns the groups to
+/// join, or the status that refuses the handshake.
+pub async fn on_connect(
+    w: &Worker,
+    ep: &Endpoint,
+    conn_id: &str,
+    rid: &str,
+    body: &[u8],
+) -> Result<Vec<String>, (u16, String)> {
+    let Some(route) = ep.route("$connect").filter(|r| !r.targets.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let info = EventInfo { connection_id: conn_id, endpoint: ep.name(), route: "$connect", request_id: rid };
+    let results = join_all(route.targets.iter().map(|t| t.deliver(w.env(), &info, body, route.timeout))).await;
+    let mut groups = Vec::new();
+    for r in results {
+        match r {
+            Ok(a) if (200..300).contains(&a.status) => {
+                for g in a.groups.iter().flat_map(|g| g.split(',')) {
+                    let g = g.trim();
+                    if !g.is_empty() && g.len() <= 128 {
+                        groups.push(g.to_string());
+                    }
+                }
+            }
+            Ok(a) => return Err((a.status.clamp(400, 599), String::from_utf8_lossy(&a.body).into_owned())),
+            Err(e) => return Err((e.status(), e.message.to_string())),
+        }
+    }
+    Ok(groups)
+}
+
+/// Calls `$disconnect` in the background. It is never refused (one per
+/// connection), but shares the connection's in-flight bound: it waits for
+/// room behind the connection's events still in flight.
+pub fn on_disconnect(w: &Rc<Worker>, conn: Rc<WsConn>, ep: Arc<Endpoint>, code: u16, reason: String) {
+    if ep.route("$disconnect").is_none_or(|r| r.targets.is_empty()) {
+        return;
+    }
+    let w = w.clone();
+    crate::pipeline::tasks::spawn_guarded(w.clone(), "websocket $disconnect", async move {
+        let _busy = BusyRc::new(&w);
+        let Some(route) = ep.route("$disconnect") else { return };
+        let rid = w.ids.next();
+        let conn_id = conn.id.display(w.node);
+        let body = format!(
+            r#"{{"connection_id":"{conn_id}","endpoint":{},"close_code":{code},"reason":{}}}"#,
+            json_string(ep.name()),
+            json_string(&reason)
+        );
+        let bytes = cost(body.len(), route.targets.len());
+        let _reserved = Reserved::wait(&conn, bytes, ep.config.limits.max_inflight_bytes).await;
+        let info =
+            EventInfo { connection_id: &conn_id, endpoint: ep.name(), route: "$disconnect", request_id: rid.as_str() };
+        for r in join_all(route.targets.iter().map(|t| t.deliver(w.env(), &info, body.as_bytes(), route.timeout))).await
+        {
+            if let Err(e) = r {
+                tracing::warn!(endpoint = ep.name(), error = %e, "$disconnect integration failed");
+            }
+        }
+    });
+}

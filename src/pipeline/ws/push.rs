@@ -1,0 +1,164 @@
+//! The push API: the admin thread sends commands to the worker that owns a
+//! connection (read from the id) or to every worker (groups, endpoints), and
+//! awaits the answer. Workers handle commands on their own thread, so the
+//! connection table needs no lock.
+
+use crate::pipeline::ctx::Worker;
+use crate::pipeline::ws::conn::{ConnId, QueueError};
+use crate::proto::ws::frame::{OP_BINARY, OP_TEXT};
+use std::rc::Rc;
+use std::sync::Arc;
+
+pub enum SendOutcome {
+    Queued,
+    Gone,
+    /// The client reads too slowly; it is being closed (`1013`).
+    Full,
+    /// Larger than the connection's `max_message_bytes` (given): refused,
+    /// the connection stays as it was.
+    TooLarge(usize),
+}
+
+/// What one worker did with a broadcast.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Delivered {
+    pub queued: usize,
+    /// Targets whose `max_message_bytes` is below the message's size.
+    pub too_large: usize,
+    /// The smallest such limit (for the refusal's message).
+    pub limit: usize,
+}
+
+pub enum Command {
+    Send {
+        id: ConnId,
+        body: Arc<Vec<u8>>,
+        reply: flume::Sender<SendOutcome>,
+    },
+    Info {
+        id: ConnId,
+        reply: flume::Sender<Option<String>>,
+    },
+    Close {
+        id: ConnId,
+        code: u16,
+        reason: String,
+        reply: flume::Sender<bool>,
+    },
+    /// Connections with `id > after`, in id order, at most `limit`.
+    List {
+        endpoint: Option<String>,
+        group: Option<String>,
+        after: u64,
+        limit: usize,
+        reply: flume::Sender<Vec<(u64, String)>>,
+    },
+    Join {
+        id: ConnId,
+        group: String,
+        reply: flume::Sender<bool>,
+    },
+    Leave {
+        id: ConnId,
+        group: String,
+        reply: flume::Sender<bool>,
+    },
+    /// To a group, to an endpoint, or (both `None`) to every connection.
+    Broadcast {
+        group: Option<String>,
+        endpoint: Option<String>,
+        body: Arc<Vec<u8>>,
+        reply: flume::Sender<Delivered>,
+    },
+    /// Close every connection (drain).
+    CloseAll {
+        code: u16,
+        reason: String,
+    },
+    /// Answers with the snapshot version the worker sees now (apply latency).
+    Sync {
+        reply: flume::Sender<u64>,
+    },
+}
+
+fn opcode(body: &[u8]) -> u8 {
+    if std::str::from_utf8(body).is_ok() {
+        OP_TEXT
+    } else {
+        OP_BINARY
+    }
+}
+
+/// Runs on the worker: answers commands until the sender side is gone.
+pub async fn serve_inbox(w: Rc<Worker>, rx: flume::Receiver<Command>) {
+    while let Ok(cmd) = rx.recv_async().await {
+        handle(&w, cmd);
+    }
+}
+
+pub fn handle(w: &Worker, cmd: Command) {
+    match cmd {
+        Command::Send { id, body, reply } => {
+            let out = match w.ws.get(id) {
+                None => SendOutcome::Gone,
+                Some(c) => match c.push(opcode(&body), &body) {
+                    Ok(()) => SendOutcome::Queued,
+                    Err(QueueError::Full) => SendOutcome::Full,
+                    Err(QueueError::Closing) => SendOutcome::Gone,
+                    Err(QueueError::TooLarge(limit)) => SendOutcome::TooLarge(limit),
+                },
+            };
+            let _ = reply.send(out);
+        }
+        Command::Info { id, reply } => {
+            let _ = reply.send(w.ws.get(id).map(|c| c.info_json(w.node)));
+        }
+        Command::Close { id, code, reason, reply } => {
+            let found = w.ws.get(id).map(|c| c.request_close(code, &reason)).is_some();
+            let _ = reply.send(found);
+        }
+        Command::List { endpoint, group, after, limit, reply } => {
+            let mut conns = match &group {
+                Some(g) => w.ws.group_members(g),
+                None => w.ws.all(None),
+            };
+            conns.retain(|c| c.id.0 > after && endpoint.as_deref().is_none_or(|e| &*c.endpoint == e));
+            conns.sort_by_key(|c| c.id.0);
+            conns.truncate(limit);
+            let _ = reply.send(conns.iter().map(|c| (c.id.0, c.info_json(w.node))).collect());
+        }
+        Command::Join { id, group, reply } => {
+            let _ = reply.send(w.ws.join(id, &group));
+        }
+        Command::Leave { id, group, reply } => {
+            let _ = reply.send(w.ws.leave(id, &group));
+        }
+        Command::Broadcast { group, endpoint, body, reply } => {
+            let targets = match &group {
+                Some(g) => w.ws.group_members(g),
+                None => w.ws.all(endpoint.as_deref()),
+            };
+            let op = opcode(&body);
+            let mut d = Delivered::default();
+            for c in &targets {
+                match c.push(op, &body) {
+                    Ok(()) => d.queued += 1,
+                    Err(QueueError::TooLarge(limit)) => {
+                        d.limit = if d.too_large == 0 { limit } else { d.limit.min(limit) };
+                        d.too_large += 1;
+                    }
+                    Err(QueueError::Full | QueueError::Closing) => {}
+                }
+            }
+            let _ = reply.send(d);
+        }
+        Command::Sync { reply } => {
+            let _ = reply.send(w.snapshot.load().version);
+        }
+        Command::CloseAll { code, reason } => {
+            for c in w.ws.all(None) {
+                c.request_close(code, &reason);
+            }
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! An endpoint as workers use it: the validated config plus lookup tables.
+
+use crate::config::{EndpointConfig, GatewayConfig, MatchValue, RouteConfig};
+use crate::targets::{HttpRoute, RouteTarget};
+use ahash::AHashMap;
+use std::sync::Arc;
+
+#[derive(Debug)]
+pub struct Endpoint {
+    pub config: EndpointConfig,
+    /// The routes of `config.routes`, in the same order, with their targets built.
+    routes: Vec<Route>,
+    by_key: AHashMap<String, usize>,
+}
+
+/// A route as workers use it: its config and the targets its events go to.
+#[derive(Debug)]
+pub struct Route {
+    pub config: RouteConfig,
+    pub targets: Vec<Arc<dyn RouteTarget>>,
+}
+
+/// A built route reads as its config (`route.key`, `route.timeout`, ...).
+impl std::ops::Deref for Route {
+    type Target = RouteConfig;
+    fn deref(&self) -> &RouteConfig {
+        &self.config
+    }
+}
+
+impl Endpoint {
+    pub fn new(config: EndpointConfig, gateway: &GatewayConfig) -> Endpoint {
+        let by_key = config.routes.iter().enumerate().map(|(i, r)| (r.key.clone(), i)).collect();
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| Route {
+                config: r.clone(),
+                targets: r
+                    .http
+                    .iter()
+                    .map(|t| Arc::new(HttpRoute::new(t.clone(), gateway)) as Arc<dyn RouteTarget>)
+                    .collect(),
+            })
+            .collect();
+        Endpoint { config, routes, by_key }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn route(&self, key: &str) -> Option<&Route> {
+        self.by_key.get(key).map(|i| &self.routes[*i])
+    }
+
+    /// Picks the route for an event (already validated JSON): the first
+    /// `match` route whose every path holds, else the route named by the
+    /// value at `route_selection`, else `$default`.
+    pub fn select(&self, event: &[u8]) -> Option<&Route> {
+        for r in self.routes.iter().filter(|r| !r.matches.is_empty()) {
+            let all = r.matches.iter().all(|(path, want)| match want {
+                MatchValue::Str(s) => path.get_str(event).is_some_and(|v| v == s.as_str()),
+                MatchValue::Raw(t) => path.get(event).is_some_and(|v| v.as_raw_str() == t),
+            });
+            if all {
+                return Some(r);
+            }
+        }
+        if let Some(sel) = &self.config.route_selection {
+            if let Some(key) = sel.get_str(event) {
+                if !key.starts_with('$') {
+                    if let Some(r) = self.route(&key) {
+                        return Some(r);
+                    }
+                }
+            }
+        }
+        self.route("$default")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn ep() -> Endpoint {
+        let cfg = Config::from_toml(
+            r#"
+[endpoints.chat]
+path = "/ws/chat"
+route_selection = "$.action"
+[endpoints.chat.routes.order_create]
+match = { "$.type" = "order", "$.op" = "create" }
+[endpoints.chat.routes.flagged]
+match = { "$.n" = 7, "$.ok" = true }
+[endpoints.chat.routes.send]
+[endpoints.chat.routes."$default"]
+"#,
+            "t",
+        )
+        .unwrap();
+        Endpoint::new(cfg.gateway.endpoints[0].clone(), &cfg.gateway)
+    }
+
+    #[test]
+    fn selection_order() {
+        let e = ep();
+        let key = |j: &str| e.select(j.as_bytes()).map(|r| r.key.clone());
+        assert_eq!(key(r#"{"action":"send"}"#).as_deref(), Some("send"));
+        assert_eq!(key(r#"{"type":"order","op":"create","action":"send"}"#).as_deref(), Some("order_create"));
+        assert_eq!(key(r#"{"type":"order","op":"delete"}"#).as_deref(), Some("$default"));
+        assert_eq!(key(r#"{"n":7,"ok":true}"#).as_deref(), Some("flagged"));
+        assert_eq!(key(r#"{"n":"7","ok":true}"#).as_deref(), Some("$default"), "a string is not the number 7");
+        assert_eq!(key(r#"{"action":"$connect"}"#).as_deref(), Some("$default"), "clients cannot pick $-routes");
+        assert_eq!(key(r#"[1,2]"#).as_deref(), Some("$default"));
+    }
+}

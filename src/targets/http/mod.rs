@@ -1,0 +1,545 @@
+//! The HTTP strategy: pick an instance, send the request over a pooled
+//! keep-alive connection, stream the answer back — all through the one
+//! upstream client (`crate::upstream`).
+//!
+//! Replay rule: a request is sent again only when its bytes provably never
+//! reached the service (the connect failed, or a pooled connection was found
+//! closed before the write), or when it is idempotent (`GET`, `HEAD`,
+//! `OPTIONS`, `PUT`, `DELETE`, `TRACE`) with no body or a body that arrived
+//! whole with its head and is at most `limits.retry_body_bytes`. Such a retry
+//! follows a failed write or a connection closed before any answer byte,
+//! and is capped by `[services.X.retry]` (attempts, budget). Anything else
+//! that fails gets `502`: a `POST` is never sent twice.
+//!
+//! A request body that did not arrive with the head is streamed to the
+//! service *while* its answer is read: a service that answers early (`413`,
+//! `401`) without reading the body has that answer relayed, the rest of the
+//! client's body is discarded (bounded, by the lingering close) and neither
+//! connection is reused.
+
+pub mod response;
+
+use super::{Dispatch, Exchange, Failed, Outcome};
+use crate::deadline::{Phase, Watch};
+use crate::error::{ErrorKind, ProxyError};
+use crate::io::{flush, flush_with, write_all_with, BufStream};
+use crate::proto::http1::chunked::{encode_chunk, ChunkedDecoder};
+use crate::proto::http1::RequestBody;
+use crate::upstream::{self, fill_body, read_head, timed_out, HeadError, Step, Target};
+use futures_util::future::{select, Either};
+use monoio::io::{AsyncReadRent, OwnedWriteHalf, Splitable};
+use monoio::net::TcpStream;
+use response::{parse_response, ClientFraming, Parsed, Response, ResponseBody};
+use std::cell::Cell;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+pub struct HttpDispatch;
+
+/// A body above this is written straight from the read buffer, not copied.
+const COPY_LIMIT: usize = 16 * 1024;
+
+/// Read size for the rest of a large response body: 8 times fewer reads and
+/// writes per megabyte than the default 8 KiB (a slow reader's kernel
+/// buffers are filled at a fraction of the CPU). Held only while relaying.
+const BIG_READS: usize = 64 * 1024;
+
+/// How much of the request body is still to be sent upstream.
+enum BodyLeft {
+    Done,
+    Length(u64),
+    Chunked(ChunkedDecoder),
+}
+
+impl BodyLeft {
+    fn new(body: RequestBody, limit: u64) -> Self {
+        match body {
+            RequestBody::None => BodyLeft::Done,
+            RequestBody::Length(n) => BodyLeft::Length(n),
+            RequestBody::Chunked => BodyLeft::Chunked(ChunkedDecoder::new(limit)),
+        }
+    }
+
+    /// Moves body bytes already read from the client into `out`.
+    fn take_buffered(&mut self, client: &mut BufStream, out: &mut Vec<u8>) -> Result<(), ProxyError> {
+        match self {
+            BodyLeft::Done => {}
+            BodyLeft::Length(left) => {
+                let n = (*left).min(client.data().len() as u64) as usize;
+                out.extend_from_slice(&client.data()[..n]);
+                client.consume(n);
+                *left -= n as u64;
+                if *left == 0 {
+                    *self = BodyLeft::Done;
+                }
+            }
+            BodyLeft::Chunked(dec) => {
+                let used = dec.decode(client.data(), out, true).map_err(|e| match e {
+                    crate::proto::http1::chunked::ChunkError::TooLarge => {
+                        ProxyError::new(ErrorKind::BodyTooLarge, e.message())
+                    }
+                    _ => ProxyError::bad_request(e.message()),
+                })?;
+                client.consume(used);
+                if dec.is_done() {
+                    *self = BodyLeft::Done;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn is_done(&self) -> bool {
+        matches!(self, BodyLeft::Done)
+    }
+}
+
+fn gone() -> ProxyError {
+    ProxyError::new(ErrorKind::ClientGone, "client closed the connection")
+}
+
+/// A failed client write: gone, or cut for not reading.
+fn client_write_error(cw: &Watch<'_>) -> ProxyError {
+    match cw.fired() {
+        Some(p) => timed_out(p),
+        None => gone(),
+    }
+}
+
+/// The read buffer a kept-alive client connection holds between requests:
+/// one grown for a large body is not kept.
+fn keep_small(buf: Vec<u8>) -> Vec<u8> {
+    if buf.capacity() > 2 * COPY_LIMIT {
+        Vec::new()
+    } else {
+        buf
+    }
+}
+
+/// Methods that may be sent twice (RFC 9110 §9.2.2).
+fn idempotent(method: &[u8]) -> bool {
+    matches!(method, b"GET" | b"HEAD" | b"OPTIONS" | b"PUT" | b"DELETE" | b"TRACE")
+}
+
+/// What the first phase of an exchange ended with.
+enum Sent {
+    /// The whole request went out; its answer's head is parsed.
+    Whole(BufStream, Response),
+    /// The head went out, the body is still to come from the client.
+    Streaming(BufStream),
+}
+
+impl Dispatch for HttpDispatch {
+    async fn dispatch(&self, x: &mut Exchange<'_>) -> Result<Outcome, Failed> {
+        let w = x.env;
+        let svc = x.service;
+        let g = x.gateway;
+        let head_bytes = x.out.len();
+        let mut body = BodyLeft::new(x.req.body, g.limits.max_body_bytes);
+        body.take_buffered(x.client, x.out).map_err(Failed::before)?;
+        let replayable = body.is_done()
+            && x.out.len() - head_bytes <= g.limits.retry_body_bytes
+            && idempotent(x.req.method.as_bytes());
+        let key = x.balance;
+        w.upstream.balance.earn(key.0, key.1, svc.retry.budget_percent);
+        let target = Target {
+            instances: &svc.instances,
+            balance: Some(key),
+            connect_timeout: svc.connect_timeout,
+            pool_idle: g.timeouts.pool_idle,
+            max_conns: g.limits.backend_connections,
+        };
+        let client_fd = x.client.stream.as_raw_fd();
+        // One deadline slot serves the whole exchange while its reads and
+        // writes follow one another (each `run` names its socket and
+        // phase); the streaming path adds its own for concurrent ones.
+        let uw = w.deadlines.watch();
+        let mut retries = 0u32;
+        let mut fresh = false;
+        let mut sent_continue = false;
+        // May a request that failed after its write go out again? A retry
+        // after a *pooled* connection failed is the stale keep-alive case
+        // (the service closed it while idle): it goes out on a new
+        // connection and is not charged to the budget. Any other is.
+        let may_retry = |retries: &mut u32, reused: bool| {
+            if !replayable {
+                return false;
+            }
+            if *retries < svc.retry.attempts && (reused || w.upstream.balance.spend(key.0, key.1)) {
+                *retries += 1;
+                w.stats.retries.fetch_add(1, Relaxed);
+                true
+            } else {
+                w.stats.retries_refused.fetch_add(1, Relaxed);
+                false
+            }
+        };
+        // The lease counts the connection against `limits.backend_connections`
+        // until this exchange ends (a tunnel after a 101 is not counted).
+        let (sent, addr, _lease) = loop {
+            // A pooled connection is looked at before use: one the service
+            // closed or wrote to unasked (late bytes after a HEAD answer, an
+            // idle-timeout 408) is never written on, so no request goes out
+            // on a dead connection and no client reads another's bytes.
+            let conn = upstream::connect(w.upstream, w.stats, &target, fresh).await.map_err(Failed::before)?;
+            if x.req.expect_continue && !body.is_done() && !sent_continue {
+                // The service is reachable: now let the client send its body.
+                let mut cont = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
+                uw.run(client_fd, Phase::ClientWrite, g.timeouts.write, flush(&mut x.client.stream, &mut cont))
+                    .await
+                    .map_err(|_| Failed::before(client_write_error(&uw)))?;
+                sent_continue = true;
+            }
+            let (addr, reused) = (conn.addr, conn.reused);
+            let fd = conn.stream.as_raw_fd();
+            let mut up = BufStream::new(conn.stream, std::mem::take(x.upstream_buf));
+            let request = std::mem::take(x.out);
+            // The request bytes come back from the write, kept for a retry.
+            let (res, request) = uw
+                .run(
+                    fd,
+                    Phase::UpstreamWrite,
+                    g.timeouts.write,
+                    write_all_with(&mut up.stream, request, &|| uw.touch()),
+                )
+                .await;
+            *x.out = request;
+            if res.is_err() {
+                *x.upstream_buf = up.into_parts().1;
+                if uw.fired().is_none() && may_retry(&mut retries, reused) {
+                    fresh = true;
+                    continue;
+                }
+                w.stats.upstream_errors.fetch_add(1, Relaxed);
+                return Err(Failed::before(match uw.fired() {
+                    Some(p) => timed_out(p),
+                    None => ProxyError::bad_gateway("could not send the request to the service"),
+                }));
+            }
+            if !body.is_done() {
+                break (Sent::Streaming(up), addr, conn.lease);
+            }
+            let keep = x.keep_client;
+            let head = read_head(&mut up, fd, &uw, svc.timeout, |buf| {
+                // Decided now, not at the request's start: a drain that began
+                // meanwhile closes this connection after the answer.
+                let keep = keep && !w.shutdown.is_triggered();
+                Ok(match parse_response(buf, &x.req, x.gateway, x.response_hook, keep, x.out)? {
+                    Parsed::Final(r) => Step::Done(r),
+                    Parsed::Interim(n) => Step::Interim(n),
+                    Parsed::Partial => Step::Partial,
+                })
+            })
+            .await;
+            match head {
+                Ok(resp) => break (Sent::Whole(up, resp), addr, conn.lease),
+                Err(HeadError::Stale) if may_retry(&mut retries, reused) => {
+                    *x.upstream_buf = up.into_parts().1;
+                    fresh = true;
+                    // `x.out` was not touched by a parse that saw no byte.
+                }
+                Err(HeadError::Stale) => {
+                    w.stats.upstream_errors.fetch_add(1, Relaxed);
+                    return Err(Failed::before(ProxyError::bad_gateway(
+                        "the service closed the connection without answering",
+                    )));
+                }
+                Err(HeadError::Fatal(e)) => {
+                    w.stats.upstream_errors.fetch_add(1, Relaxed);
+                    return Err(Failed::before(e));
+                }
+            }
+        };
+        match sent {
+            Sent::Whole(mut up, resp) => {
+                up.consume(resp.head_len);
+                if resp.switching {
+                    uw.run(client_fd, Phase::ClientWrite, g.timeouts.write, flush(&mut x.client.stream, x.out))
+                        .await
+                        .map_err(|_| Failed::before(client_write_error(&uw)))?;
+                    return Ok(Outcome { status: 101, bytes: 0, keep_alive: false, upgraded: Some(up), linger: false });
+                }
+                let up_fd = up.stream.as_raw_fd();
+                let bytes = relay(x, &mut up, up_fd, &resp, &uw, &uw).await?;
+                let reusable = resp.upstream_reusable && up.data().is_empty() && !w.shutdown.is_triggered();
+                let (stream, buf) = up.into_parts();
+                *x.upstream_buf = keep_small(buf);
+                if reusable {
+                    w.upstream.pool.put(addr, stream, g.limits.pool_idle_per_instance, Instant::now());
+                }
+                Ok(Outcome {
+                    status: resp.status,
+                    bytes,
+                    keep_alive: resp.client_keep_alive,
+                    upgraded: None,
+                    linger: false,
+                })
+            }
+            Sent::Streaming(up) => stream_body(x, up, addr, &mut body, &uw).await,
+        }
+    }
+}
+
+/// Sends the rest of the request body while reading the answer; relays the
+/// answer whichever comes first.
+async fn stream_body(
+    x: &mut Exchange<'_>,
+    up: BufStream,
+    addr: std::net::SocketAddr,
+    body: &mut BodyLeft,
+    uw: &Watch<'_>,
+) -> Result<Outcome, Failed> {
+    let w = x.env;
+    // Client reads and service writes (the pump) and the answer's reads run
+    // at the same time: a slot each.
+    let cw = &w.deadlines.watch();
+    let g = x.gateway;
+    let svc = x.service;
+    let up_fd = up.stream.as_raw_fd();
+    let (stream, buf, pos) = up.into_raw();
+    let (rh, mut wh) = stream.into_split();
+    let mut rd = BufStream::from_raw(rh, buf, pos);
+    // The head reader's own deadline: the body pump restarts it on progress.
+    let hw = w.deadlines.watch();
+    let body_done = Cell::new(false);
+    let mut scratch = Vec::new();
+    let (head, early) = {
+        let Exchange { client, out, req, gateway, response_hook, keep_client, .. } = x;
+        let pump = std::pin::pin!(pump_body(client, &mut wh, up_fd, body, &mut scratch, cw, uw, &hw, &body_done, g));
+        let keep = *keep_client;
+        let head = std::pin::pin!(read_head(&mut rd, up_fd, &hw, svc.timeout, |buf| {
+            // An answer before the whole body went out closes the client
+            // connection: the rest of its body is never read.
+            let keep = keep && body_done.get() && !w.shutdown.is_triggered();
+            Ok(match parse_response(buf, req, gateway, *response_hook, keep, out)? {
+                Parsed::Final(r) => Step::Done(r),
+                Parsed::Interim(n) => Step::Interim(n),
+                Parsed::Partial => Step::Partial,
+            })
+        }));
+        match select(pump, head).await {
+            Either::Left((Ok(()), head)) => (head.await, false),
+            Either::Left((Err(Pump::Client(e)), _)) => return Err(Failed::before(e)),
+            Either::Left((Err(Pump::Upstream), _)) if uw.fired().is_some() => {
+                w.stats.upstream_errors.fetch_add(1, Relaxed);
+                return Err(Failed::before(timed_out(Phase::UpstreamWrite)));
+            }
+            // The service stopped taking the body: it may have answered.
+            Either::Left((Err(Pump::Upstream), head)) => (head.await, true),
+            // An early *success* that keeps the connection (a service that
+            // streams its answer while it reads, or one that answers before
+            // reading a small body): the body still goes out whole, then
+            // the answer is relayed. A stall there still ends with the
+            // answer, on closed connections.
+            Either::Right((Ok(r), pump)) if r.status < 400 && r.upstream_reusable && !body_done.get() => {
+                match pump.await {
+                    Ok(()) => (Ok(r), false),
+                    Err(Pump::Client(e)) => return Err(Failed::before(e)),
+                    Err(Pump::Upstream) => (Ok(r), true),
+                }
+            }
+            // An early refusal (413, 401, ...) or an answer that closes: the
+            // rest of the body is not sent.
+            Either::Right((head, _)) => (head, !body_done.get()),
+        }
+    };
+    let resp = match head {
+        Ok(r) => r,
+        Err(e) => {
+            w.stats.upstream_errors.fetch_add(1, Relaxed);
+            return Err(Failed::before(match e {
+                HeadError::Stale if early => {
+                    ProxyError::bad_gateway("the service closed the connection before taking the whole request")
+                }
+                HeadError::Stale => ProxyError::bad_gateway("the service closed the connection without answering"),
+                HeadError::Fatal(e) => e,
+            }));
+        }
+    };
+    rd.consume(resp.head_len);
+    if resp.switching {
+        return Err(Failed::before(ProxyError::bad_gateway("the service switched protocols on a request with a body")));
+    }
+    let bytes = relay(x, &mut rd, up_fd, &resp, cw, &hw).await?;
+    if early {
+        // Neither connection is in sync: the client's body was not all read,
+        // the service did not read all of it.
+        return Ok(Outcome { status: resp.status, bytes, keep_alive: false, upgraded: None, linger: true });
+    }
+    let reusable = resp.upstream_reusable && rd.data().is_empty() && !w.shutdown.is_triggered();
+    let (rh, buf) = rd.into_parts();
+    *x.upstream_buf = keep_small(buf);
+    if reusable {
+        if let Ok(stream) = rh.reunite(wh) {
+            w.upstream.pool.put(addr, stream, g.limits.pool_idle_per_instance, Instant::now());
+        }
+    }
+    Ok(Outcome { status: resp.status, bytes, keep_alive: resp.client_keep_alive, upgraded: None, linger: false })
+}
+
+/// Why the body pump stopped.
+enum Pump {
+    /// The client went away, stalled or sent a bad body: nothing to relay.
+    Client(ProxyError),
+    /// A write to the service failed or was cut.
+    Upstream,
+}
+
+/// Copies the rest of the request body from the client to the service.
+#[allow(clippy::too_many_arguments)]
+async fn pump_body(
+    client: &mut BufStream,
+    up: &mut OwnedWriteHalf<TcpStream>,
+    up_fd: RawFd,
+    body: &mut BodyLeft,
+    scratch: &mut Vec<u8>,
+    cw: &Watch<'_>,
+    uw: &Watch<'_>,
+    hw: &Watch<'_>,
+    done: &Cell<bool>,
+    g: &crate::config::GatewayConfig,
+) -> Result<(), Pump> {
+    let client_fd = client.stream.as_raw_fd();
+    // While the body flows, the service is not waited on for an answer: the
+    // pump's own deadlines (client reads, service writes) bound this phase.
+    let _paused = hw.pause();
+    // A chunked body may leave a partial size line or CRLF in the buffer:
+    // then more must be read, or this loop would spin without yielding.
+    let mut need_more = false;
+    while !body.is_done() {
+        if client.data().is_empty() || need_more {
+            need_more = false;
+            match cw.run(client_fd, Phase::ClientBody, g.timeouts.header_read, client.fill()).await {
+                Ok(n) if n > 0 => {}
+                _ if cw.fired().is_some() => return Err(Pump::Client(timed_out(Phase::ClientBody))),
+                _ => return Err(Pump::Client(gone())),
+            }
+        }
+        match body {
+            BodyLeft::Length(left) => {
+                let n = (*left).min(client.data().len() as u64) as usize;
+                uw.run(up_fd, Phase::UpstreamWrite, g.timeouts.write, client.forward_to_with(up, n, &|| uw.touch()))
+                    .await
+                    .map_err(|_| Pump::Upstream)?;
+                *left -= n as u64;
+                if *left == 0 {
+                    *body = BodyLeft::Done;
+                }
+            }
+            _ => {
+                let before = client.data().len();
+                body.take_buffered(client, scratch).map_err(Pump::Client)?;
+                need_more = client.data().len() == before && !body.is_done();
+                uw.run(up_fd, Phase::UpstreamWrite, g.timeouts.write, flush_with(up, scratch, &|| uw.touch()))
+                    .await
+                    .map_err(|_| Pump::Upstream)?;
+            }
+        }
+    }
+    done.set(true);
+    Ok(())
+}
+
+/// Sends the head in `x.out` and the body, framed for the client. Every
+/// client write must progress within `timeouts.write`; every service read
+/// within the service's timeout.
+async fn relay<S: AsyncReadRent>(
+    x: &mut Exchange<'_>,
+    up: &mut BufStream<S>,
+    up_fd: RawFd,
+    resp: &Response,
+    cw: &Watch<'_>,
+    uw: &Watch<'_>,
+) -> Result<u64, Failed> {
+    let t_write = x.gateway.timeouts.write;
+    let t_up = x.service.timeout;
+    let client_fd = x.client.stream.as_raw_fd();
+    let client = &mut x.client.stream;
+    let out = &mut *x.out;
+    let mut sent: u64 = 0;
+    // A client that keeps reading, however slowly, is never cut.
+    let progress: &dyn Fn() = &|| cw.touch();
+    let fail = |e: ProxyError, sent_head: bool| {
+        if e.side == crate::error::Side::Upstream {
+            x.env.stats.upstream_errors.fetch_add(1, Relaxed);
+        }
+        if sent_head {
+            Failed { error: e, answered: true, status: resp.status }
+        } else {
+            Failed::before(e)
+        }
+    };
+    macro_rules! to_client {
+        ($op:expr) => {
+            cw.run(client_fd, Phase::ClientWrite, t_write, $op).await.map_err(|_| fail(client_write_error(cw), true))
+        };
+    }
+    macro_rules! more {
+        ($until_close:expr) => {
+            fill_body(up, up_fd, uw, t_up, $until_close).await.map_err(|e| fail(e, true))
+        };
+    }
+    match (resp.body, resp.client_framing) {
+        (ResponseBody::None, _) => to_client!(flush_with(client, out, progress))?,
+        (ResponseBody::Length(n), _) => {
+            let avail = (n.min(up.data().len() as u64)) as usize;
+            if avail <= COPY_LIMIT {
+                // Head and body in one write: the common small response.
+                out.extend_from_slice(&up.data()[..avail]);
+                up.consume(avail);
+                to_client!(flush_with(client, out, progress))?;
+            } else {
+                to_client!(flush_with(client, out, progress))?;
+                to_client!(up.forward_to_with(client, avail, progress))?;
+            }
+            let mut left = n - avail as u64;
+            sent += avail as u64;
+            if left > BIG_READS as u64 {
+                up.reserve_reads(BIG_READS);
+            }
+            while left > 0 {
+                more!(false)?;
+                let k = (left.min(up.data().len() as u64)) as usize;
+                to_client!(up.forward_to_with(client, k, progress))?;
+                left -= k as u64;
+                sent += k as u64;
+            }
+        }
+        (ResponseBody::Chunked, framing) => {
+            let mut dec = ChunkedDecoder::new(u64::MAX);
+            let encode = framing == ClientFraming::Chunked;
+            loop {
+                let used =
+                    dec.decode(up.data(), out, encode).map_err(|e| fail(ProxyError::bad_gateway(e.message()), true))?;
+                up.consume(used);
+                sent = dec.total();
+                to_client!(flush_with(client, out, progress))?;
+                if dec.is_done() {
+                    break;
+                }
+                more!(false)?;
+            }
+        }
+        (ResponseBody::UntilClose, framing) => loop {
+            let data = up.data();
+            sent += data.len() as u64;
+            if framing == ClientFraming::Chunked {
+                encode_chunk(data, out);
+            } else {
+                out.extend_from_slice(data);
+            }
+            let n = data.len();
+            up.consume(n);
+            to_client!(flush_with(client, out, progress))?;
+            if !more!(true)? {
+                if framing == ClientFraming::Chunked {
+                    out.extend_from_slice(b"0\r\n\r\n");
+                    to_client!(flush_with(client, out, progress))?;
+                }
+                break;
+            }
+        },
+    }
+    Ok(sent)
+}

@@ -1,0 +1,131 @@
+//! Phase "dispatch": where a routed request or event goes.
+//!
+//! Two seams, one file per implementation:
+//!
+//! - [`Dispatch`]: how an HTTP request reaches its service and how the answer
+//!   comes back ([`http::HttpDispatch`] today). The strategy is chosen per
+//!   service ([`Strategy`]); the request loop does not know which one runs.
+//! - [`RouteTarget`]: where a WebSocket event of a route goes
+//!   ([`http_route::HttpRoute`] today; a Kafka topic is another file here).
+//!
+//! Targets see the worker only through [`Env`] and the request only through
+//! [`RequestFacts`]: they sit below the router, the filters and the pipeline.
+
+pub mod http;
+pub mod http_route;
+
+pub use http::HttpDispatch;
+pub use http_route::{Delivered, EventInfo, HttpRoute, RouteTarget};
+
+use crate::config::{GatewayConfig, ServiceConfig};
+use crate::deadline::Deadlines;
+use crate::error::ProxyError;
+use crate::io::BufStream;
+use crate::metrics::WorkerStats;
+use crate::proto::http1::edits::HeaderEdits;
+use crate::proto::http1::inline::{Method, RequestId};
+use crate::proto::http1::RequestBody;
+use crate::shutdown::Shutdown;
+
+/// How a service's requests leave the gateway. HTTP is the first strategy;
+/// a message-bus strategy is another variant here and a file beside `http`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    Http,
+}
+
+/// The parts of a worker a target uses.
+#[derive(Clone, Copy)]
+pub struct Env<'a> {
+    /// The one upstream client: pool, balance, retry budgets.
+    pub upstream: &'a crate::upstream::Client,
+    /// Deadlines on every read and write of the exchange.
+    pub deadlines: &'a Deadlines,
+    pub stats: &'a WorkerStats,
+    /// Read at the answer: a drain that began meanwhile closes connections.
+    pub shutdown: &'a Shutdown,
+}
+
+/// What a target needs to know of the client's request (the head itself
+/// was already written for the upstream by the pipeline).
+#[derive(Clone, Copy)]
+pub struct RequestFacts<'a> {
+    pub method: &'a Method,
+    pub request_id: &'a RequestId,
+    pub body: RequestBody,
+    pub expect_continue: bool,
+    pub upgrade: bool,
+    pub is_head: bool,
+    pub http10: bool,
+}
+
+/// A filter's look at the response head before it is written to the client
+/// (filters that asked for it: `response_headers`, `cors`).
+pub trait ResponseHook {
+    /// `status` is the service's, or the gateway's own for an error answer.
+    fn response(&self, status: u16, edits: &mut HeaderEdits);
+}
+
+/// Everything one request's dispatch may touch.
+pub struct Exchange<'a> {
+    pub env: Env<'a>,
+    pub gateway: &'a GatewayConfig,
+    pub service: &'a ServiceConfig,
+    /// (snapshot version, service position): keys the per-worker round-robin
+    /// cursor and retry budget of this service in this version.
+    pub balance: (u64, usize),
+    pub req: RequestFacts<'a>,
+    /// Response filters, when any asked to see the answer.
+    pub response_hook: Option<&'a dyn ResponseHook>,
+    pub client: &'a mut BufStream,
+    /// On entry: the upstream head. Reused for every write of the exchange.
+    pub out: &'a mut Vec<u8>,
+    /// A read buffer lent to whichever upstream connection serves the request.
+    pub upstream_buf: &'a mut Vec<u8>,
+    /// Whether the client connection may stay open after this request.
+    pub keep_client: bool,
+}
+
+/// A request that was answered.
+pub struct Outcome {
+    pub status: u16,
+    /// Response body bytes sent to the client.
+    pub bytes: u64,
+    pub keep_alive: bool,
+    /// Set after a `101`: the upstream side of the tunnel to run.
+    pub upgraded: Option<BufStream>,
+    /// The client's request body was not all read (an early answer): close
+    /// with a lingering read so the client sees the answer, not a reset.
+    pub linger: bool,
+}
+
+/// A request that failed.
+pub struct Failed {
+    pub error: ProxyError,
+    /// Response bytes already reached the client: no error answer is possible.
+    pub answered: bool,
+    /// Status already sent when `answered`.
+    pub status: u16,
+}
+
+impl Failed {
+    pub fn before(error: ProxyError) -> Self {
+        Failed { error, answered: false, status: 0 }
+    }
+}
+
+/// A way of delivering requests to a service.
+///
+/// Workers are single-threaded, so futures here are not `Send` on purpose.
+#[allow(async_fn_in_trait)]
+pub trait Dispatch {
+    async fn dispatch(&self, x: &mut Exchange<'_>) -> Result<Outcome, Failed>;
+}
+
+/// Runs the strategy of the request's service. Static dispatch: the hot
+/// path pays no allocation for the choice.
+pub async fn dispatch(strategy: Strategy, x: &mut Exchange<'_>) -> Result<Outcome, Failed> {
+    match strategy {
+        Strategy::Http => HttpDispatch.dispatch(x).await,
+    }
+}
