@@ -334,11 +334,21 @@ fn a_filter_change_applies_to_open_keep_alive_connections() {
     assert_eq!((r.status, r.header("x-filtered").as_deref()), (200, Some("yes")));
     assert_eq!(o.last().header("x-env").as_deref(), Some("prod"));
     assert_eq!(o.last().conn, o.requests()[0].conn, "the client connection stayed open");
+    // Versioned like the rest of the service: the diff shows the filters.
+    let (st, diff) = admin(&gw, "GET", "/services/shop/diff?from=1&to=2", "");
+    let diff: serde_json::Value = serde_json::from_str(&diff).unwrap();
+    let d = diff["diff"].as_str().unwrap_or_default();
+    assert!(st == 200 && d.contains("+") && d.contains("X-Env") && d.contains("response_headers"), "{diff}");
     // Removed again: gone on the same connection.
     let (st, _) = admin(&gw, "PUT", "/services/shop", &format!(r#"{{"instances":["{}"]}}"#, o.addr));
     assert_eq!(st, 200);
     let r = ask(&mut s, &mut buf);
     assert_eq!(r.header("x-filtered"), None);
+    // And version 2 applied again: the filters return.
+    let (st, body) = admin(&gw, "POST", "/services/shop/versions/2/apply", "");
+    assert_eq!(st, 200, "{body}");
+    let r = ask(&mut s, &mut buf);
+    assert_eq!(r.header("x-filtered").as_deref(), Some("yes"));
 }
 
 #[test]

@@ -27,6 +27,8 @@
 # Usage: loadtest/bench/callgrind.sh BINARY [BINARY2 ...]
 #   env: N1=20000 N2=40000 CONNS=8 DRIVER=epoll LOADTEST=target/release/wasp-loadtest
 #        KEEP=1 (keep the temp dir: configs, logs, callgrind files)
+#        SERVICE_EXTRA=FILE: TOML appended after [services.origin], e.g.
+#          loadtest/bench/five-filters.toml (the cost of a service's filters)
 # Takes a few minutes per binary.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -100,6 +102,7 @@ level = "warn"
 [services.origin]
 instances = ["127.0.0.1:$origin_port"]
 EOF
+  if [ -n "${SERVICE_EXTRA:-}" ]; then cat "$SERVICE_EXTRA" >> "$cfg"; fi
   "${cpu1[@]}" valgrind --tool=callgrind --compress-strings=no --compress-pos=no --callgrind-out-file="$work/callgrind.$i.%p" \
     "$bin" serve --config "$cfg" --workers 1 > "$work/gateway-$i.log" 2>&1 &
   vg=$!; pids+=($vg)

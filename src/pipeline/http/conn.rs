@@ -99,11 +99,14 @@ pub async fn serve_connection(
         client.consume(req.head_len);
         let keep_client = req.keep_alive && !w.shutdown.is_triggered();
         let chain = snap.filters.get(req.service.index);
-        let hook = chain.and_then(|c| c.response_hook(&req.ctx));
+        let hook = match (chain, req.filtered.as_deref()) {
+            (Some(c), Some(f)) => c.response_hook(&f.ctx),
+            _ => None,
+        };
         let hook: Option<&dyn ResponseHook> = hook.as_ref().map(|h| h as &dyn ResponseHook);
 
         // Phase: dispatch (and relay), unless a filter ended the request.
-        let result = match req.early.as_deref() {
+        let result = match req.filtered.as_deref().and_then(|f| f.early.as_ref()) {
             None => {
                 let mut x = Exchange {
                     env: w.env(),

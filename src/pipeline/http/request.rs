@@ -15,6 +15,7 @@ use crate::config::{IpNet, Underscores};
 use crate::error::{ErrorKind, ProxyError};
 use crate::filters::{self, Answer, Ctx, Flow};
 use crate::pipeline::snapshot::{Service, Snapshot};
+use crate::proto::http1::edits::HeaderEdits;
 use crate::proto::http1::headers::{list_items, trim};
 use crate::proto::http1::inline::{acceptable_request_id, IdGen, Method, RequestId};
 use crate::proto::http1::path::route_target;
@@ -79,10 +80,17 @@ pub struct Prepared {
     pub is_head: bool,
     pub http10: bool,
     pub meta: Meta,
-    /// The filters' per-request state, for the response phase.
+    /// What the service's filters made of the request; `None` when it has
+    /// none (boxed: the common unfiltered request stays small to move).
+    pub filtered: Option<Box<Filtered>>,
+}
+
+/// The request filters' outcome.
+pub struct Filtered {
+    /// Their per-request state, for the response phase.
     pub ctx: Ctx,
     /// A filter answered or refused: the service is not called.
-    pub early: Option<Box<Early>>,
+    pub early: Option<Early>,
 }
 
 impl Prepared {
@@ -210,10 +218,7 @@ pub fn prepare(
         Ok(r) => r,
         Err(e) => fail!(ProxyError::bad_request(e.message())),
     };
-    let (path, query) = match routed.upstream_target.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (routed.upstream_target.as_str(), None),
-    };
+    let (path, query) = (routed.path(), routed.query());
     let service = match snap.router.route(&routed.service, path) {
         Route::Http(s) => s,
         Route::Ws(ep) => {
@@ -260,8 +265,7 @@ pub fn prepare(
     meta.service = Some(service.name.clone());
 
     // Phase: request filters.
-    let mut ctx = Ctx::default();
-    let mut early = None;
+    let mut filtered = None;
     if let Some(chain) = snap.filters.get(service.index).filter(|c| !c.is_empty()) {
         let view = filters::Request {
             method: head.method,
@@ -271,21 +275,31 @@ pub fn prepare(
             headers: head.headers,
             client_ip: client.client_ip(&head, &snap.gateway.trusted_proxies),
         };
-        match chain.request(&view, &mut ctx) {
-            Flow::Continue => {}
-            Flow::Respond(a) => early = Some(Box::new(Early::Respond(a))),
-            Flow::Reject(e) => early = Some(Box::new(Early::Reject(e))),
-        }
+        let mut f = Box::new(Filtered { ctx: Ctx::default(), early: None });
+        f.early = match chain.request(&view, &mut f.ctx) {
+            Flow::Continue => None,
+            Flow::Respond(a) => Some(Early::Respond(a)),
+            Flow::Reject(e) => Some(Early::Reject(e)),
+        };
+        filtered = Some(f);
     }
 
     // Phase: upstream head (not needed when a filter ended the request).
-    if early.is_none() {
-        let target: Cow<'_, str> = match (ctx.path.take(), query) {
+    let unedited = HeaderEdits::default();
+    let (edits, rewritten, ended) = match filtered.as_deref_mut() {
+        None => (&unedited, None, false),
+        Some(f) => {
+            let path = f.ctx.path.take();
+            (&f.ctx.headers, path, f.early.is_some())
+        }
+    };
+    if !ended {
+        let target: Cow<'_, str> = match (rewritten, query) {
             (None, _) => Cow::Borrowed(&routed.upstream_target),
             (Some(p), None) => Cow::Owned(p),
             (Some(p), Some(q)) => Cow::Owned(format!("{p}?{q}")),
         };
-        let up = Upstream { target: &target, framing, service, request_id: &meta.request_id, edits: &ctx.headers };
+        let up = Upstream { target: &target, framing, service, request_id: &meta.request_id, edits };
         write_upstream_head(out, &head, &up, snap, client);
     }
 
@@ -299,8 +313,7 @@ pub fn prepare(
         is_head: head.method == "HEAD",
         http10: head.http10,
         meta,
-        ctx,
-        early,
+        filtered,
     })))
 }
 

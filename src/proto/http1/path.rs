@@ -22,6 +22,20 @@ pub struct Routed {
     pub service: String,
     /// `/{rest}` plus `?{query}` when there was one: the upstream's target.
     pub upstream_target: String,
+    /// Where the path part of `upstream_target` ends (its length).
+    pub path_len: usize,
+}
+
+impl Routed {
+    /// The service-relative path, normalised (`/` at least).
+    pub fn path(&self) -> &str {
+        &self.upstream_target[..self.path_len]
+    }
+
+    /// The query string without `?`, when the target had a `?`.
+    pub fn query(&self) -> Option<&str> {
+        self.upstream_target.get(self.path_len + 1..)
+    }
 }
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -118,8 +132,9 @@ pub fn route_target(target: &[u8], encoded_slash: EncodedSlash) -> Result<Routed
         if rest_at == path.len() {
             up.push('/');
         }
+        let path_len = up.len() + path.len() - rest_at;
         up.push_str(std::str::from_utf8(&target[rest_at..]).map_err(|_| PathError::BadEscape)?);
-        return Ok(Routed { service: service.to_string(), upstream_target: up });
+        return Ok(Routed { service: service.to_string(), upstream_target: up, path_len });
     }
     let mut segs: Vec<&[u8]> = Vec::with_capacity(8);
     for seg in path.split(|b| *b == b'/') {
@@ -152,11 +167,12 @@ pub fn route_target(target: &[u8], encoded_slash: EncodedSlash) -> Result<Routed
     if up.is_empty() || trailing {
         up.push('/');
     }
+    let path_len = up.len();
     if let Some(q) = query {
         up.push('?');
         up.push_str(std::str::from_utf8(q).map_err(|_| PathError::BadEscape)?);
     }
-    Ok(Routed { service, upstream_target: up })
+    Ok(Routed { service, upstream_target: up, path_len })
 }
 
 #[cfg(test)]
@@ -169,6 +185,20 @@ mod tests {
 
     fn ok(t: &str, svc: &str, up: &str) {
         assert_eq!(r(t), Ok((svc.to_string(), up.to_string())), "{t}");
+    }
+
+    #[test]
+    fn path_and_query_split() {
+        for (t, path, query) in [
+            ("/svc/a/b?x=1", "/a/b", Some("x=1")),
+            ("/svc?", "/", Some("")),
+            ("/svc", "/", None),
+            ("/svc/a//b/../c?q?r", "/a/c", Some("q?r")),
+            ("/svc/%41/?", "/%41/", Some("")),
+        ] {
+            let r = route_target(t.as_bytes(), EncodedSlash::Reject).unwrap();
+            assert_eq!((r.path(), r.query()), (path, query), "{t}");
+        }
     }
 
     #[test]
