@@ -69,7 +69,7 @@ fn run(chain: &Chain, head: &[u8], ctx: &mut Ctx) -> Flow {
         path: "/items",
         query: "",
         headers: h.headers,
-        client_ip: IpAddr::from([127, 0, 0, 1]),
+        client_ip: Some(IpAddr::from([127, 0, 0, 1])),
     };
     chain.request(&req, ctx)
 }

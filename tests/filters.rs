@@ -414,3 +414,52 @@ fn filters_never_see_requests_of_other_services() {
     assert_eq!(raw(gw.public, get("/other/", "").as_bytes()).status, 200);
     std::thread::sleep(Duration::from_millis(10));
 }
+
+#[test]
+fn method_conditions_cover_head_and_method_overrides() {
+    let (o, gw) = gateway(
+        "[[services.shop.filters]]\nkind = \"block\"\nmethods = [\"GET\", \"DELETE\"]\npaths = [\"/secret\"]\n",
+        "",
+    );
+    let req = |m: &str, extra: &str| {
+        format!("{m} /shop/secret HTTP/1.1\r\nHost: t\r\nX-Request-Id: r1\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n")
+    };
+    // HEAD is GET without a body: frameworks route it to the GET handler.
+    assert_eq!(raw(gw.public, req("HEAD", "").as_bytes()).status, 403);
+    // A POST that claims to be a DELETE, for frameworks that honour it.
+    for h in ["X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"] {
+        let r = raw(gw.public, req("POST", &format!("{h}: DELETE\r\n")).as_bytes());
+        assert_eq!(r.status, 403, "{h}");
+    }
+    assert_eq!(raw(gw.public, req("POST", "").as_bytes()).status, 200);
+    assert_eq!(o.requests().len(), 1);
+    // An allow list is never wider than its methods: an override must be listed too.
+    let (o, gw) = gateway("[[services.shop.filters]]\nkind = \"allow\"\nmethods = [\"GET\", \"POST\"]\n", "");
+    assert_eq!(raw(gw.public, req("POST", "X-HTTP-Method-Override: DELETE\r\n").as_bytes()).status, 403);
+    assert_eq!(raw(gw.public, req("POST", "X-HTTP-Method-Override: GET\r\n").as_bytes()).status, 200);
+    assert_eq!(o.requests().len(), 1);
+}
+
+#[test]
+fn a_too_large_body_for_a_filtered_service_gets_its_response_filters() {
+    let (o, gw) = gateway(CORS, "[limits]\nmax_body_bytes = 1000\n");
+    let r = raw(
+        gw.public,
+        b"POST /shop/upload HTTP/1.1\r\nHost: t\r\nOrigin: https://app.example\r\nContent-Length: 5000\r\n\r\n",
+    );
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(r.header("access-control-allow-origin").as_deref(), Some("https://app.example"), "{}", r.head);
+    assert!(o.requests().is_empty());
+}
+
+#[test]
+fn an_h2c_upgrade_is_forwarded_as_a_plain_request() {
+    let (o, gw) = gateway("", "");
+    let r = raw(
+        gw.public,
+        b"GET /shop/x HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    let seen = o.last();
+    assert_eq!((seen.header("upgrade"), seen.header("http2-settings"), seen.header("connection")), (None, None, None));
+}

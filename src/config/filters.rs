@@ -136,6 +136,14 @@ pub(super) fn validate(
     if sections.len() > 64 {
         return Err(ConfigError(format!("{origin}: {key}.filters: at most 64 filters per service")));
     }
+    // Two CORS policies would each decorate what the other allowed.
+    if let Some(second) =
+        sections.iter().enumerate().filter(|(_, s)| matches!(s, FilterSection::Cors { .. })).nth(1).map(|(i, _)| i)
+    {
+        return Err(ConfigError(format!(
+            "{origin}: {key}.filters.{second}: a service has at most one cors filter (list every origin in one)"
+        )));
+    }
     sections
         .into_iter()
         .enumerate()
@@ -343,8 +351,8 @@ fn path_pattern(p: &str) -> Result<PathPattern, String> {
     if !p.starts_with('/') {
         return Err(format!("{p:?} must start with '/' (paths are those after the service segment)"));
     }
-    if p.bytes().any(|b| b <= b' ' || b >= 0x7f || b == b'?' || b == b'#' || b == b'%') {
-        return Err(format!("{p:?}: write paths decoded, without spaces, '?', '#' or '%'"));
+    if p.bytes().any(|b| b <= b' ' || b >= 0x7f || b"?#%;\\".contains(&b)) {
+        return Err(format!("{p:?}: write paths decoded, without spaces, '?', '#', '%', ';' or '\\'"));
     }
     match p.find('*') {
         None => Ok(PathPattern::Exact(p.to_string())),
@@ -361,8 +369,8 @@ fn rewrite(path: String) -> Result<RewriteConfig, Invalid> {
     if !path.starts_with('/') {
         return bad("must start with '/'");
     }
-    if path.bytes().any(|b| b <= b' ' || b >= 0x7f || b == b'?' || b == b'#') {
-        return bad("no spaces, '?' or '#' (the query string is kept as sent)");
+    if path.bytes().any(|b| b <= b' ' || b >= 0x7f || b"?#%\\".contains(&b)) {
+        return bad("write it decoded: no spaces, '%', '\\', '?' or '#' (the query string is kept as sent)");
     }
     let (before, after) = match path.split_once("{path}") {
         Some((b, a)) => (b.to_string(), Some(a.to_string())),

@@ -559,7 +559,15 @@ pub(super) fn parse_net(text: &str) -> Option<IpNet> {
     };
     let max = if addr.is_ipv4() { 32 } else { 128 };
     let prefix = prefix.unwrap_or(max);
-    (prefix <= max).then_some(IpNet { addr, prefix })
+    if prefix > max {
+        return None;
+    }
+    // `::ffff:10.0.0.0/104` is `10.0.0.0/8`: clients are compared in their
+    // canonical form, so networks are stored in it too.
+    match addr.to_canonical() {
+        IpAddr::V4(v4) if addr.is_ipv6() && prefix >= 96 => Some(IpNet { addr: IpAddr::V4(v4), prefix: prefix - 96 }),
+        _ => Some(IpNet { addr, prefix }),
+    }
 }
 
 #[cfg(test)]
@@ -596,5 +604,8 @@ mod tests {
         assert!(parse_net("10.0.0.0/33").is_none());
         let n = parse_net("::1").unwrap();
         assert!(n.contains("::1".parse().unwrap()));
+        let n = parse_net("::ffff:10.0.0.0/104").unwrap();
+        assert_eq!((n.addr, n.prefix), ("10.0.0.0".parse().unwrap(), 8));
+        assert_eq!(parse_net("::ffff:127.0.0.1").map(|n| n.prefix), Some(32));
     }
 }

@@ -10,13 +10,13 @@
 //!   gets `Access-Control-Allow-Origin` and friends, so a browser can read
 //!   it. An origin that is not allowed gets no CORS headers at all.
 //! - The service's own `Access-Control-*` headers are dropped: the policy
-//!   here is the only one. Every answer carries `Vary: Origin`.
+//!   here is the only one. Every answer carries `Vary: Origin` (the response
+//!   phase runs last, so no later filter takes it away).
 
 use super::{Action, Answer, Ctx, Filter, Request};
 use crate::config::CorsConfig;
 use crate::error::{ErrorKind, ProxyError};
 use crate::proto::http1::edits::HeaderEdits;
-use crate::proto::http1::headers::starts_with_folded;
 
 #[derive(Debug)]
 pub struct Cors {
@@ -32,6 +32,10 @@ pub struct Cors {
 
 /// The allowed `Origin` of this request, for the response phase.
 struct AllowedOrigin(Box<[u8]>);
+
+/// This filter answered the request (a preflight): its answer already says
+/// everything, the response phase leaves it alone.
+struct AnsweredPreflight;
 
 impl Cors {
     pub fn new(c: &CorsConfig) -> Self {
@@ -92,6 +96,7 @@ impl Filter for Cors {
                 h.add("access-control-max-age", age.as_bytes());
             }
             h.add("vary", b"Origin, Access-Control-Request-Method, Access-Control-Request-Headers");
+            ctx.insert(AnsweredPreflight);
             return Action::Respond(a);
         }
         if !allowed {
@@ -106,16 +111,12 @@ impl Filter for Cors {
     }
 
     fn response(&self, _status: u16, ctx: &Ctx, edits: &mut HeaderEdits) {
-        for name in [
-            "access-control-allow-origin",
-            "access-control-allow-credentials",
-            "access-control-allow-methods",
-            "access-control-allow-headers",
-            "access-control-expose-headers",
-            "access-control-max-age",
-        ] {
-            edits.remove(name);
+        if ctx.get::<AnsweredPreflight>().is_some() {
+            return;
         }
+        // Every Access-Control-* the service (or a filter) wrote: this
+        // filter is the policy (…-Allow-Private-Network included).
+        edits.remove_prefix("access-control-");
         edits.add("vary", b"Origin");
         let Some(AllowedOrigin(origin)) = ctx.get::<AllowedOrigin>() else {
             return;
@@ -128,9 +129,4 @@ impl Filter for Cors {
             edits.add("access-control-expose-headers", self.expose.as_bytes());
         }
     }
-}
-
-/// Whether `name` is one of the CORS response headers (any spelling).
-pub fn is_cors_header(name: &[u8]) -> bool {
-    starts_with_folded(name, b"access-control-")
 }

@@ -21,9 +21,13 @@
 //! (an auth or a limit), and a refusal still carries the CORS headers the
 //! browser needs to read it.
 //!
+//! Response phases run in the reverse order (the first filter sees the
+//! answer last, as in an onion): `cors`, first on the way in, has the last
+//! word on the way out, so its `Vary: Origin` survives any later edit.
+//!
 //! Writing one: implement [`Filter`] in a file of this folder, add its
 //! config variant in `config/filters.rs` and its arm in [`build`] (see
-//! `docs/filters.md`).
+//! ARCHITECTURE.md, "Writing a filter").
 
 pub mod access;
 pub mod cors;
@@ -106,8 +110,9 @@ pub struct Request<'a> {
     pub headers: &'a [httparse::Header<'a>],
     /// The client's address: the peer's, or, when the peer is one of
     /// `server.trusted_proxies`, the one they forwarded for (never a raw
-    /// `X-Forwarded-For` from an untrusted peer).
-    pub client_ip: IpAddr,
+    /// `X-Forwarded-For` from an untrusted peer). `None`: a trusted proxy
+    /// forwarded something that is not an address; filters fail closed.
+    pub client_ip: Option<IpAddr>,
 }
 
 impl<'a> Request<'a> {
@@ -227,7 +232,7 @@ pub struct ResponseFilters<'a> {
 
 impl ResponseHook for ResponseFilters<'_> {
     fn response(&self, status: u16, edits: &mut HeaderEdits) {
-        for c in self.chain.filters.iter().filter(|c| c.filter.wants_response()) {
+        for c in self.chain.filters.iter().rev().filter(|c| c.filter.wants_response()) {
             c.filter.response(status, self.ctx, edits);
         }
     }

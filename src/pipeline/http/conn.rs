@@ -44,7 +44,7 @@ pub async fn serve_connection(
     let mut first = true;
     loop {
         // Phase: read head; parse, validate, route, rewrite.
-        let (head, snap) = read_head(&w, &peer, &mut client, &mut info, &mut out, first).await;
+        let (head, snap) = read_head(&w, &mut client, &mut info, &mut out, first).await;
         let req = match head {
             Head::Ready(p) => p,
             Head::Closed => return,
@@ -125,7 +125,7 @@ pub async fn serve_connection(
             Some(Early::Respond(a)) => {
                 // The client's body (if any) is not read: close after the answer.
                 let keep = keep_client && req.body == RequestBody::None;
-                match answer(&w, &mut client.stream, &mut out, a, &req.meta, keep).await {
+                match answer(&w, &mut client.stream, &mut out, a, &req.meta, keep, hook).await {
                     Ok(()) => Ok(Outcome {
                         status: a.status,
                         bytes: a.body.len() as u64,
@@ -203,7 +203,6 @@ pub async fn serve_connection(
 /// request then keeps that one version to its end.
 async fn read_head(
     w: &Worker,
-    peer: &SocketAddr,
     client: &mut BufStream,
     info: &mut ClientInfo,
     out: &mut Vec<u8>,
@@ -220,7 +219,7 @@ async fn read_head(
     loop {
         if !client.data().is_empty() {
             let proxies = &snap.gateway.trusted_proxies;
-            info.trusted = !proxies.is_empty() && proxies.iter().any(|n| n.contains(peer.ip()));
+            info.trusted = !proxies.is_empty() && proxies.iter().any(|n| n.contains(info.peer));
             match prepare_when_due(&mut scan, client.data(), &snap, info, &w.ids, out) {
                 Ok(Some(Routed::Http(p))) => return (Head::Ready(p), snap),
                 Ok(Some(Routed::WebSocket(u))) => return (Head::WebSocket(u), snap),
@@ -319,7 +318,8 @@ pub async fn answer_error(
     send(w, stream, out).await
 }
 
-/// Writes an answer a filter gave (a CORS preflight).
+/// Writes an answer a filter gave (a CORS preflight), through the response
+/// filters like any answer.
 async fn answer(
     w: &Worker,
     stream: &mut TcpStream,
@@ -327,9 +327,16 @@ async fn answer(
     a: &Answer,
     meta: &Meta,
     keep_alive: bool,
+    hook: Option<&dyn ResponseHook>,
 ) -> std::io::Result<()> {
     let kind = (!a.body.is_empty()).then_some("application/json");
-    write_answer(out, a.status, kind, &a.headers, &a.body, meta, keep_alive);
+    let mut headers = a.headers.clone();
+    if let Some(h) = hook {
+        let mut edits = HeaderEdits::default();
+        h.response(a.status, &mut edits);
+        headers.merge(&edits);
+    }
+    write_answer(out, a.status, kind, &headers, &a.body, meta, keep_alive);
     send(w, stream, out).await
 }
 

@@ -39,33 +39,48 @@ pub struct ClientInfo {
 
 impl ClientInfo {
     pub fn new(peer: IpAddr) -> Self {
+        // An IPv4 client on a dual-stack listener arrives as ::ffff:a.b.c.d:
+        // it is the IPv4 address everywhere (trusted proxies, filters, logs).
+        let peer = peer.to_canonical();
         ClientInfo { peer, peer_ip: peer.to_string(), trusted: false }
     }
 
     /// The client's address: the peer's, unless the peer is a trusted proxy;
     /// then the right-most `X-Forwarded-For` entry that is not itself a
-    /// trusted proxy (the first hop no trusted party vouches for). Entries
-    /// that are not addresses end the walk at the hop that sent them.
-    pub fn client_ip(&self, head: &RequestHead<'_>, proxies: &[IpNet]) -> IpAddr {
+    /// trusted proxy (the first hop no trusted party vouches for). An entry
+    /// that is not an address (`unknown`, garbage) makes the client unknown:
+    /// `None`, never the proxy's own address.
+    pub fn client_ip(&self, head: &RequestHead<'_>, proxies: &[IpNet]) -> Option<IpAddr> {
         if !self.trusted {
-            return self.peer;
+            return Some(self.peer);
         }
         let mut ip = self.peer;
         let fields = head.headers.iter().rev().filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"));
         for field in fields {
             let items: Vec<&[u8]> = list_items(trim(field.value)).collect();
             for item in items.into_iter().rev() {
-                let Some(next) = std::str::from_utf8(item).ok().and_then(|s| s.parse::<IpAddr>().ok()) else {
-                    return ip;
-                };
-                ip = next.to_canonical();
+                ip = forwarded_ip(item)?.to_canonical();
                 if !proxies.iter().any(|n| n.contains(ip)) {
-                    return ip;
+                    return Some(ip);
                 }
             }
         }
-        ip
+        Some(ip)
     }
+}
+
+/// One `X-Forwarded-For` entry: `a.b.c.d`, `a.b.c.d:port`, an IPv6 address,
+/// or `[v6]:port`.
+fn forwarded_ip(item: &[u8]) -> Option<IpAddr> {
+    let s = std::str::from_utf8(item).ok()?;
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(sa) = s.parse::<std::net::SocketAddr>() {
+        return Some(sa.ip());
+    }
+    let inner = s.strip_prefix('[').and_then(|r| r.strip_suffix(']'))?;
+    inner.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6)
 }
 
 /// What the exchange needs from a validated, routed request.
@@ -139,7 +154,6 @@ pub struct WsUpgrade {
 }
 
 /// Where a prepared request goes.
-#[allow(clippy::large_enum_variant)] // built once per request and moved once: boxing would cost an allocation
 pub enum Routed {
     Http(Prepared),
     WebSocket(Box<WsUpgrade>),
@@ -205,7 +219,7 @@ pub fn prepare(
     }
 
     // Phase: framing.
-    let framing = match head.framing(&limits) {
+    let framing = match head.framing() {
         Ok(f) => f,
         Err(e) => fail!(e),
     };
@@ -282,6 +296,19 @@ pub fn prepare(
             Flow::Reject(e) => Some(Early::Reject(e)),
         };
         filtered = Some(f);
+    }
+
+    // The body limit, after the filters: a 413 gets the service's response
+    // filters (CORS headers a browser needs to read it) like any refusal.
+    if let RequestBody::Length(n) = framing.body {
+        if n > limits.max_body_bytes {
+            let error = ProxyError::new(ErrorKind::BodyTooLarge, "request body exceeds the size limit");
+            match filtered.as_deref_mut() {
+                None => fail!(error),
+                Some(f) if f.early.is_none() => f.early = Some(Early::Reject(error)),
+                Some(_) => {}
+            }
+        }
     }
 
     // Phase: upstream head (not needed when a filter ended the request).

@@ -5,7 +5,12 @@
 //! applied by the one function that writes the head, so a removed header is
 //! never written and an added one is written once.
 
-use super::headers::is_name;
+use super::headers::{is_name, starts_with_folded};
+
+/// A name as backends read it: lower case, `_` as `-`.
+fn fold(name: &str) -> Box<[u8]> {
+    name.bytes().map(|b| if b == b'_' { b'-' } else { b.to_ascii_lowercase() }).collect()
+}
 
 /// Names to leave out and lines to add to one head.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -14,18 +19,28 @@ pub struct HeaderEdits {
     /// removing `X-Debug` also removes `x_debug`, which a CGI-style backend
     /// would read as the same header.
     remove: Vec<Box<[u8]>>,
+    /// Folded name prefixes: every header starting so is left out.
+    remove_prefixes: Vec<Box<[u8]>>,
     /// `name: value\r\n` lines, written after the kept headers.
     add: Vec<u8>,
 }
 
 impl HeaderEdits {
     pub fn is_empty(&self) -> bool {
-        self.remove.is_empty() && self.add.is_empty()
+        self.remove.is_empty() && self.remove_prefixes.is_empty() && self.add.is_empty()
+    }
+
+    /// Leaves out every header whose name starts with `prefix` (folded).
+    pub fn remove_prefix(&mut self, prefix: &str) {
+        let folded: Box<[u8]> = fold(prefix);
+        if !self.remove_prefixes.contains(&folded) {
+            self.remove_prefixes.push(folded);
+        }
     }
 
     /// Leaves out every header named `name` (folded) that came in the head.
     pub fn remove(&mut self, name: &str) {
-        let folded: Box<[u8]> = name.bytes().map(|b| if b == b'_' { b'-' } else { b.to_ascii_lowercase() }).collect();
+        let folded = fold(name);
         if !self.remove.contains(&folded) {
             self.remove.push(folded);
         }
@@ -44,8 +59,7 @@ impl HeaderEdits {
     /// holding `value`.
     pub fn set(&mut self, name: &str, value: &[u8]) {
         self.remove(name);
-        let folded: Vec<u8> = name.bytes().map(|b| if b == b'_' { b'-' } else { b.to_ascii_lowercase() }).collect();
-        self.drop_added(&folded);
+        self.drop_added(&fold(name));
         self.add(name, value);
     }
 
@@ -62,15 +76,33 @@ impl HeaderEdits {
             }
             self.drop_added(r);
         }
+        for p in &other.remove_prefixes {
+            if !self.remove_prefixes.contains(p) {
+                self.remove_prefixes.push(p.clone());
+            }
+            self.drop_added_prefix(p);
+        }
         self.add.extend_from_slice(&other.add);
     }
 
     /// Takes back added lines named `folded`.
     fn drop_added(&mut self, folded: &[u8]) {
+        self.drop_added_if(|name| is_name(name, folded));
+    }
+
+    /// Takes back added lines whose name starts with `folded`.
+    fn drop_added_prefix(&mut self, folded: &[u8]) {
+        self.drop_added_if(|name| starts_with_folded(name, folded));
+    }
+
+    fn drop_added_if(&mut self, gone: impl Fn(&[u8]) -> bool) {
+        if self.add.is_empty() {
+            return;
+        }
         let mut kept = Vec::with_capacity(self.add.len());
         for line in self.add.split_inclusive(|b| *b == b'\n') {
             let name = line.split(|b| *b == b':').next().unwrap_or_default();
-            if !is_name(name, folded) {
+            if !gone(name) {
                 kept.extend_from_slice(line);
             }
         }
@@ -80,7 +112,7 @@ impl HeaderEdits {
     /// Whether a header of the incoming head is left out.
     #[inline]
     pub fn removes(&self, name: &[u8]) -> bool {
-        self.remove.iter().any(|r| is_name(name, r))
+        self.remove.iter().any(|r| is_name(name, r)) || self.remove_prefixes.iter().any(|p| starts_with_folded(name, p))
     }
 
     /// The added lines, each ending with CRLF.
@@ -110,5 +142,13 @@ mod tests {
         e.merge(&later);
         assert_eq!(e.added(), b"A: 1\r\n");
         assert!(e.removes(b"x-env") && e.removes(b"server"));
+        let mut p = HeaderEdits::default();
+        p.add("Access-Control-Allow-Origin", b"*");
+        p.add("Keep", b"1");
+        let mut cors = HeaderEdits::default();
+        cors.remove_prefix("access-control-");
+        p.merge(&cors);
+        assert_eq!(p.added(), b"Keep: 1\r\n");
+        assert!(p.removes(b"Access_Control_Allow_Private_Network") && !p.removes(b"access-contro"));
     }
 }

@@ -44,6 +44,9 @@ pub enum PathError {
     EncodedSeparator,
     BadEscape,
     Fragment,
+    /// `..;x` or `.;x`: Tomcat, Jetty and Spring read it as a dot segment,
+    /// others as a name; a path that means two things is refused.
+    DotSegmentParams,
 }
 
 impl PathError {
@@ -53,6 +56,7 @@ impl PathError {
             PathError::EncodedSeparator => "encoded '/' or '\\' in the path is not allowed",
             PathError::BadEscape => "invalid percent-encoding or encoded NUL in the path",
             PathError::Fragment => "a request target cannot carry a fragment",
+            PathError::DotSegmentParams => "a dot segment with parameters ('..;') is ambiguous",
         }
     }
 }
@@ -138,6 +142,11 @@ pub fn route_target(target: &[u8], encoded_slash: EncodedSlash) -> Result<Routed
     }
     let mut segs: Vec<&[u8]> = Vec::with_capacity(8);
     for seg in path.split(|b| *b == b'/') {
+        if let Some(i) = seg.iter().position(|b| *b == b';') {
+            if is_dot(&seg[..i]).is_some() {
+                return Err(PathError::DotSegmentParams);
+            }
+        }
         match is_dot(seg) {
             Some(2) => {
                 segs.pop();
@@ -185,6 +194,14 @@ mod tests {
 
     fn ok(t: &str, svc: &str, up: &str) {
         assert_eq!(r(t), Ok((svc.to_string(), up.to_string())), "{t}");
+    }
+
+    #[test]
+    fn dot_segments_with_parameters_are_refused() {
+        for t in ["/svc/public/..;/admin", "/svc/x/..;a=1/y", "/svc/%2e%2e;/a", "/svc/.;/../a", "/svc/a/.%2E;x"] {
+            assert_eq!(route_target(t.as_bytes(), EncodedSlash::Reject), Err(PathError::DotSegmentParams), "{t}");
+        }
+        assert!(route_target(b"/svc/a;b/..c;d/...;e", EncodedSlash::Reject).is_ok(), "names with ';' are fine");
     }
 
     #[test]

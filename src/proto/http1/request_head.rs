@@ -19,6 +19,7 @@ pub struct RequestLimits {
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_uri_bytes: usize,
+    /// Not checked here: see [`RequestHead::framing`].
     pub max_body_bytes: u64,
 }
 
@@ -202,7 +203,10 @@ impl RequestHead<'_> {
     }
 
     /// The framing rules that keep a request from meaning two things.
-    pub fn framing(&self, limits: &RequestLimits) -> Result<Framing, ProxyError> {
+    /// (`limits.max_body_bytes` is a policy, not a framing rule: the caller
+    /// applies it after routing, so a service's response filters decorate
+    /// the 413.)
+    pub fn framing(&self) -> Result<Framing, ProxyError> {
         let s = &self.seen;
         let http10 = self.http10;
         if !http10 && s.hosts != 1 || s.hosts > 1 {
@@ -237,12 +241,11 @@ impl RequestHead<'_> {
             },
             (false, None) => RequestBody::None,
         };
-        if let RequestBody::Length(n) = body {
-            if n > limits.max_body_bytes {
-                return Err(ProxyError::new(ErrorKind::BodyTooLarge, "request body exceeds the size limit"));
-            }
-        }
-        let upgrade = !http10 && s.conn_upgrade && s.upgrade.is_some() && self.method == "GET";
+        // h2c is HTTP in another framing: tunnelled after a 101, its requests
+        // would pass every filter unseen. It is not offered to services; the
+        // request goes on as a plain HTTP/1.1 request.
+        let h2c = s.upgrade.is_some_and(|u| list_items(u).any(|t| t.eq_ignore_ascii_case(b"h2c")));
+        let upgrade = !http10 && s.conn_upgrade && s.upgrade.is_some() && !h2c && self.method == "GET";
         if upgrade && body != RequestBody::None {
             return Err(ProxyError::bad_request("an upgrade request cannot carry a body"));
         }
