@@ -7,7 +7,7 @@
 
 use super::model::{parse_net, ConfigError, IpNet};
 use super::parse_duration;
-use crate::proto::http1::headers::{is_gateway_header, is_hop_by_hop, is_name, is_tchar};
+use crate::proto::http1::headers::{is_gateway_header, is_hop_by_hop, is_name, is_regenerated, is_tchar};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -184,20 +184,10 @@ enum Direction {
 /// describe one hop: a filter may neither set nor remove them.
 fn reserved(name: &str, dir: Direction) -> bool {
     let n = name.as_bytes();
-    const OWN: [&[u8]; 8] = [
-        b"host",
-        b"content-length",
-        b"expect",
-        b"x-request-id",
-        b"x-forwarded-for",
-        b"x-forwarded-proto",
-        b"x-forwarded-host",
-        b"forwarded",
-    ];
     is_hop_by_hop(n)
         || is_gateway_header(n)
         || match dir {
-            Direction::Request => OWN.iter().any(|o| is_name(n, o)),
+            Direction::Request => is_regenerated(n),
             Direction::Response => is_name(n, b"content-length") || is_name(n, b"x-request-id"),
         }
 }

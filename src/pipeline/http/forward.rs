@@ -4,28 +4,14 @@
 use crate::config::Underscores;
 use crate::pipeline::snapshot::{Service, Snapshot};
 use crate::proto::http1::edits::HeaderEdits;
-use crate::proto::http1::headers::{folded_eq, has_underscore, is_gateway_header, is_hop_by_hop, is_name, trim};
+use crate::proto::http1::headers::{
+    folded_eq, has_underscore, is_gateway_header, is_hop_by_hop, is_name, is_regenerated, trim,
+};
 use crate::proto::http1::inline::RequestId;
 use crate::proto::http1::request_head::{Framing, RequestHead};
 use crate::proto::http1::{itoa, RequestBody};
 
 use super::request::ClientInfo;
-
-/// Headers the gateway always sets itself; the client's copies are dropped,
-/// and so are their aliases (`X_Forwarded_For`) when underscores are allowed.
-fn is_regenerated(name: &[u8]) -> bool {
-    const OWN: [&[u8]; 8] = [
-        b"host",
-        b"content-length",
-        b"expect",
-        b"x-request-id",
-        b"x-forwarded-for",
-        b"x-forwarded-proto",
-        b"x-forwarded-host",
-        b"forwarded",
-    ];
-    OWN.iter().any(|h| is_name(name, h))
-}
 
 /// Whether an underscored name goes no further: under "drop" (under
 /// "reject" the request never gets this far). `underscored`: the head has one.

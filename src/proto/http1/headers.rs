@@ -142,6 +142,22 @@ pub fn has_underscore(name: &[u8]) -> bool {
     words.any(word_has) || word_has(&name[name.len() - 8..])
 }
 
+/// Headers the gateway always sets itself; the client's copies are dropped,
+/// and so are their aliases (`X_Forwarded_For`) when underscores are allowed.
+pub fn is_regenerated(name: &[u8]) -> bool {
+    const OWN: [&[u8]; 8] = [
+        b"host",
+        b"content-length",
+        b"expect",
+        b"x-request-id",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"forwarded",
+    ];
+    OWN.iter().any(|h| is_name(name, h))
+}
+
 /// RFC 9110 token characters.
 pub fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
