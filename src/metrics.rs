@@ -105,6 +105,10 @@ pub struct Registry {
     /// `wasp_filter_actions_total` by (service, filter kind, action); kept
     /// across reloads like the service counters.
     filter_actions: Mutex<BTreeMap<FilterActionKey, Arc<AtomicU64>>>,
+    /// `record` filters: lines written, dropped at a full queue, failed writes.
+    pub record_lines: Arc<AtomicU64>,
+    pub record_dropped: Arc<AtomicU64>,
+    pub record_failed: Arc<AtomicU64>,
 }
 
 /// (service, filter kind, action): the labels of one filter counter.
@@ -126,6 +130,9 @@ impl Registry {
             worker_restarts: AtomicU64::new(0),
             admin_refused: Default::default(),
             filter_actions: Mutex::new(BTreeMap::new()),
+            record_lines: Default::default(),
+            record_dropped: Default::default(),
+            record_failed: Default::default(),
         }
     }
 
@@ -187,6 +194,17 @@ impl Registry {
             }
         }
         drop(filters);
+        for (name, help, v) in [
+            ("wasp_record_lines_total", "Recorded lines written by the record writer.", &self.record_lines),
+            (
+                "wasp_record_dropped_total",
+                "Recorded lines dropped because the writer's queue was full.",
+                &self.record_dropped,
+            ),
+            ("wasp_record_failed_total", "Recorded lines the writer could not write.", &self.record_failed),
+        ] {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", v.load(Relaxed));
+        }
 
         o.push_str("# HELP wasp_request_duration_seconds Time from a request's head to its last response byte.\n# TYPE wasp_request_duration_seconds histogram\n");
         let mut cumulative = 0;

@@ -10,7 +10,7 @@ use wasp::filters::{Action, Chain, Ctx, Filter, Flow, Request};
 use wasp::metrics::Registry;
 use wasp::proto::http1::edits::HeaderEdits;
 use wasp::proto::http1::request_head::{self, RequestLimits};
-use wasp::targets::ResponseHook;
+use wasp::targets::{ResponseHook, ResponseView};
 
 // --- the example, as in ARCHITECTURE.md ------------------------------------
 
@@ -47,7 +47,7 @@ impl Filter for ApiVersion {
         true
     }
 
-    fn response(&self, _status: u16, ctx: &Ctx, edits: &mut HeaderEdits) {
+    fn response(&self, _resp: &ResponseView<'_>, ctx: &Ctx, edits: &mut HeaderEdits) {
         if let Some(Chosen(v)) = ctx.get::<Chosen>() {
             edits.set("X-Api-Version-Served", v.as_bytes());
         }
@@ -69,6 +69,7 @@ fn run(chain: &Chain, head: &[u8], ctx: &mut Ctx) -> Flow {
         path: "/items",
         query: "",
         headers: h.headers,
+        body_prefix: &[],
         client_ip: Some(IpAddr::from([127, 0, 0, 1])),
     };
     chain.request(&req, ctx)
@@ -88,7 +89,7 @@ fn the_example_filter_refuses_changes_and_decorates() {
     assert_eq!(ctx.headers.added(), b"X-Version: 2\r\n");
     let hook = chain.response_hook(&ctx).expect("the filter asked for the response");
     let mut edits = HeaderEdits::default();
-    hook.response(200, &mut edits);
+    hook.response(&ResponseView { status: 200, headers: &[] }, &mut edits);
     assert_eq!(edits.added(), b"X-Api-Version-Served: 2\r\n");
 
     // An unsupported one: refused with the one error type (400 JSON).

@@ -63,6 +63,12 @@ pub struct RouteConfig {
     pub ack: bool,
     pub reply: bool,
     pub timeout: Duration,
+    /// jq program for the event before it goes to the targets.
+    pub transform_request: Option<String>,
+    /// jq program for the reply before it goes to the client.
+    pub transform_reply: Option<String>,
+    /// Integration request headers taken from the event by JSON path.
+    pub headers: Vec<(String, JsonPath)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -223,5 +229,58 @@ fn route(
         ack: r.ack.unwrap_or(false),
         reply: r.reply.unwrap_or(false),
         timeout: src.duration(&format!("{key}.timeout"), &r.timeout, default_timeout)?,
+        transform_request: program(
+            src,
+            &format!("{key}.transform.request"),
+            r.transform.as_ref().and_then(|t| t.request.clone()),
+        )?,
+        transform_reply: program(
+            src,
+            &format!("{key}.transform.reply"),
+            r.transform.as_ref().and_then(|t| t.reply.clone()),
+        )?,
+        headers: event_headers(src, key, r.headers.as_ref())?,
     })
+}
+
+/// A jq program, compiled once here to refuse what does not compile.
+fn program(src: &Source<'_>, key: &str, text: Option<String>) -> Result<Option<String>, ConfigError> {
+    match text {
+        None => Ok(None),
+        Some(t) => match crate::proto::jq::Program::compile(&t) {
+            Ok(_) => Ok(Some(t)),
+            Err(e) => src.err(key, None, e),
+        },
+    }
+}
+
+/// `headers = { "X-Chat-Room" = "$.room" }`: names a service may take as
+/// the gateway's word (hop-by-hop, framing, forwarding, request id,
+/// `X-Wasp-*`) are refused here; protected names in `GatewayConfig` checks.
+fn event_headers(
+    src: &Source<'_>,
+    key: &str,
+    h: Option<&indexmap::IndexMap<String, String>>,
+) -> Result<Vec<(String, JsonPath)>, ConfigError> {
+    use crate::proto::http1::headers::{is_gateway_header, is_hop_by_hop, is_name, is_regenerated, is_tchar};
+    let mut out = Vec::new();
+    for (name, path) in h.into_iter().flatten() {
+        let n = name.as_bytes();
+        if n.is_empty() || n.len() > 256 || !n.iter().all(|b| is_tchar(*b)) {
+            return src.err(&format!("{key}.headers"), None, format!("{name:?} is not a header name"));
+        }
+        if is_hop_by_hop(n) || is_regenerated(n) || is_gateway_header(n) || is_name(n, b"content-type") {
+            return src.err(
+                &format!("{key}.headers"),
+                None,
+                format!("{name:?} is set by the gateway itself (framing, forwarding, ids, X-Wasp-*)"),
+            );
+        }
+        let p = JsonPath::parse(path).or_else(|m| src.err(&format!("{key}.headers"), None, m))?;
+        out.push((name.to_ascii_lowercase(), p));
+    }
+    if out.len() > 32 {
+        return src.err(&format!("{key}.headers"), None, "at most 32 headers");
+    }
+    Ok(out)
 }

@@ -91,6 +91,10 @@ pub struct LogSection {
     pub format: Option<Spanned<String>>,
     /// A tracing filter such as "info" or "wasp=debug"; RUST_LOG wins when set.
     pub level: Option<String>,
+    /// The folder `record` filters write into (file config only).
+    pub record_dir: Option<String>,
+    /// Recorded lines waiting for the writer thread, at most; more are dropped.
+    pub record_queue: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -162,6 +166,17 @@ pub struct RouteSection {
     pub ack: Option<bool>,
     pub reply: Option<bool>,
     pub timeout: Option<Spanned<String>>,
+    /// jq programs for the event sent to targets and the reply sent back.
+    pub transform: Option<RouteTransformSection>,
+    /// Integration request headers taken from the event: name → JSON path.
+    pub headers: Option<indexmap::IndexMap<String, String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTransformSection {
+    pub request: Option<String>,
+    pub reply: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -8,6 +8,7 @@
 use super::model::{parse_net, ConfigError, IpNet};
 use super::parse_duration;
 use crate::proto::http1::headers::{is_gateway_header, is_hop_by_hop, is_name, is_regenerated, is_tchar};
+use crate::proto::jq::Program;
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -51,6 +52,36 @@ pub enum FilterSection {
     Rewrite {
         path: String,
     },
+    Route {
+        when: WhenSection,
+        to: String,
+    },
+    Split {
+        to: String,
+        percent: f64,
+        sticky: Option<String>,
+    },
+    Record {
+        sample: Option<f64>,
+        file: String,
+        body_bytes: Option<usize>,
+    },
+    Transform {
+        request_body: Option<String>,
+        response_body: Option<String>,
+    },
+}
+
+/// `when = { header = { "User-Agent" = "*Mobile*" } }`: every pattern must match.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhenSection {
+    #[serde(default)]
+    pub header: indexmap::IndexMap<String, String>,
+    #[serde(default)]
+    pub cookie: indexmap::IndexMap<String, String>,
+    #[serde(default)]
+    pub query: indexmap::IndexMap<String, String>,
 }
 
 /// A validated filter.
@@ -62,6 +93,10 @@ pub enum FilterConfig {
     Block(Conditions),
     Allow(Conditions),
     Rewrite(RewriteConfig),
+    Route(RouteRule),
+    Split(SplitConfig),
+    Record(RecordConfig),
+    Transform(TransformConfig),
 }
 
 impl FilterConfig {
@@ -74,8 +109,68 @@ impl FilterConfig {
             FilterConfig::Block(_) => "block",
             FilterConfig::Allow(_) => "allow",
             FilterConfig::Rewrite(_) => "rewrite",
+            FilterConfig::Route(_) => "route",
+            FilterConfig::Split(_) => "split",
+            FilterConfig::Record(_) => "record",
+            FilterConfig::Transform(_) => "transform",
         }
     }
+
+    /// The service this filter may hand requests to.
+    pub fn routes_to(&self) -> Option<&str> {
+        match self {
+            FilterConfig::Route(r) => Some(&r.to),
+            FilterConfig::Split(s) => Some(&s.to),
+            _ => None,
+        }
+    }
+}
+
+/// `route`: when every pattern matches, the request goes to service `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteRule {
+    /// (where, name, glob): header names lower case.
+    pub when: Vec<(WhenSource, String, String)>,
+    pub to: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenSource {
+    Header,
+    Cookie,
+    Query,
+}
+
+/// `split`: `percent` of the sticky keys go to `to`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SplitConfig {
+    pub to: String,
+    /// Basis points: 0..=10000 (`percent = 10` is 1000).
+    pub basis_points: u32,
+    pub sticky: Sticky,
+}
+
+/// What keeps a client on one side of a split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sticky {
+    Cookie(String),
+    Header(String),
+    Ip,
+}
+
+/// `record`: sampled JSON lines into `[log] record_dir`/`file`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordConfig {
+    pub sample: f64,
+    pub file: String,
+    pub body_bytes: usize,
+}
+
+/// `transform`: jq programs (their text; compiled per snapshot).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransformConfig {
+    pub request_body: Option<String>,
+    pub response_body: Option<String>,
 }
 
 /// `set` and `remove` of a `headers` or `response_headers` filter.
@@ -171,7 +266,162 @@ fn one(s: FilterSection, _at: &str) -> Result<FilterConfig, Invalid> {
         FilterSection::Block { methods, paths, cidrs } => FilterConfig::Block(conditions(methods, paths, cidrs)?),
         FilterSection::Allow { methods, paths, cidrs } => FilterConfig::Allow(conditions(methods, paths, cidrs)?),
         FilterSection::Rewrite { path } => FilterConfig::Rewrite(rewrite(path)?),
+        FilterSection::Route { when, to } => FilterConfig::Route(route_rule(when, to)?),
+        FilterSection::Split { to, percent, sticky } => FilterConfig::Split(split(to, percent, sticky)?),
+        FilterSection::Record { sample, file, body_bytes } => FilterConfig::Record(record(sample, file, body_bytes)?),
+        FilterSection::Transform { request_body, response_body } => {
+            FilterConfig::Transform(transform(request_body, response_body)?)
+        }
     })
+}
+
+fn route_rule(when: WhenSection, to: String) -> Result<RouteRule, Invalid> {
+    let mut rules = Vec::new();
+    for (source, map) in
+        [(WhenSource::Header, when.header), (WhenSource::Cookie, when.cookie), (WhenSource::Query, when.query)]
+    {
+        for (name, glob) in map {
+            if name.is_empty() || name.len() > 256 || !name.bytes().all(is_tchar) {
+                return Err(("when", format!("{name:?} is not a header, cookie or parameter name")));
+            }
+            if glob.len() > 1024 || !header_value(&glob) {
+                return Err(("when", format!("the pattern for {name:?} must be visible ASCII (use * for any run)")));
+            }
+            let name = if source == WhenSource::Header { name.to_ascii_lowercase() } else { name };
+            rules.push((source, name, glob));
+        }
+    }
+    if rules.is_empty() {
+        return Err(("when", "give at least one header, cookie or query pattern".into()));
+    }
+    Ok(RouteRule { when: rules, to })
+}
+
+fn split(to: String, percent: f64, sticky: Option<String>) -> Result<SplitConfig, Invalid> {
+    if !(0.0..=100.0).contains(&percent) {
+        return Err(("percent", "must be between 0 and 100".into()));
+    }
+    let sticky = match sticky.as_deref() {
+        None | Some("ip") => Sticky::Ip,
+        Some(s) => match s.split_once(':') {
+            Some(("cookie", n)) if !n.is_empty() && n.bytes().all(is_tchar) => Sticky::Cookie(n.to_string()),
+            Some(("header", n)) if !n.is_empty() && n.bytes().all(is_tchar) => Sticky::Header(n.to_ascii_lowercase()),
+            _ => return Err(("sticky", format!("{s:?}: write \"cookie:NAME\", \"header:NAME\" or \"ip\""))),
+        },
+    };
+    Ok(SplitConfig { to, basis_points: (percent * 100.0).round() as u32, sticky })
+}
+
+fn record(sample: Option<f64>, file: String, body_bytes: Option<usize>) -> Result<RecordConfig, Invalid> {
+    let sample = sample.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&sample) {
+        return Err(("sample", "must be between 0 and 1 (a share of requests)".into()));
+    }
+    let name_ok = !file.is_empty()
+        && file.len() <= 128
+        && !file.starts_with('.')
+        && file.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !name_ok {
+        return Err((
+            "file",
+            format!("{file:?}: a file name inside [log] record_dir (letters, digits, '-', '_', '.'), never a path"),
+        ));
+    }
+    let body_bytes = body_bytes.unwrap_or(4096);
+    if body_bytes > 1 << 20 {
+        return Err(("body_bytes", "must be at most 1048576".into()));
+    }
+    Ok(RecordConfig { sample, file, body_bytes })
+}
+
+fn transform(request_body: Option<String>, response_body: Option<String>) -> Result<TransformConfig, Invalid> {
+    if request_body.is_none() && response_body.is_none() {
+        return Err(("", "give request_body, response_body or both".into()));
+    }
+    if let Some(p) = &request_body {
+        Program::compile(p).map_err(|e| ("request_body", e))?;
+    }
+    if let Some(p) = &response_body {
+        Program::compile(p).map_err(|e| ("response_body", e))?;
+    }
+    Ok(TransformConfig { request_body, response_body })
+}
+
+/// Checks across services, once all are known: every `route`/`split`
+/// target exists, no chain of them comes back to where it started, and a
+/// `record` has somewhere to write.
+pub(super) fn check_across(
+    origin: &str,
+    services: &[super::model::ServiceConfig],
+    record_dir: Option<&std::path::Path>,
+) -> Result<(), ConfigError> {
+    let index: std::collections::HashMap<&str, usize> =
+        services.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+    for s in services {
+        for (i, f) in s.filters.iter().enumerate() {
+            if let Some(to) = f.routes_to() {
+                if !index.contains_key(to) {
+                    return Err(ConfigError(format!(
+                        "{origin}: services.{}.filters.{i}.to: there is no service {to:?}",
+                        s.name
+                    )));
+                }
+                if to == s.name {
+                    return Err(ConfigError(format!(
+                        "{origin}: services.{}.filters.{i}.to: a service cannot route to itself",
+                        s.name
+                    )));
+                }
+            }
+            if matches!(f, FilterConfig::Record(_)) && record_dir.is_none() {
+                return Err(ConfigError(format!(
+                    "{origin}: services.{}.filters.{i}.file: set [log] record_dir (in the file) first",
+                    s.name
+                )));
+            }
+        }
+    }
+    // A cycle: depth-first search over "routes to" edges.
+    let edges: Vec<Vec<usize>> = services
+        .iter()
+        .map(|s| s.filters.iter().filter_map(|f| f.routes_to()).filter_map(|t| index.get(t).copied()).collect())
+        .collect();
+    let mut state = vec![0u8; services.len()]; // 0 new, 1 on the path, 2 done
+    fn visit(n: usize, edges: &[Vec<usize>], state: &mut [u8], path: &mut Vec<usize>) -> Option<Vec<usize>> {
+        state[n] = 1;
+        path.push(n);
+        for &m in &edges[n] {
+            if state[m] == 1 {
+                let at = path.iter().position(|p| *p == m).unwrap_or(0);
+                let mut cycle = path[at..].to_vec();
+                cycle.push(m);
+                return Some(cycle);
+            }
+            if state[m] == 0 {
+                if let Some(c) = visit(m, edges, state, path) {
+                    return Some(c);
+                }
+            }
+        }
+        path.pop();
+        state[n] = 2;
+        None
+    }
+    for n in 0..services.len() {
+        if state[n] == 0 {
+            if let Some(cycle) = visit(n, &edges, &mut state, &mut Vec::new()) {
+                let names: Vec<&str> = cycle.iter().map(|i| services[*i].name.as_str()).collect();
+                let first = &services[cycle[0]];
+                let at = first.filters.iter().position(|f| f.routes_to() == Some(names[1])).unwrap_or(0);
+                return Err(ConfigError(format!(
+                    "{origin}: services.{}.filters.{at}.to: routing goes round in a circle: {}",
+                    first.name,
+                    names.join(" -> ")
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -8,5 +8,8 @@ mod model;
 
 pub use duration::parse_duration;
 pub use endpoints::{parse_http_target, EndpointConfig, EndpointMode, HttpTarget, MatchValue, RouteConfig, WsLimits};
-pub use filters::{Conditions, CorsConfig, FilterConfig, HeaderRules, PathPattern, RewriteConfig};
+pub use filters::{
+    Conditions, CorsConfig, FilterConfig, HeaderRules, PathPattern, RecordConfig, RewriteConfig, RouteRule,
+    SplitConfig, Sticky, TransformConfig, WhenSource,
+};
 pub use model::*;

@@ -180,6 +180,10 @@ pub struct GatewayConfig {
     pub timeouts: Timeouts,
     pub encoded_slash: EncodedSlash,
     pub access_log: bool,
+    /// `[log] record_dir`: where `record` filters write (file config only).
+    pub record_dir: Option<std::path::PathBuf>,
+    /// `[log] record_queue`: lines waiting for the writer, at most.
+    pub record_queue: usize,
     pub endpoints: Vec<super::endpoints::EndpointConfig>,
 }
 
@@ -467,8 +471,30 @@ impl Config {
             }) {
                 return src.err(&format!("endpoints.{name}.path"), Some(e.path.span()), "is the path of a service");
             }
+            let matcher = HeaderMatcher::new(&protected);
+            for r in &ep.routes {
+                if let Some((n, _)) = r.headers.iter().find(|(n, _)| matcher.matches(n.as_bytes())) {
+                    return src.err(
+                        &format!("endpoints.{name}.routes.{:?}.headers", r.key),
+                        None,
+                        format!("{n:?} is a protected header: services take it as the gateway's word"),
+                    );
+                }
+            }
             endpoints.push(ep);
         }
+
+        let record_dir = file.log.record_dir.as_deref().map(std::path::PathBuf::from);
+        if let Some(d) = &record_dir {
+            if !d.is_absolute() {
+                return src.err("log.record_dir", None, "must be an absolute path");
+            }
+        }
+        let record_queue = file.log.record_queue.unwrap_or(4096);
+        if record_queue == 0 || record_queue > 1_000_000 {
+            return src.err("log.record_queue", None, "must be between 1 and 1000000");
+        }
+        super::filters::check_across(src.origin, &services, record_dir.as_deref())?;
 
         Ok(Config {
             server,
@@ -482,6 +508,8 @@ impl Config {
                 encoded_slash,
                 access_log: file.log.access.unwrap_or(true),
                 endpoints,
+                record_dir,
+                record_queue,
             },
         })
     }

@@ -17,6 +17,7 @@ use super::{Action, Answer, Ctx, Filter, Request};
 use crate::config::CorsConfig;
 use crate::error::{ErrorKind, ProxyError};
 use crate::proto::http1::edits::HeaderEdits;
+use crate::targets::ResponseView;
 
 #[derive(Debug)]
 pub struct Cors {
@@ -110,7 +111,7 @@ impl Filter for Cors {
         true
     }
 
-    fn response(&self, _status: u16, ctx: &Ctx, edits: &mut HeaderEdits) {
+    fn response(&self, _resp: &ResponseView<'_>, ctx: &Ctx, edits: &mut HeaderEdits) {
         if ctx.get::<AnsweredPreflight>().is_some() {
             return;
         }

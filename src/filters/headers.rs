@@ -9,6 +9,7 @@
 use super::{Action, Ctx, Filter, Request};
 use crate::config::HeaderRules;
 use crate::proto::http1::edits::HeaderEdits;
+use crate::targets::ResponseView;
 
 /// The edits one rule set makes, prepared once per snapshot.
 #[derive(Debug)]
@@ -69,7 +70,7 @@ impl Filter for ResponseHeaders {
         true
     }
 
-    fn response(&self, _status: u16, _ctx: &Ctx, edits: &mut HeaderEdits) {
+    fn response(&self, _resp: &ResponseView<'_>, _ctx: &Ctx, edits: &mut HeaderEdits) {
         edits.merge(&self.0 .0);
     }
 }

@@ -32,13 +32,18 @@
 pub mod access;
 pub mod cors;
 pub mod headers;
+pub mod record;
 pub mod rewrite;
+pub mod route;
+pub mod split;
+pub mod transform;
 
 use crate::config::{FilterConfig, GatewayConfig, ServiceConfig};
 use crate::error::ProxyError;
 use crate::metrics::Registry;
 use crate::proto::http1::edits::HeaderEdits;
-use crate::targets::ResponseHook;
+use crate::proto::jq::Program;
+use crate::targets::{ResponseHook, ResponseView};
 use std::any::{Any, TypeId};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -57,9 +62,60 @@ pub trait Filter: Send + Sync + std::fmt::Debug {
         false
     }
 
-    /// The response phase: `status` is the service's, or the gateway's for
-    /// its own error answers; `edits` are applied to the client's head.
-    fn response(&self, _status: u16, _ctx: &Ctx, _edits: &mut HeaderEdits) {}
+    /// The response phase: the service's status and headers, or the
+    /// gateway's own status for its answers; `edits` are applied to the
+    /// client's head.
+    fn response(&self, _resp: &ResponseView<'_>, _ctx: &Ctx, _edits: &mut HeaderEdits) {}
+
+    /// The routing phase, before any request filter: `Some(service)` hands
+    /// the request to that service, whose own filters then run instead of
+    /// this one's (`route`, `split`). Only filters that say [`routes`](Self::routes).
+    fn route(&self, _req: &Request<'_>) -> Option<&str> {
+        None
+    }
+
+    /// Whether this is a routing filter (it runs in the routing phase only).
+    fn routes(&self) -> bool {
+        false
+    }
+
+    /// A jq program for JSON request bodies (`transform`).
+    fn request_program(&self) -> Option<&Program> {
+        None
+    }
+
+    /// A jq program for JSON response bodies (`transform`).
+    fn response_program(&self) -> Option<&Program> {
+        None
+    }
+
+    /// Counts what became of a body this filter transforms.
+    fn body_outcome(&self, _side: Side, _outcome: &'static str) {}
+
+    /// Whether [`log`](Self::log) should be called.
+    fn logs(&self) -> bool {
+        false
+    }
+
+    /// The log phase: after the answer went out (or failed).
+    fn log(&self, _ctx: &Ctx, _done: &Done) {}
+}
+
+/// Which body a transformation worked on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Request,
+    Response,
+}
+
+/// How a request ended, for the log phase.
+#[derive(Debug, Clone, Copy)]
+pub struct Done {
+    pub status: u16,
+    /// Response body bytes sent.
+    pub bytes: u64,
+    /// From the head's arrival to the last byte.
+    pub micros: u64,
 }
 
 /// What a filter decided about a request.
@@ -108,6 +164,8 @@ pub struct Request<'a> {
     /// The query string without `?` (empty when none).
     pub query: &'a str,
     pub headers: &'a [httparse::Header<'a>],
+    /// Body bytes that arrived with the head (a prefix of the body, or all of it).
+    pub body_prefix: &'a [u8],
     /// The client's address: the peer's, or, when the peer is one of
     /// `server.trusted_proxies`, the one they forwarded for (never a raw
     /// `X-Forwarded-For` from an untrusted peer). `None`: a trusted proxy
@@ -174,12 +232,17 @@ pub struct Chain {
     filters: Vec<Counted>,
     /// Some filter wants the response phase.
     responds: bool,
+    /// Some filter routes (`route`, `split`).
+    routing: bool,
+    /// Some filter logs (`record`).
+    logging: bool,
 }
 
 impl Chain {
     /// Builds the filters of `service` (validated config: cannot fail).
     pub fn build(service: &ServiceConfig, gateway: &GatewayConfig, registry: &Registry) -> Chain {
-        let mut built: Vec<Box<dyn Filter>> = service.filters.iter().map(|f| build(f, gateway)).collect();
+        let mut built: Vec<Box<dyn Filter>> =
+            service.filters.iter().map(|f| build(f, &service.name, gateway, registry)).collect();
         // Stable: `cors` first, the rest in the order written.
         built.sort_by_key(|f| f.kind() != "cors");
         Chain::from_filters(&service.name, built, registry)
@@ -195,8 +258,45 @@ impl Chain {
                 Counted { filter, counters }
             })
             .collect();
-        let responds = filters.iter().any(|c| c.filter.wants_response());
-        Chain { filters, responds }
+        let responds = filters.iter().any(|c| c.filter.wants_response() || c.filter.response_program().is_some());
+        let routing = filters.iter().any(|c| c.filter.routes());
+        let logging = filters.iter().any(|c| c.filter.logs());
+        Chain { filters, responds, routing, logging }
+    }
+
+    /// Whether the routing phase has anything to do.
+    pub fn routes(&self) -> bool {
+        self.routing
+    }
+
+    /// The routing phase: the first routing filter that hands the request on.
+    pub fn route<'s>(&'s self, req: &Request<'_>) -> Option<&'s str> {
+        for c in self.filters.iter().filter(|c| c.filter.routes()) {
+            match c.filter.route(req) {
+                Some(to) => {
+                    c.counters[Action::Changed.index()].fetch_add(1, Relaxed);
+                    return Some(to);
+                }
+                None => {
+                    c.counters[Action::Pass.index()].fetch_add(1, Relaxed);
+                }
+            }
+        }
+        None
+    }
+
+    /// The filter whose program transforms JSON request bodies, if any.
+    pub fn request_transform(&self) -> Option<&dyn Filter> {
+        self.filters.iter().map(|c| c.filter.as_ref()).find(|f| f.request_program().is_some())
+    }
+
+    /// The log phase.
+    pub fn log(&self, ctx: &Ctx, done: &Done) {
+        if self.logging {
+            for c in self.filters.iter().filter(|c| c.filter.logs()) {
+                c.filter.log(ctx, done);
+            }
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -205,7 +305,7 @@ impl Chain {
 
     /// The request phase: every filter in order, until one answers or refuses.
     pub fn request(&self, req: &Request<'_>, ctx: &mut Ctx) -> Flow {
-        for c in &self.filters {
+        for c in self.filters.iter().filter(|c| !c.filter.routes()) {
             let action = c.filter.request(req, ctx);
             c.counters[action.index()].fetch_add(1, Relaxed);
             match action {
@@ -231,16 +331,30 @@ pub struct ResponseFilters<'a> {
 }
 
 impl ResponseHook for ResponseFilters<'_> {
-    fn response(&self, status: u16, edits: &mut HeaderEdits) {
+    fn response(&self, resp: &ResponseView<'_>, edits: &mut HeaderEdits) {
         for c in self.chain.filters.iter().rev().filter(|c| c.filter.wants_response()) {
-            c.filter.response(status, self.ctx, edits);
+            c.filter.response(resp, self.ctx, edits);
+        }
+    }
+
+    fn body_program(&self) -> Option<&Program> {
+        self.chain.filters.iter().find_map(|c| c.filter.response_program())
+    }
+
+    fn body_outcome(&self, outcome: &'static str) {
+        if let Some(c) = self.chain.filters.iter().find(|c| c.filter.response_program().is_some()) {
+            c.filter.body_outcome(Side::Response, outcome);
         }
     }
 }
 
-/// Builds one filter from its validated config.
-pub fn build(config: &FilterConfig, _gateway: &GatewayConfig) -> Box<dyn Filter> {
+/// Builds one filter of service `service` from its validated config.
+pub fn build(config: &FilterConfig, service: &str, gateway: &GatewayConfig, registry: &Registry) -> Box<dyn Filter> {
     match config {
+        FilterConfig::Route(r) => Box::new(route::Route::new(r)),
+        FilterConfig::Split(c) => Box::new(split::Split::new(c, service)),
+        FilterConfig::Record(c) => Box::new(record::Record::new(c, service, gateway, registry)),
+        FilterConfig::Transform(c) => Box::new(transform::Transform::new(c, service, registry)),
         FilterConfig::Headers(rules) => Box::new(headers::RequestHeaders::new(rules)),
         FilterConfig::ResponseHeaders(rules) => Box::new(headers::ResponseHeaders::new(rules)),
         FilterConfig::Cors(c) => Box::new(cors::Cors::new(c)),

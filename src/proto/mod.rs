@@ -7,5 +7,6 @@
 //! - `jsonpath`: the `$.a.b[0]` paths routes select on.
 
 pub mod http1;
+pub mod jq;
 pub mod jsonpath;
 pub mod ws;

@@ -1,7 +1,14 @@
 //! An endpoint as workers use it: the validated config plus lookup tables.
 
 use crate::config::{EndpointConfig, GatewayConfig, MatchValue, RouteConfig};
+use crate::proto::jq::Program;
 use crate::targets::{HttpRoute, RouteTarget};
+
+/// A program validated at load; one that no longer compiles is logged and
+/// left out (the route then forwards events untransformed).
+fn compiled(text: &str) -> Option<Program> {
+    Program::compile(text).map_err(|e| tracing::error!(error = %e, "route transform did not compile")).ok()
+}
 use ahash::AHashMap;
 use std::sync::Arc;
 
@@ -13,11 +20,16 @@ pub struct Endpoint {
     by_key: AHashMap<String, usize>,
 }
 
-/// A route as workers use it: its config and the targets its events go to.
+/// A route as workers use it: its config, the targets its events go to,
+/// and its transformations, compiled.
 #[derive(Debug)]
 pub struct Route {
     pub config: RouteConfig,
     pub targets: Vec<Arc<dyn RouteTarget>>,
+    /// `transform.request`: the event, before the targets see it.
+    pub request_program: Option<Program>,
+    /// `transform.reply`: the reply, before the client sees it.
+    pub reply_program: Option<Program>,
 }
 
 /// A built route reads as its config (`route.key`, `route.timeout`, ...).
@@ -35,6 +47,8 @@ impl Endpoint {
             .routes
             .iter()
             .map(|r| Route {
+                request_program: r.transform_request.as_deref().and_then(compiled),
+                reply_program: r.transform_reply.as_deref().and_then(compiled),
                 config: r.clone(),
                 targets: r
                     .http

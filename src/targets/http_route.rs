@@ -35,6 +35,8 @@ const MAX_ANSWER: usize = 4 * 1024 * 1024;
 
 /// What the gateway tells a target about the event.
 pub struct EventInfo<'a> {
+    /// Headers the route takes from the event (`headers`), validated.
+    pub headers: &'a [(String, String)],
     pub connection_id: &'a str,
     pub endpoint: &'a str,
     pub route: &'a str,

@@ -59,11 +59,37 @@ pub struct RequestFacts<'a> {
     pub http10: bool,
 }
 
-/// A filter's look at the response head before it is written to the client
-/// (filters that asked for it: `response_headers`, `cors`).
+/// The answer's head as response filters see it.
+pub struct ResponseView<'a> {
+    /// The service's status, or the gateway's own for its answers.
+    pub status: u16,
+    /// The service's header fields (none for the gateway's own answers).
+    pub headers: &'a [httparse::Header<'a>],
+}
+
+impl ResponseView<'_> {
+    /// The first header named `name` (any case), trimmed.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| crate::proto::http1::headers::trim(h.value))
+    }
+}
+
+/// Response filters: a look at the response head before it is written to
+/// the client (`response_headers`, `cors`, `record`), and a program for a
+/// JSON response body (`transform`).
 pub trait ResponseHook {
-    /// `status` is the service's, or the gateway's own for an error answer.
-    fn response(&self, status: u16, edits: &mut HeaderEdits);
+    fn response(&self, resp: &ResponseView<'_>, edits: &mut HeaderEdits);
+
+    /// The program a JSON response body goes through, when there is one.
+    fn body_program(&self) -> Option<&crate::proto::jq::Program> {
+        None
+    }
+
+    /// Counts what became of a response body (`applied`, `skipped`, `failed`).
+    fn body_outcome(&self, _outcome: &'static str) {}
 }
 
 /// Everything one request's dispatch may touch.

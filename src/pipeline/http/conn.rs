@@ -2,6 +2,7 @@
 
 use crate::error::{error_body, reason, ErrorKind, ProxyError};
 use crate::filters::Answer;
+use crate::filters::Done;
 use crate::io::{flush, BufStream};
 use crate::pipeline::ctx::{BusyGuard, Worker};
 use crate::pipeline::http::request::{
@@ -11,7 +12,7 @@ use crate::pipeline::http::tunnel::tunnel;
 use crate::pipeline::snapshot::Snapshot;
 use crate::proto::http1::edits::HeaderEdits;
 use crate::proto::http1::itoa;
-use crate::targets::{dispatch, Exchange, Failed, Outcome, ResponseHook};
+use crate::targets::{dispatch, Exchange, Failed, Outcome, ResponseHook, ResponseView};
 use monoio::net::TcpStream;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -108,19 +109,47 @@ pub async fn serve_connection(
         // Phase: dispatch (and relay), unless a filter ended the request.
         let result = match req.filtered.as_deref().and_then(|f| f.early.as_ref()) {
             None => {
-                let mut x = Exchange {
-                    env: w.env(),
-                    gateway: &snap.gateway,
-                    service: &req.service.config,
-                    balance: (snap.version, req.service.index),
-                    req: req.facts(),
-                    response_hook: hook,
-                    client: &mut client,
-                    out: &mut out,
-                    upstream_buf: &mut upstream_buf,
-                    keep_client,
+                let mut facts = req.facts();
+                // Phase: request body transform (a JSON body, whole).
+                let transform = match (chain, req.filtered.as_deref()) {
+                    (Some(c), Some(f)) if f.transform_request => c.request_transform(),
+                    _ => None,
                 };
-                dispatch(req.service.strategy, &mut x).await
+                let transformed = match transform {
+                    None => Ok(()),
+                    Some(t) => {
+                        facts.body = RequestBody::None;
+                        facts.expect_continue = false;
+                        super::body::transform_request(
+                            &w,
+                            &snap,
+                            &mut client,
+                            req.body,
+                            req.expect_continue,
+                            t,
+                            &mut out,
+                        )
+                        .await
+                    }
+                };
+                match transformed {
+                    Err(e) => Err(Failed::before(e)),
+                    Ok(()) => {
+                        let mut x = Exchange {
+                            env: w.env(),
+                            gateway: &snap.gateway,
+                            service: &req.service.config,
+                            balance: (snap.version, req.service.index),
+                            req: facts,
+                            response_hook: hook,
+                            client: &mut client,
+                            out: &mut out,
+                            upstream_buf: &mut upstream_buf,
+                            keep_client,
+                        };
+                        dispatch(req.service.strategy, &mut x).await
+                    }
+                }
             }
             Some(Early::Respond(a)) => {
                 // The client's body (if any) is not read: close after the answer.
@@ -143,7 +172,14 @@ pub async fn serve_connection(
             Some(Early::Reject(e)) => Err(Failed::before(e.clone())),
         };
 
-        // Phase: log and count.
+        // Phase: log and count (the filters' log phase first: `record`).
+        if let (Some(c), Some(f)) = (chain, req.filtered.as_deref()) {
+            let (status, bytes) = match &result {
+                Ok(d) => (d.status, d.bytes),
+                Err(e) => (if e.answered { e.status } else { e.error.status() }, 0),
+            };
+            c.log(&f.ctx, &Done { status, bytes, micros: started.elapsed().as_micros() as u64 });
+        }
         match result {
             Ok(done) => {
                 req.service.stats.record(w.id, done.status);
@@ -312,7 +348,7 @@ pub async fn answer_error(
     let body = error_body(err, meta.service.as_deref(), meta.request_id.as_str());
     let mut edits = HeaderEdits::default();
     if let Some(h) = hook {
-        h.response(err.status(), &mut edits);
+        h.response(&ResponseView { status: err.status(), headers: &[] }, &mut edits);
     }
     write_answer(out, err.status(), Some("application/json"), &edits, &body, meta, keep_alive);
     send(w, stream, out).await
@@ -333,7 +369,7 @@ async fn answer(
     let mut headers = a.headers.clone();
     if let Some(h) = hook {
         let mut edits = HeaderEdits::default();
-        h.response(a.status, &mut edits);
+        h.response(&ResponseView { status: a.status, headers: &[] }, &mut edits);
         headers.merge(&edits);
     }
     write_answer(out, a.status, kind, &headers, &a.body, meta, keep_alive);

@@ -49,6 +49,9 @@ pub struct Upstream<'a> {
     pub request_id: &'a RequestId,
     /// The request filters' edits.
     pub edits: &'a HeaderEdits,
+    /// Leave out the body framing and the empty line: the body is
+    /// transformed first and its length written after it is known.
+    pub defer_framing: bool,
 }
 
 /// Writes the head the service receives into `out`.
@@ -101,6 +104,9 @@ pub fn write_upstream_head(
     out.extend_from_slice(b"\r\nx-request-id: ");
     out.extend_from_slice(up.request_id.as_bytes());
     out.extend_from_slice(b"\r\n");
+    if up.defer_framing {
+        return;
+    }
     match up.framing.body {
         RequestBody::None => {}
         RequestBody::Length(n) => {

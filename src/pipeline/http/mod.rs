@@ -13,6 +13,7 @@
 //!
 //! Every error is a [`error::ProxyError`], which alone decides the status code.
 
+pub mod body;
 pub mod conn;
 pub mod forward;
 pub mod request;

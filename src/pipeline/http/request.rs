@@ -13,13 +13,14 @@
 use super::forward::{connect_header, write_upstream_head, Upstream};
 use crate::config::{IpNet, Underscores};
 use crate::error::{ErrorKind, ProxyError};
-use crate::filters::{self, Answer, Ctx, Flow};
+use crate::filters::{self, Answer, Ctx, Flow, Side};
 use crate::pipeline::snapshot::{Service, Snapshot};
 use crate::proto::http1::edits::HeaderEdits;
 use crate::proto::http1::headers::{list_items, trim};
 use crate::proto::http1::inline::{acceptable_request_id, IdGen, Method, RequestId};
 use crate::proto::http1::path::route_target;
 use crate::proto::http1::request_head::{self, RequestHead, RequestLimits};
+use crate::proto::jq::transformable;
 use crate::router::Route;
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -106,6 +107,9 @@ pub struct Filtered {
     pub ctx: Ctx,
     /// A filter answered or refused: the service is not called.
     pub early: Option<Early>,
+    /// The JSON body goes through a `transform` program before dispatch:
+    /// the upstream head in `out` ends without its framing and empty line.
+    pub transform_request: bool,
 }
 
 impl Prepared {
@@ -276,25 +280,50 @@ pub fn prepare(
             return Err(Box::new(Rejected { error, meta, continue_after: keep.then_some(head.len) }));
         }
     };
+    // What filters see besides the head: the body bytes that came with it.
+    let body_prefix = match framing.body {
+        RequestBody::None => &[][..],
+        RequestBody::Length(n) => &buf[head.len..buf.len().min(head.len.saturating_add(n.min(1 << 30) as usize))],
+        RequestBody::Chunked => &buf[head.len..],
+    };
+    let client_ip = client.client_ip(&head, &snap.gateway.trusted_proxies);
+    let q = query.unwrap_or("");
+
+    // Phase: routing filters (`route`, `split`). Apply refuses cycles, so
+    // this ends; the bound is one hop per service anyway.
+    let mut service = service;
+    if snap.filters.get(service.index).is_some_and(|c| c.routes()) {
+        for _ in 0..snap.router.services.len() {
+            let Some(chain) = snap.filters.get(service.index) else { break };
+            let Some(next) = chain
+                .route(&filter_view(&head, &service.name, path, q, body_prefix, client_ip))
+                .and_then(|to| snap.router.service(to))
+            else {
+                break;
+            };
+            service = next;
+        }
+    }
     meta.service = Some(service.name.clone());
 
-    // Phase: request filters.
+    // Phase: request filters (of the service the request ended up with).
     let mut filtered = None;
     if let Some(chain) = snap.filters.get(service.index).filter(|c| !c.is_empty()) {
-        let view = filters::Request {
-            method: head.method,
-            service: &service.name,
-            path,
-            query: query.unwrap_or(""),
-            headers: head.headers,
-            client_ip: client.client_ip(&head, &snap.gateway.trusted_proxies),
-        };
-        let mut f = Box::new(Filtered { ctx: Ctx::default(), early: None });
-        f.early = match chain.request(&view, &mut f.ctx) {
+        let mut f = Box::new(Filtered { ctx: Ctx::default(), early: None, transform_request: false });
+        f.early = match chain.request(&filter_view(&head, &service.name, path, q, body_prefix, client_ip), &mut f.ctx) {
             Flow::Continue => None,
             Flow::Respond(a) => Some(Early::Respond(a)),
             Flow::Reject(e) => Some(Early::Reject(e)),
         };
+        if let Some(t) = chain.request_transform() {
+            if framing.body != RequestBody::None && !framing.upgrade {
+                let json = transformable(head_value(&head, "content-type"), head_value(&head, "content-encoding"));
+                f.transform_request = json;
+                if !json {
+                    t.body_outcome(Side::Request, "skipped");
+                }
+            }
+        }
         filtered = Some(f);
     }
 
@@ -313,11 +342,11 @@ pub fn prepare(
 
     // Phase: upstream head (not needed when a filter ended the request).
     let unedited = HeaderEdits::default();
-    let (edits, rewritten, ended) = match filtered.as_deref_mut() {
-        None => (&unedited, None, false),
+    let (edits, rewritten, ended, defer_framing) = match filtered.as_deref_mut() {
+        None => (&unedited, None, false, false),
         Some(f) => {
             let path = f.ctx.path.take();
-            (&f.ctx.headers, path, f.early.is_some())
+            (&f.ctx.headers, path, f.early.is_some(), f.transform_request)
         }
     };
     if !ended {
@@ -326,7 +355,7 @@ pub fn prepare(
             (Some(p), None) => Cow::Owned(p),
             (Some(p), Some(q)) => Cow::Owned(format!("{p}?{q}")),
         };
-        let up = Upstream { target: &target, framing, service, request_id: &meta.request_id, edits };
+        let up = Upstream { target: &target, framing, service, request_id: &meta.request_id, edits, defer_framing };
         write_upstream_head(out, &head, &up, snap, client);
     }
 
@@ -365,4 +394,21 @@ pub fn prepare_when_due(
         scan.partial(buf.len());
     }
     r
+}
+
+/// The first header named `name` (any case), trimmed.
+fn head_value<'b>(head: &RequestHead<'b>, name: &str) -> Option<&'b [u8]> {
+    head.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| trim(h.value))
+}
+
+/// What filters see of the request (all borrowed).
+fn filter_view<'a>(
+    head: &'a RequestHead<'a>,
+    service: &'a str,
+    path: &'a str,
+    query: &'a str,
+    body_prefix: &'a [u8],
+    client_ip: Option<IpAddr>,
+) -> filters::Request<'a> {
+    filters::Request { method: head.method, service, path, query, headers: head.headers, body_prefix, client_ip }
 }

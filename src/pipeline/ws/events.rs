@@ -6,6 +6,7 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::pipeline::ctx::{BusyRc, Worker};
 use crate::pipeline::ws::conn::{json_string, WsConn};
 use crate::pipeline::ws::inflight::{cleared, cost, strike, Reserved};
+use crate::proto::jq::RunError;
 use crate::proto::jsonpath::is_valid_json;
 use crate::proto::ws::frame::{OP_BINARY, OP_TEXT};
 use crate::proto::ws::message::Message;
@@ -132,17 +133,41 @@ fn tally(conn: &WsConn, results: &[Result<Delivered, ProxyError>]) {
 }
 
 /// Sends the event to every backend of the route at once.
-async fn forward(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, route: &Route, body: &[u8], rid: &str) {
+async fn forward(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, route: &Route, event: &[u8], rid: &str) {
     let conn_id = conn.id.display(w.node);
-    let info = EventInfo { connection_id: &conn_id, endpoint: ep.name(), route: &route.key, request_id: rid };
-    let calls = route.targets.iter().map(|t| t.deliver(w.env(), &info, body, route.timeout));
+    let max = ep.config.limits.max_message_bytes;
+    // The route's transformation of the event, then its headers (both from
+    // the event as the client sent it).
+    let body: std::borrow::Cow<'_, [u8]> = match &route.request_program {
+        None => event.into(),
+        Some(p) => match p.run(event, max) {
+            Ok(b) => b.into(),
+            Err(e) => return transform_failed(w, conn, ep, route, &e, rid),
+        },
+    };
+    let headers = event_headers(route, event);
+    let info = EventInfo {
+        headers: &headers,
+        connection_id: &conn_id,
+        endpoint: ep.name(),
+        route: &route.key,
+        request_id: rid,
+    };
+    let calls = route.targets.iter().map(|t| t.deliver(w.env(), &info, &body, route.timeout));
     let results: Vec<Result<Delivered, ProxyError>> = join_all(calls).await;
     tally(conn, &results);
     if route.reply {
         if let Some(Ok(a)) = results.first() {
             if (200..300).contains(&a.status) && !a.body.is_empty() {
-                let op = if std::str::from_utf8(&a.body).is_ok() { OP_TEXT } else { OP_BINARY };
-                let _ = conn.send(op, &a.body);
+                let reply: std::borrow::Cow<'_, [u8]> = match &route.reply_program {
+                    None => (&a.body[..]).into(),
+                    Some(p) => match p.run(&a.body, max) {
+                        Ok(b) => b.into(),
+                        Err(e) => return transform_failed(w, conn, ep, route, &e, rid),
+                    },
+                };
+                let op = if std::str::from_utf8(&reply).is_ok() { OP_TEXT } else { OP_BINARY };
+                let _ = conn.send(op, &reply);
             }
         }
     }
@@ -156,6 +181,40 @@ async fn forward(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, route: &
         let _ = conn.send(OP_TEXT, &e);
         notify_error(w, conn, ep, e, rid);
     }
+}
+
+/// A route's transformation failed: the client gets an error event naming
+/// the route (and `$error` hears of it), never a crash.
+fn transform_failed(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, route: &Route, e: &RunError, rid: &str) {
+    let ev = error_event("transform_failed", &e.message(), Some(&route.key), rid, None);
+    let _ = conn.send(OP_TEXT, &ev);
+    notify_error(w, conn, ep, ev, rid);
+}
+
+/// The route's `headers`, valued from the event: a string (its text) or a
+/// number or boolean (as written), of visible ASCII; other values, and
+/// values that could not be a header, leave the header out.
+fn event_headers(route: &Route, event: &[u8]) -> Vec<(String, String)> {
+    route
+        .headers
+        .iter()
+        .filter_map(|(name, path)| {
+            let v = path.get(event)?;
+            let raw = v.as_raw_str();
+            let text = if raw.starts_with('"') {
+                path.get_str(event)?
+            } else if raw.bytes().all(|b| b.is_ascii_digit() || b"-+.eE".contains(&b))
+                || raw == "true"
+                || raw == "false"
+            {
+                raw.to_string()
+            } else {
+                return None;
+            };
+            let ok = text.len() <= 1024 && text.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b));
+            ok.then(|| (name.clone(), text.trim().to_string()))
+        })
+        .collect()
 }
 
 /// Tells the `$error` route (when configured) about a failed event. The
@@ -178,7 +237,8 @@ fn notify_error(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, error: Ve
         let _reserved = reserved;
         let Some(route) = ep.route("$error") else { return };
         let conn_id = conn.id.display(w.node);
-        let info = EventInfo { connection_id: &conn_id, endpoint: ep.name(), route: "$error", request_id: &rid };
+        let info =
+            EventInfo { headers: &[], connection_id: &conn_id, endpoint: ep.name(), route: "$error", request_id: &rid };
         let calls = route.targets.iter().map(|t| t.deliver(w.env(), &info, &error, route.timeout));
         let results = join_all(calls).await;
         tally(&conn, &results);
@@ -206,7 +266,8 @@ pub async fn on_connect(
     let Some(route) = ep.route("$connect").filter(|r| !r.targets.is_empty()) else {
         return Ok(Vec::new());
     };
-    let info = EventInfo { connection_id: conn_id, endpoint: ep.name(), route: "$connect", request_id: rid };
+    let info =
+        EventInfo { headers: &[], connection_id: conn_id, endpoint: ep.name(), route: "$connect", request_id: rid };
     let results = join_all(route.targets.iter().map(|t| t.deliver(w.env(), &info, body, route.timeout))).await;
     let mut groups = Vec::new();
     for r in results {
@@ -246,8 +307,13 @@ pub fn on_disconnect(w: &Rc<Worker>, conn: Rc<WsConn>, ep: Arc<Endpoint>, code: 
         );
         let bytes = cost(body.len(), route.targets.len());
         let _reserved = Reserved::wait(&conn, bytes, ep.config.limits.max_inflight_bytes).await;
-        let info =
-            EventInfo { connection_id: &conn_id, endpoint: ep.name(), route: "$disconnect", request_id: rid.as_str() };
+        let info = EventInfo {
+            headers: &[],
+            connection_id: &conn_id,
+            endpoint: ep.name(),
+            route: "$disconnect",
+            request_id: rid.as_str(),
+        };
         for r in join_all(route.targets.iter().map(|t| t.deliver(w.env(), &info, body.as_bytes(), route.timeout))).await
         {
             if let Err(e) = r {

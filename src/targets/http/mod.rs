@@ -452,6 +452,9 @@ async fn relay<S: AsyncReadRent>(
     cw: &Watch<'_>,
     uw: &Watch<'_>,
 ) -> Result<u64, Failed> {
+    if resp.transform {
+        return relay_transformed(x, up, up_fd, resp, cw, uw).await;
+    }
     let t_write = x.gateway.timeouts.write;
     let t_up = x.service.timeout;
     let client_fd = x.client.stream.as_raw_fd();
@@ -542,4 +545,92 @@ async fn relay<S: AsyncReadRent>(
         },
     }
     Ok(sent)
+}
+
+/// A JSON answer that goes through the response filters' program: read
+/// whole (at most `limits.max_body_bytes`), transformed, then sent with its
+/// new length after the head `parse_response` left open in `x.out`.
+async fn relay_transformed<S: AsyncReadRent>(
+    x: &mut Exchange<'_>,
+    up: &mut BufStream<S>,
+    up_fd: RawFd,
+    resp: &Response,
+    cw: &Watch<'_>,
+    uw: &Watch<'_>,
+) -> Result<u64, Failed> {
+    let max = x.gateway.limits.max_body_bytes;
+    let t_up = x.service.timeout;
+    let over = || Failed::before(ProxyError::bad_gateway("the answer is over the size limit for a transformation"));
+    let upstream = |e: ProxyError| {
+        x.env.stats.upstream_errors.fetch_add(1, Relaxed);
+        Failed::before(e)
+    };
+    let mut body = Vec::new();
+    match resp.body {
+        ResponseBody::None => {}
+        ResponseBody::Length(n) => {
+            if n > max {
+                return Err(over());
+            }
+            let n = n as usize;
+            up.reserve_reads(n.min(1 << 20));
+            while up.data().len() < n {
+                fill_body(up, up_fd, uw, t_up, false).await.map_err(upstream)?;
+            }
+            body.extend_from_slice(&up.data()[..n]);
+            up.consume(n);
+        }
+        ResponseBody::Chunked => {
+            let mut dec = ChunkedDecoder::new(max);
+            loop {
+                let used = dec.decode(up.data(), &mut body, false).map_err(|e| match e {
+                    crate::proto::http1::chunked::ChunkError::TooLarge => over(),
+                    _ => upstream(ProxyError::bad_gateway(e.message())),
+                })?;
+                up.consume(used);
+                if dec.is_done() {
+                    break;
+                }
+                fill_body(up, up_fd, uw, t_up, false).await.map_err(upstream)?;
+            }
+        }
+        ResponseBody::UntilClose => loop {
+            body.extend_from_slice(up.data());
+            let n = up.data().len();
+            up.consume(n);
+            if body.len() as u64 > max {
+                return Err(over());
+            }
+            if !fill_body(up, up_fd, uw, t_up, true).await.map_err(upstream)? {
+                break;
+            }
+        },
+    }
+    let Some(hook) = x.response_hook else {
+        return Err(Failed::before(ProxyError::bad_gateway("the transformation is not available")));
+    };
+    let Some(program) = hook.body_program() else {
+        return Err(Failed::before(ProxyError::bad_gateway("the transformation is not available")));
+    };
+    let output = match program.run(&body, usize::try_from(max).unwrap_or(usize::MAX)) {
+        Ok(o) => o,
+        Err(e) => {
+            hook.body_outcome("failed");
+            return Err(Failed::before(e.to_error()));
+        }
+    };
+    hook.body_outcome("applied");
+    let out = &mut *x.out;
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(crate::proto::http1::itoa(output.len() as u64, &mut [0u8; 20]));
+    out.extend_from_slice(b"\r\n\r\n");
+    if !x.req.is_head {
+        out.extend_from_slice(&output);
+    }
+    let client_fd = x.client.stream.as_raw_fd();
+    let progress: &dyn Fn() = &|| cw.touch();
+    cw.run(client_fd, Phase::ClientWrite, x.gateway.timeouts.write, flush_with(&mut x.client.stream, out, progress))
+        .await
+        .map_err(|_| Failed { error: client_write_error(cw), answered: true, status: resp.status })?;
+    Ok(output.len() as u64)
 }

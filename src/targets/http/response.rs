@@ -7,7 +7,8 @@ use crate::proto::http1::edits::HeaderEdits;
 use crate::proto::http1::headers::{folded_eq, is_gateway_header, is_hop_by_hop, is_name, list_items, trim};
 use crate::proto::http1::itoa;
 use crate::proto::http1::response_head::{self as head, Asked, HeadLimits};
-use crate::targets::{RequestFacts, ResponseHook};
+use crate::proto::jq::transformable;
+use crate::targets::{RequestFacts, ResponseHook, ResponseView};
 
 pub use crate::proto::http1::response_head::ResponseBody;
 
@@ -40,6 +41,9 @@ pub struct Response {
     /// The client connection stays open afterwards.
     pub client_keep_alive: bool,
     pub switching: bool,
+    /// The body goes through the response hook's program: `out` holds the
+    /// head without framing and empty line, which the relay writes.
+    pub transform: bool,
 }
 
 /// Parses the service's head and writes the client's head into `out`.
@@ -104,9 +108,21 @@ pub fn parse_response(
     // Response filters see the status and say what to add and remove.
     let mut edits = HeaderEdits::default();
     if let Some(hook) = hook {
-        hook.response(status, &mut edits);
+        hook.response(&ResponseView { status, headers: h.headers }, &mut edits);
     }
     let edited = !edits.is_empty();
+    // A response transform needs the whole JSON body before the length is
+    // known: the head is finished by the relay.
+    let transform = match hook {
+        Some(hook) if hook.body_program().is_some() && body != ResponseBody::None && !switching && !req.is_head => {
+            let json = transformable(h.header("content-type"), h.header("content-encoding"));
+            if !json {
+                hook.body_outcome("skipped");
+            }
+            json
+        }
+        _ => false,
+    };
     for hd in h.headers.iter() {
         let name = hd.name.as_bytes();
         let keep_length = no_body && !switching && status != 204 && name.eq_ignore_ascii_case(b"content-length");
@@ -131,6 +147,7 @@ pub fn parse_response(
     out.extend_from_slice(req.request_id.as_bytes());
     out.extend_from_slice(b"\r\n");
     match client_framing {
+        _ if transform => {}
         ClientFraming::Length(n) => {
             out.extend_from_slice(b"content-length: ");
             out.extend_from_slice(itoa(n, &mut [0u8; 20]));
@@ -149,7 +166,9 @@ pub fn parse_response(
     } else if req.http10 {
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }
-    out.extend_from_slice(b"\r\n");
+    if !transform {
+        out.extend_from_slice(b"\r\n");
+    }
     Ok(Parsed::Final(Response {
         head_len: h.head_len,
         status,
@@ -158,5 +177,6 @@ pub fn parse_response(
         upstream_reusable,
         client_keep_alive,
         switching,
+        transform,
     }))
 }
