@@ -121,6 +121,12 @@ impl HttpRoute {
             req.extend_from_slice(b": ");
             req.extend_from_slice(value.as_bytes());
         }
+        for (name, value) in info.headers {
+            req.extend_from_slice(b"\r\n");
+            req.extend_from_slice(name.as_bytes());
+            req.extend_from_slice(b": ");
+            req.extend_from_slice(value.as_bytes());
+        }
         req.extend_from_slice(b"\r\n\r\n");
         req.extend_from_slice(body);
         let request = CallRequest {
