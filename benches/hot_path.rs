@@ -12,9 +12,10 @@ use wasp::pipeline::snapshot::Snapshot;
 use wasp::proto::http1::chunked::ChunkedDecoder;
 use wasp::proto::http1::inline::IdGen;
 use wasp::proto::http1::path::route_target;
+use wasp::proto::jq::Program;
 use wasp::targets::http::response::parse_response;
 
-const REQUEST: &[u8] = b"GET /echo/api/v1/users/42?fields=name,email HTTP/1.1\r\n\
+const REQUEST: &str = "GET /echo/api/v1/users/42?fields=name,email HTTP/1.1\r\n\
 Host: gw.example.com\r\n\
 User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36\r\n\
 Accept: application/json\r\n\
@@ -51,14 +52,14 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(REQUEST.len() as u64));
     g.bench_function("parse_route_rewrite", |b| {
         b.iter(|| {
-            let p = prepare(black_box(REQUEST), &snap, &client, &ids, &mut out);
+            let p = prepare(black_box(REQUEST.as_bytes()), &snap, &client, &ids, &mut out);
             black_box(p.is_ok())
         })
     });
     g.finish();
 
     // A 16 KiB head arriving one byte per read: all the parsing work it costs.
-    let mut big = REQUEST[..REQUEST.len() - 2].to_vec();
+    let mut big = REQUEST.as_bytes()[..REQUEST.len() - 2].to_vec();
     let mut n = 0;
     while big.len() + 400 < 16 * 1024 {
         big.extend_from_slice(format!("X-Pad-{n}: {}\r\n", "p".repeat(150 + n * 37 % 200)).as_bytes());
@@ -98,7 +99,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(route_target(black_box(b"/echo/api/v1/../v2/users//42?x=1"), EncodedSlash::Reject)))
     });
 
-    let req = match prepare(REQUEST, &snap, &client, &ids, &mut out) {
+    let req = match prepare(REQUEST.as_bytes(), &snap, &client, &ids, &mut out) {
         Ok(Some(Routed::Http(p))) => p,
         _ => panic!("bench request must prepare"),
     };
@@ -125,6 +126,53 @@ fn bench(c: &mut Criterion) {
             let mut d = ChunkedDecoder::new(u64::MAX);
             black_box(d.decode(black_box(&body), &mut sink, true).ok())
         })
+    });
+    g.finish();
+
+    filters(c, &snap, &client, &ids);
+}
+
+/// The issue-10 filters: a `transform` of a 1 KiB JSON body (parse, run,
+/// print), and a whole request head through a service with a `split`
+/// (cookie key) against the same head without it.
+fn filters(c: &mut Criterion, plain: &Snapshot, client: &ClientInfo, ids: &IdGen) {
+    let mut items = String::new();
+    while items.len() < 900 {
+        items.push_str(&format!(
+            "{}{{\"sku\":\"sku-{}\",\"qty\":{},\"price\":12.5}}",
+            if items.is_empty() { "" } else { "," },
+            items.len(),
+            items.len() % 7
+        ));
+    }
+    let short = format!("{{\"user_id\":42,\"note\":\"\",\"cart\":[{items}]}}");
+    let pad = "n".repeat(1024 - short.len());
+    let body = format!("{{\"user_id\":42,\"note\":\"{pad}\",\"cart\":[{items}]}}");
+    assert_eq!(body.len(), 1024);
+    let program = Program::compile("{user: .user_id, items: [.cart[] | {sku, qty}]}").expect("program");
+    let mut g = c.benchmark_group("filters");
+    g.throughput(Throughput::Bytes(body.len() as u64));
+    g.bench_function("transform_1k_json_body", |b| {
+        b.iter(|| black_box(program.run(black_box(body.as_bytes()), 1 << 20).map(|o| o.len())))
+    });
+    g.finish();
+
+    let cfg = Config::from_toml(
+        "[services.echo]\ninstances = [\"127.0.0.1:9001\"]\n[services.v2]\ninstances = [\"127.0.0.1:9002\"]\n\
+         [[services.echo.filters]]\nkind = \"split\"\nto = \"v2\"\npercent = 10\nsticky = \"cookie:uid\"\n",
+        "bench",
+    )
+    .expect("split config");
+    let split = Snapshot::build(1, cfg.gateway, &Registry::new(1));
+    let head = REQUEST
+        .replace("Connection: keep-alive\r\n", "Cookie: theme=dark; uid=user-12345\r\nConnection: keep-alive\r\n");
+    let mut out = Vec::with_capacity(4096);
+    let mut g = c.benchmark_group("request_head_with_cookie");
+    g.bench_function("no_filters", |b| {
+        b.iter(|| black_box(prepare(black_box(head.as_bytes()), plain, client, ids, &mut out).is_ok()))
+    });
+    g.bench_function("split", |b| {
+        b.iter(|| black_box(prepare(black_box(head.as_bytes()), &split, client, ids, &mut out).is_ok()))
     });
     g.finish();
 }
