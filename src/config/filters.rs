@@ -231,13 +231,22 @@ pub(super) fn validate(
     if sections.len() > 64 {
         return Err(ConfigError(format!("{origin}: {key}.filters: at most 64 filters per service")));
     }
-    // Two CORS policies would each decorate what the other allowed.
-    if let Some(second) =
-        sections.iter().enumerate().filter(|(_, s)| matches!(s, FilterSection::Cors { .. })).nth(1).map(|(i, _)| i)
-    {
-        return Err(ConfigError(format!(
-            "{origin}: {key}.filters.{second}: a service has at most one cors filter (list every origin in one)"
-        )));
+    // Two CORS policies would each decorate what the other allowed; two
+    // transforms or recorders would each take the other's body or line.
+    for (kind, matches, hint) in [
+        (
+            "cors",
+            (|s: &FilterSection| matches!(s, FilterSection::Cors { .. })) as fn(&FilterSection) -> bool,
+            "list every origin in one",
+        ),
+        ("transform", |s| matches!(s, FilterSection::Transform { .. }), "compose the programs with |"),
+        ("record", |s| matches!(s, FilterSection::Record { .. }), "one file per service"),
+    ] {
+        if let Some(second) = sections.iter().enumerate().filter(|(_, s)| matches(s)).nth(1).map(|(i, _)| i) {
+            return Err(ConfigError(format!(
+                "{origin}: {key}.filters.{second}: a service has at most one {kind} filter ({hint})"
+            )));
+        }
     }
     sections
         .into_iter()

@@ -64,7 +64,9 @@ impl Record {
 
     fn secret_header(&self, name: &[u8]) -> bool {
         const SECRET: [&[u8]; 4] = [b"authorization", b"proxy-authorization", b"cookie", b"set-cookie"];
-        SECRET.iter().any(|s| is_name(name, s)) || self.protected.matches(name)
+        SECRET.iter().any(|s| is_name(name, s))
+            || self.protected.matches(name)
+            || std::str::from_utf8(name).is_ok_and(secret_name)
     }
 
     fn headers(&self, headers: &[httparse::Header<'_>]) -> serde_json::Value {
@@ -90,6 +92,18 @@ impl Record {
 
 const REDACTED: &str = "[redacted]";
 
+/// Names (of query parameters or headers) whose values are credentials:
+/// the list below, or any name containing `token`, `secret`, `password`,
+/// `passwd`, `api-key`/`apikey`, `auth` or `session` (`X-Auth-Token`,
+/// `X-Api-Key`, `client_secret`, `sessionid`).
+fn secret_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase().replace('-', "_");
+    secret_param(&n)
+        || ["token", "secret", "password", "passwd", "api_key", "apikey", "auth", "session"]
+            .iter()
+            .any(|w| n.contains(w))
+}
+
 /// Query parameter names whose values are credentials.
 fn secret_param(name: &str) -> bool {
     const SECRET: [&str; 14] = [
@@ -112,15 +126,54 @@ fn secret_param(name: &str) -> bool {
     SECRET.contains(&n.as_str()) || n.ends_with("_token") || n.ends_with("_secret") || n.ends_with("password")
 }
 
-/// The query string with credential values replaced.
+/// The query string with credential values replaced. Names are compared
+/// decoded (`%74oken`), without array brackets (`token[]`), and `;` counts
+/// as a separator like `&` (old parsers read it so).
 fn redact_query(q: &str) -> String {
-    q.split('&')
-        .map(|kv| match kv.split_once('=') {
-            Some((k, _)) if secret_param(k) => format!("{k}={REDACTED}"),
-            _ => kv.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join("&")
+    let mut out = String::with_capacity(q.len());
+    let mut rest = q;
+    loop {
+        let end = rest.find(['&', ';']).unwrap_or(rest.len());
+        let kv = &rest[..end];
+        match kv.split_once('=') {
+            Some((k, _)) if secret_name(&param_name(k)) => {
+                out.push_str(k);
+                out.push('=');
+                out.push_str(REDACTED);
+            }
+            _ => out.push_str(kv),
+        }
+        if end == rest.len() {
+            return out;
+        }
+        out.push_str(&rest[end..end + 1]);
+        rest = &rest[end + 1..];
+    }
+}
+
+/// A query parameter's name as an application reads it: `+` as space,
+/// escapes decoded, array brackets dropped.
+fn param_name(raw: &str) -> String {
+    let b = raw.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => match (char::from(b[i + 1]).to_digit(16), char::from(b[i + 2]).to_digit(16)) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    let name = String::from_utf8_lossy(&out).into_owned();
+    name.split('[').next().unwrap_or_default().to_string()
 }
 
 thread_local! {
@@ -211,6 +264,11 @@ fn writer(capacity: usize, registry: &Registry) -> Sender<Line> {
             let spawned = std::thread::Builder::new().name("wasp-record".into()).spawn(move || {
                 let mut files: std::collections::HashMap<Arc<PathBuf>, std::fs::File> = Default::default();
                 for (path, line) in rx {
+                    // A file renamed or removed (rotated) is reopened: one
+                    // stat per line, on this thread, never on a worker.
+                    if files.get(&path).is_some_and(|f| !still_there(&path, f)) {
+                        files.remove(&path);
+                    }
                     if !files.contains_key(&path) {
                         match open(&path) {
                             Ok(f) => {
@@ -241,13 +299,28 @@ fn writer(capacity: usize, registry: &Registry) -> Sender<Line> {
         .clone()
 }
 
-/// Opens a record file for appending, created `0600` (its folder `0700`).
+/// Opens a record file for appending: created `0600` (its folder `0700`),
+/// made `0600` if it existed, never through a symbolic link (`O_NOFOLLOW`:
+/// a link planted at the name cannot send lines elsewhere).
 fn open(path: &std::path::Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
     if let Some(dir) = path.parent() {
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     }
-    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)
+    let f =
+        std::fs::OpenOptions::new().create(true).append(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(f)
+}
+
+/// Whether `file` is still what `path` names (after a logrotate rename it
+/// is not, and the writer opens the new file).
+fn still_there(path: &std::path::Path, file: &std::fs::File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::symlink_metadata(path), file.metadata()) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -261,5 +334,10 @@ mod tests {
             "a=1&token=[redacted]&API_KEY=[redacted]&x-auth-token=[redacted]&page=2&password"
         );
         assert_eq!(redact_query(""), "");
+        assert_eq!(
+            redact_query("%74oken=a&access%5Ftoken=b&pass%77ord=c&token[]=d&x=1;token=e&q=+ok"),
+            "%74oken=[redacted]&access%5Ftoken=[redacted]&pass%77ord=[redacted]&token[]=[redacted]&x=1;token=[redacted]&q=+ok"
+        );
+        assert!(secret_name("X-Auth-Token") && secret_name("X-Api-Key") && !secret_name("X-Trace"));
     }
 }

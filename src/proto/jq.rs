@@ -2,13 +2,25 @@
 //!
 //! A program is compiled once (per snapshot) and run on one JSON input; it
 //! must yield exactly one value, which is written back as JSON text within
-//! a size cap. The `env` builtin is not available: a program written into
-//! the configuration must not read the gateway's environment (an admin
-//! token) into a body a client sees. Modules cannot be loaded (jaq does not
-//! support it), and there is no `input`.
+//! a size cap.
+//!
+//! What a program may not do: read the gateway's environment (`env` is
+//! left out: an admin token must not end up in a body a client sees),
+//! stop the process (`halt`, `halt_error` are plain errors here), write to
+//! the gateway's stderr (`stderr`, `debug`), or parse a string as JSON
+//! (`fromjson`: jaq's parser recurses without a depth limit). Modules
+//! cannot be loaded, and there is no `input`.
+//!
+//! What an input may not be: anything but one strict JSON document (jaq
+//! also reads `NaN`, `{1:2}`, `[+1]`, which are not JSON), nested deeper
+//! than 128 levels (jaq's reader recurses: a body of 65,536 `[` would
+//! overflow the worker's stack and abort the process), or holding a number
+//! written with more than 100 characters (jaq reads long integers as
+//! bignums in quadratic time: 4 MB of digits cost 13 s). Both are checked
+//! first with serde_json and a scan, in linear time.
 
 use jaq_core::load::{Arena, File, Loader};
-use jaq_core::{data, unwrap_valr, Compiler, Ctx, Vars};
+use jaq_core::{data, Compiler, Ctx, Vars};
 use jaq_json::Val;
 
 type Filter = jaq_core::Filter<data::JustLut<Val>>;
@@ -68,7 +80,8 @@ impl RunError {
             RunError::NotJson => "the body is not one JSON document".into(),
             RunError::NoOutput => "the transformation yielded no value".into(),
             RunError::SeveralOutputs => "the transformation yielded more than one value".into(),
-            RunError::Failed(e) => format!("the transformation failed: {e}"),
+            // Fixed: the program's own text can quote the data it failed on.
+            RunError::Failed(_) => "the transformation raised an error".into(),
             RunError::TooLarge => "the transformation's output is over the size limit".into(),
         }
     }
@@ -80,7 +93,10 @@ impl Program {
         if text.len() > 64 * 1024 {
             return Err("a jq program has at most 64 KiB".into());
         }
-        let defs = jaq_core::defs().chain(jaq_std::defs()).chain(jaq_json::defs());
+        // Later definitions shadow earlier ones: these replace builtins a
+        // program in the gateway must not reach.
+        let sealed = jaq_core::load::parse(SEALED, |p| p.defs()).unwrap_or_default();
+        let defs = jaq_core::defs().chain(jaq_std::defs()).chain(jaq_json::defs()).chain(sealed);
         // `env` would hand the gateway's environment to whoever writes a program.
         let funs = jaq_core::funs().chain(jaq_std::funs()).chain(jaq_json::funs()).filter(|f| f.0 != "env");
         let loader = Loader::new(defs);
@@ -104,12 +120,19 @@ impl Program {
     /// Runs on the JSON document `input`; the one value it yields, as JSON
     /// text of at most `max_out` bytes.
     pub fn run(&self, input: &[u8], max_out: usize) -> Result<Vec<u8>, RunError> {
+        check_json(input)?;
         let value = jaq_json::read::parse_single(input).map_err(|_| RunError::NotJson)?;
         let ctx = Ctx::<data::JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
-        let mut out = self.filter.id.run((ctx, value)).map(unwrap_valr);
+        // Not `unwrap_valr`: it calls `process::exit` on a halt.
+        let mut out = self.filter.id.run((ctx, value)).map(|r| {
+            r.map_err(|e| match e.get_err() {
+                Ok(err) => short(&err.to_string()),
+                Err(_) => "the program halted".to_string(),
+            })
+        });
         let first = match out.next() {
             None => return Err(RunError::NoOutput),
-            Some(Err(e)) => return Err(RunError::Failed(short(&e.to_string()))),
+            Some(Err(e)) => return Err(RunError::Failed(e)),
             Some(Ok(v)) => v,
         };
         if out.next().is_some() {
@@ -135,6 +158,53 @@ pub fn transformable(content_type: Option<&[u8]>, content_encoding: Option<&[u8]
     mime == b"application/json" || mime.starts_with(b"application/") && mime.ends_with(b"+json")
 }
 
+/// Builtins replaced by errors (see the module notes).
+const SEALED: &str = r#"
+def fromjson: error("fromjson is not available in wasp");
+def stderr: error("stderr is not available in wasp");
+def debug: error("debug is not available in wasp");
+def debug($m): error("debug is not available in wasp");
+def halt: error("halt is not available in wasp");
+def halt_error: error("halt_error is not available in wasp");
+def halt_error($c): error("halt_error is not available in wasp");
+"#;
+
+/// Number literals longer than this are refused before jaq sees them.
+const MAX_NUMBER: usize = 100;
+
+/// Strict JSON, at most 128 levels deep (serde_json's own recursion limit),
+/// no number literal over `MAX_NUMBER` characters. Linear time.
+pub fn check_json(input: &[u8]) -> Result<(), RunError> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(input).map_err(|_| RunError::NotJson)?;
+    let (mut in_string, mut escaped, mut run) = (false, false, 0usize);
+    for &b in input {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_string = true;
+                run = 0;
+            }
+            b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E' => {
+                run += 1;
+                if run > MAX_NUMBER {
+                    return Err(RunError::NotJson);
+                }
+            }
+            _ => run = 0,
+        }
+    }
+    Ok(())
+}
+
 /// At most 200 characters of an error text.
 fn short(s: &str) -> String {
     let mut t: String = s.chars().take(200).collect();
@@ -158,6 +228,30 @@ mod tests {
         assert_eq!(Program::compile(".").unwrap().run(b"{} x", 100), Err(RunError::NotJson));
         assert_eq!(Program::compile(".").unwrap().run(b"[1,2,3]", 4), Err(RunError::TooLarge));
         assert!(matches!(Program::compile(".a + 1").unwrap().run(br#"{"a":"x"}"#, 100), Err(RunError::Failed(_))));
+    }
+
+    #[test]
+    fn inputs_jaq_would_choke_on_are_refused_first() {
+        let p = Program::compile(".").unwrap();
+        let deep = "[".repeat(65_536);
+        assert_eq!(p.run(deep.as_bytes(), 1 << 20), Err(RunError::NotJson));
+        let long = format!("{{\"n\":{}}}", "9".repeat(200));
+        assert_eq!(p.run(long.as_bytes(), 1 << 20), Err(RunError::NotJson));
+        let in_string = format!("{{\"n\":\"{}\"}}", "9".repeat(200));
+        assert!(p.run(in_string.as_bytes(), 1 << 20).is_ok(), "digits inside strings are fine");
+        for not_json in ["{1:2}", "NaN", "[+1]", "[Infinity]", "b\"abc\"", "{\"a\":-Infinity}"] {
+            assert_eq!(p.run(not_json.as_bytes(), 100), Err(RunError::NotJson), "{not_json}");
+        }
+        let nested = format!("{}1{}", "[".repeat(100), "]".repeat(100));
+        assert!(p.run(nested.as_bytes(), 1 << 20).is_ok());
+    }
+
+    #[test]
+    fn halting_and_printing_are_errors_not_exits() {
+        for prog in ["halt", "halt_error", "\"x\" | halt_error(1)", "stderr", "debug", "\"[1]\" | fromjson"] {
+            let p = Program::compile(prog).unwrap();
+            assert!(matches!(p.run(b"{}", 100), Err(RunError::Failed(_))), "{prog}");
+        }
     }
 
     #[test]

@@ -284,7 +284,9 @@ pub fn prepare(
     let body_prefix = match framing.body {
         RequestBody::None => &[][..],
         RequestBody::Length(n) => &buf[head.len..buf.len().min(head.len.saturating_add(n.min(1 << 30) as usize))],
-        RequestBody::Chunked => &buf[head.len..],
+        // Chunk framing is not the body, and the buffer may already hold a
+        // pipelined request: nothing is shown of a chunked body.
+        RequestBody::Chunked => &[][..],
     };
     let client_ip = client.client_ip(&head, &snap.gateway.trusted_proxies);
     let q = query.unwrap_or("");

@@ -612,14 +612,20 @@ async fn relay_transformed<S: AsyncReadRent>(
     let Some(program) = hook.body_program() else {
         return Err(Failed::before(ProxyError::bad_gateway("the transformation is not available")));
     };
-    let output = match program.run(&body, usize::try_from(max).unwrap_or(usize::MAX)) {
+    // An empty body (a 201 with nothing) is no document: passed as it is.
+    let result = if body.is_empty() {
+        hook.body_outcome("skipped");
+        Ok(Vec::new())
+    } else {
+        program.run(&body, usize::try_from(max).unwrap_or(usize::MAX)).inspect(|_| hook.body_outcome("applied"))
+    };
+    let output = match result {
         Ok(o) => o,
         Err(e) => {
             hook.body_outcome("failed");
             return Err(Failed::before(e.to_error()));
         }
     };
-    hook.body_outcome("applied");
     let out = &mut *x.out;
     out.extend_from_slice(b"content-length: ");
     out.extend_from_slice(crate::proto::http1::itoa(output.len() as u64, &mut [0u8; 20]));

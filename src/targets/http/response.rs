@@ -113,6 +113,11 @@ pub fn parse_response(
     let edited = !edits.is_empty();
     // A response transform needs the whole JSON body before the length is
     // known: the head is finished by the relay.
+    // A HEAD answer is not transformed (it has no body), but its length
+    // would be the untransformed one: it is left out.
+    let head_of_transformed = req.is_head
+        && hook.is_some_and(|h| h.body_program().is_some())
+        && transformable(h.header("content-type"), h.header("content-encoding"));
     let transform = match hook {
         Some(hook) if hook.body_program().is_some() && body != ResponseBody::None && !switching && !req.is_head => {
             let json = transformable(h.header("content-type"), h.header("content-encoding"));
@@ -125,7 +130,15 @@ pub fn parse_response(
     };
     for hd in h.headers.iter() {
         let name = hd.name.as_bytes();
-        let keep_length = no_body && !switching && status != 204 && name.eq_ignore_ascii_case(b"content-length");
+        let keep_length = no_body
+            && !switching
+            && status != 204
+            && !head_of_transformed
+            && name.eq_ignore_ascii_case(b"content-length");
+        // Validators of the service's bytes do not describe transformed ones.
+        if (transform || head_of_transformed) && is_representation_digest(name) {
+            continue;
+        }
         if !keep_length
             && (is_hop_by_hop(name)
                 || name.eq_ignore_ascii_case(b"content-length")
@@ -179,4 +192,9 @@ pub fn parse_response(
         switching,
         transform,
     }))
+}
+
+/// Headers that name the exact bytes of a body (a strong `ETag`, digests).
+fn is_representation_digest(name: &[u8]) -> bool {
+    [&b"etag"[..], b"content-md5", b"digest", b"content-digest", b"repr-digest"].iter().any(|n| is_name(name, n))
 }
