@@ -1,8 +1,8 @@
 //! wasp: a thread-per-core API gateway for HTTP and WebSocket microservices.
 //!
 //! Layers, each using only those below it (see `ARCHITECTURE.md`):
-//! `worker` → `pipeline` → `filters` → `router` → `targets` → `upstream` →
-//! `proto`, with `config` (the validated model) and the small support
+//! `worker` → `pipeline` → `filters` → `router` → `targets` → `upstream`,
+//! `discovery` → `proto`, with `config` (the validated model) and the small support
 //! modules (`error`, `io`, `deadline`, `metrics`, `shutdown`, `sys`) under
 //! them all. The control side (`control`, `admin`, `store`, `cli`,
 //! `server`) stands beside the workers and never runs on one.
@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod deadline;
+pub mod discovery;
 pub mod error;
 pub mod filters;
 pub mod io;

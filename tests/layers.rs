@@ -21,6 +21,7 @@ const RANKS: &[(&str, u8)] = &[
     ("metrics", 2),
     // The data plane, bottom to top.
     ("upstream", 3),
+    ("discovery", 3),
     ("targets", 4),
     ("router", 5),
     ("filters", 6),

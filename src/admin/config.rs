@@ -312,6 +312,7 @@ fn entity(control: &Control, kind: Kind, name: &str, rest: &[&str], call: &Call)
         comment: call.comment.clone(),
     };
     match (call.method.as_str(), rest) {
+        ("GET", ["instances"]) if kind == Kind::Service => instances(control, name),
         ("GET", []) => control.with_store(|store| {
             let Ok(Some(n)) = store.active_version(kind, name) else {
                 return not_found(kind, name);
@@ -411,6 +412,38 @@ fn entity(control: &Control, kind: Kind, name: &str, rest: &[&str], call: &Call)
 
 /// `GET /{kind}/{name}/diff?from=&to=`: pretty JSON of both versions, line
 /// diff; `413` when either side is over the diff's caps (`control::diff`).
+/// `GET /services/{name}/instances`: what the service routes to now, where
+/// it came from, and when the source last answered.
+fn instances(control: &Control, name: &str) -> AdminResponse {
+    let snap = control.snapshot().load_full();
+    let Some(svc) = snap.router.services.get(name) else {
+        return not_found(Kind::Service, name);
+    };
+    let ms = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let body = match &svc.dynamic {
+        None => serde_json::json!({
+            "service": name,
+            "source": "static",
+            "instances": svc.config.instances.iter().map(|a| serde_json::json!({"address": a.to_string()})).collect::<Vec<_>>(),
+        }),
+        Some(live) => {
+            let state = live.state();
+            let seen = state.last_seen.map(ms);
+            serde_json::json!({
+                "service": name,
+                "source": state.source,
+                "last_seen_ms": seen,
+                "stale": state.error.is_some(),
+                "error": state.error,
+                "refreshes": live.refreshes.load(std::sync::atomic::Ordering::Relaxed),
+                "errors": live.errors.load(std::sync::atomic::Ordering::Relaxed),
+                "instances": live.addrs().iter().map(|a| serde_json::json!({"address": a.to_string(), "last_seen_ms": seen})).collect::<Vec<_>>(),
+            })
+        }
+    };
+    AdminResponse::json(200, body.to_string())
+}
+
 fn diff(control: &Control, kind: Kind, name: &str, from: u64, to: u64) -> AdminResponse {
     let pretty = |n: u64| -> Result<Option<String>, crate::store::StoreError> {
         let Some(v) = control.with_store(|s| s.get(kind, name, n))? else { return Ok(None) };

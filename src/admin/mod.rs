@@ -52,7 +52,24 @@ fn readyz(state: &AdminState) -> AdminResponse {
             format!(r#"{{"status":"worker_dead","dead_workers":[{}],"config_version":{version}}}"#, ids.join(","));
         return AdminResponse::json(503, body);
     }
-    AdminResponse::json(200, format!(r#"{{"status":"ready","config_version":{version}}}"#))
+    // A registry that cannot be read keeps its last instances serving: ready,
+    // but named, so an operator sees which list may be out of date.
+    let snap = state.snapshot.load();
+    let mut stale: Vec<String> = snap
+        .router
+        .services
+        .values()
+        .filter(|s| s.dynamic.as_ref().is_some_and(|d| d.state().error.is_some()))
+        .map(|s| crate::pipeline::ws::conn::json_string(&s.name))
+        .collect();
+    if stale.is_empty() {
+        return AdminResponse::json(200, format!(r#"{{"status":"ready","config_version":{version}}}"#));
+    }
+    stale.sort();
+    AdminResponse::json(
+        200,
+        format!(r#"{{"status":"ready","config_version":{version},"stale_discovery":[{}]}}"#, stale.join(",")),
+    )
 }
 
 pub async fn handle(state: Arc<AdminState>, req: AdminRequest) -> AdminResponse {
@@ -74,7 +91,11 @@ pub async fn handle(state: Arc<AdminState>, req: AdminRequest) -> AdminResponse 
         (true, "/metrics") => AdminResponse {
             status: 200,
             content_type: "text/plain; version=0.0.4",
-            body: state.registry.render(state.snapshot.load().version).into_bytes(),
+            body: {
+                let mut text = state.registry.render(state.snapshot.load().version);
+                crate::discovery::render(&mut text);
+                text.into_bytes()
+            },
             allow: None,
         },
         (false, "/healthz" | "/readyz" | "/metrics" | "/openapi.json") => {

@@ -71,6 +71,16 @@ pub struct ServiceSection {
     /// Run in the order written (`cors` first wherever it is written).
     #[serde(default)]
     pub filters: Vec<super::filters::FilterSection>,
+    /// Where the instances come from when they are not listed.
+    pub discovery: Option<DiscoverySection>,
+}
+
+/// `discovery = { file = "/etc/wasp/shop.json" }` (one registry per service).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoverySection {
+    /// A watched JSON array of "host:port" strings.
+    pub file: Option<String>,
 }
 
 /// When a failed request may be sent again (see `upstream` for the rule).

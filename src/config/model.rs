@@ -128,6 +128,24 @@ pub struct ServiceConfig {
     pub retry: RetryPolicy,
     /// `[[services.X.filters]]`, validated, in the order written.
     pub filters: Vec<super::filters::FilterConfig>,
+    /// Where instances come from instead of `instances` (see `discovery`).
+    pub discovery: Option<DiscoveryConfig>,
+}
+
+/// A service's registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiscoveryConfig {
+    /// A watched JSON file of "host:port" strings.
+    File(std::path::PathBuf),
+}
+
+impl DiscoveryConfig {
+    /// Names the source in the admin API and logs: `file:/etc/wasp/shop.json`.
+    pub fn source(&self) -> String {
+        match self {
+            DiscoveryConfig::File(p) => format!("file:{}", p.display()),
+        }
+    }
 }
 
 /// `[services.X.retry]`: how many times, and how often overall, a request
@@ -550,8 +568,22 @@ fn service(src: &Source<'_>, name: &str, svc: &ServiceSection, t: &Timeouts) -> 
             }
         }
     }
+    let discovery = match &svc.discovery {
+        None => None,
+        Some(d) => {
+            if !svc.instances.is_empty() {
+                return src.err(&format!("{key}.discovery"), None, "give `instances` or `discovery`, not both");
+            }
+            match &d.file {
+                Some(f) if std::path::Path::new(f).is_absolute() => Some(DiscoveryConfig::File(f.into())),
+                Some(_) => return src.err(&format!("{key}.discovery.file"), None, "must be an absolute path"),
+                None => return src.err(&format!("{key}.discovery"), None, "name a registry: file = \"/path.json\""),
+            }
+        }
+    };
     Ok(ServiceConfig {
         name: name.to_string(),
+        discovery,
         instances,
         connect_timeout: src.duration(&format!("{key}.connect_timeout"), &svc.connect_timeout, t.connect)?,
         timeout: src.duration(&format!("{key}.timeout"), &svc.timeout, t.upstream)?,

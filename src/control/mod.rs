@@ -145,6 +145,7 @@ impl Control {
             Arc::new(arc_swap::ArcSwap::from_pointee(Snapshot::build(0, first.gateway.clone(), &registry)));
         let control = Control { state: Mutex::new(State { store, base }), registry, snapshot, jobs };
         let config = control.seed(file_text, origin).map_err(|e| ConfigError(e.to_string()))?;
+        control.sync_discovery(&config.gateway);
         if control.snapshot.load().version == 0 {
             // The placeholder matched: publish version 1 all the same.
             control.snapshot.store(Arc::new(Snapshot::build(1, config.gateway.clone(), &control.registry)));
@@ -304,8 +305,14 @@ impl Control {
         Ok((Applied { snapshot_version, changed, apply_us: started.elapsed().as_micros() as u64 }, config))
     }
 
+    /// Discovery watchers for exactly the services that have settings.
+    fn sync_discovery(&self, gateway: &crate::config::GatewayConfig) {
+        crate::discovery::sync(gateway, &|w| self.jobs.spawn_detached(w));
+    }
+
     fn swap(&self, config: Config) -> u64 {
         let version = self.snapshot.load().version + 1;
+        self.sync_discovery(&config.gateway);
         self.snapshot.store(Arc::new(Snapshot::build(version, config.gateway, &self.registry)));
         self.registry.reloads_ok.fetch_add(1, Ordering::Relaxed);
         // Each worker acknowledges the new version from its own loop.

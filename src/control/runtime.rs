@@ -171,6 +171,14 @@ impl Handle {
         rx.recv().map_err(|_| Gone)
     }
 
+    /// Starts a long-running task on the control thread (a discovery
+    /// watcher) without waiting for it; it ends on its own stop signal.
+    pub fn spawn_detached(&self, fut: impl Future<Output = ()> + Send + 'static) {
+        if self.tx.send(Job::Task(Box::pin(fut))).is_err() {
+            tracing::warn!("the control thread is gone: a background task was not started");
+        }
+    }
+
     /// Runs async work (HTTP fetches) as a task on the control thread.
     pub fn spawn<T: Send + 'static>(
         &self,

@@ -24,6 +24,9 @@ pub struct Service {
     pub index: usize,
     /// Request counters, kept across reloads for as long as the name exists.
     pub stats: Arc<ServiceStats>,
+    /// Discovered instances (`discovery = {...}`), read per request instead
+    /// of `config.instances`; the same cell across snapshots.
+    pub dynamic: Option<Arc<crate::discovery::Live>>,
 }
 
 /// Where a request goes.
@@ -59,6 +62,7 @@ impl Router {
                     strategy: Strategy::Http,
                     index,
                     stats: registry.service(&s.name),
+                    dynamic: s.discovery.as_ref().map(|_| crate::discovery::live(&s.name)),
                 };
                 (name, Arc::new(svc))
             })

@@ -27,12 +27,19 @@ pub async fn run(w: Rc<Worker>) {
         }
         next_reap = now + REAP_EVERY;
         let snap = w.snapshot.load();
-        if snap.version != live_version {
+        // Discovered lists change without a new version: looked at each time.
+        let discovered = snap.router.services.values().any(|s| s.dynamic.is_some());
+        if snap.version != live_version || discovered {
             // Every address a service or an integration may use: idle sockets
             // to anything else belong to a removed instance.
             live_version = snap.version;
             live.clear();
             live.extend(snap.router.services.values().flat_map(|s| s.config.instances.iter().copied()));
+            for s in snap.router.services.values() {
+                if let Some(d) = &s.dynamic {
+                    live.extend(d.addrs().iter().copied());
+                }
+            }
             for e in &snap.gateway.endpoints {
                 live.extend(e.routes.iter().flat_map(|r| r.http.iter().map(|t| t.addr)));
             }

@@ -135,10 +135,13 @@ pub async fn serve_connection(
                 match transformed {
                     Err(e) => Err(Failed::before(e)),
                     Ok(()) => {
+                        // Discovered instances: one atomic load, this request keeps them.
+                        let discovered = req.service.dynamic.as_ref().map(|l| l.addrs());
                         let mut x = Exchange {
                             env: w.env(),
                             gateway: &snap.gateway,
                             service: &req.service.config,
+                            instances: discovered.as_deref().map_or(&req.service.config.instances[..], |v| &v[..]),
                             balance: (snap.version, req.service.index),
                             req: facts,
                             response_hook: hook,

@@ -144,7 +144,7 @@ impl Dispatch for HttpDispatch {
         let key = x.balance;
         w.upstream.balance.earn(key.0, key.1, svc.retry.budget_percent);
         let target = Target {
-            instances: &svc.instances,
+            instances: x.instances,
             balance: Some(key),
             connect_timeout: svc.connect_timeout,
             pool_idle: g.timeouts.pool_idle,

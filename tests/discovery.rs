@@ -1,0 +1,158 @@
+//! Service discovery over real sockets: a watched file of instances
+//! (appear, change, disappear, malformed, removed), the admin view of a
+//! service's instances, readiness with a stale registry, and that an
+//! instance change is not a configuration version.
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn named(name: &'static str) -> Origin {
+    Origin::start(move |_| Reply::Raw(ok_response(name.as_bytes())))
+}
+
+/// Replaces `path` the way config tools do: write a temporary file, rename.
+fn write_list(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn gateway(file: &Path) -> Gateway {
+    Gateway::start(&format!(
+        "[server]\nworkers = 2\n[services.shop]\ndiscovery = {{ file = \"{}\" }}\n",
+        file.display()
+    ))
+}
+
+/// Waits until `GET /shop/` answers `want` (a body, or a status as text).
+fn until(gw: &Gateway, want: &str) -> Duration {
+    let start = Instant::now();
+    loop {
+        let r = http_get(gw.public, "/shop/");
+        let got = if r.status == 200 { r.text() } else { r.status.to_string() };
+        if got == want {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < Duration::from_secs(3), "still {got:?}, not {want:?}, after 3 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn admin_json(gw: &Gateway, path: &str) -> serde_json::Value {
+    let r = http_get(gw.admin, path);
+    assert_eq!(r.status, 200, "{path}: {}", r.text());
+    serde_json::from_slice(&r.body).expect("JSON")
+}
+
+#[test]
+fn a_watched_file_adds_changes_and_removes_instances() {
+    let (a, b) = (named("A"), named("B"));
+    let dir = temp_dir("disc-file");
+    let file = dir.join("shop.json");
+    write_list(&file, &format!("[\"{}\"]", a.addr));
+    let gw = gateway(&file);
+    until(&gw, "A");
+    let version = admin_json(&gw, "/readyz")["config_version"].clone();
+
+    // Changed (write and rename): followed within 3 s, on both workers.
+    write_list(&file, &format!("[\"{}\"]", b.addr));
+    until(&gw, "B");
+    for _ in 0..6 {
+        assert_eq!(http_get(gw.public, "/shop/").text(), "B");
+    }
+    // Two instances: both serve.
+    write_list(&file, &format!("[\"{}\", \"{}\"]", a.addr, b.addr));
+    until(&gw, "A");
+    until(&gw, "B");
+    let view = admin_json(&gw, "/services/shop/instances");
+    assert_eq!(view["source"], format!("file:{}", file.display()));
+    assert_eq!(view["instances"].as_array().map(Vec::len), Some(2), "{view}");
+    assert_eq!(view["stale"], false);
+    assert!(view["last_seen_ms"].as_u64().is_some(), "{view}");
+    assert_eq!(metric(&gw, "wasp_discovery_instances", "service=\"shop\""), 2);
+
+    // Gone from the list: no instances, the gateway's own 503.
+    write_list(&file, "[]");
+    assert!(until(&gw, "503") < Duration::from_secs(3));
+    let r = http_get(gw.public, "/shop/");
+    assert!(r.text().contains("\"error\":\"no_instance\""), "{}", r.text());
+
+    // None of this was a configuration version.
+    assert_eq!(admin_json(&gw, "/readyz")["config_version"], version);
+    let versions = admin_json(&gw, "/services/shop/versions");
+    assert_eq!(versions["versions"].as_array().map(Vec::len), Some(1));
+}
+
+#[test]
+fn a_broken_or_missing_file_keeps_the_last_good_instances() {
+    let a = named("A");
+    let dir = temp_dir("disc-broken");
+    let file = dir.join("shop.json");
+    write_list(&file, &format!("[\"{}\"]", a.addr));
+    let gw = gateway(&file);
+    until(&gw, "A");
+
+    write_list(&file, "[\"127.0.0.1:1\", oops");
+    let start = Instant::now();
+    let view = loop {
+        let v = admin_json(&gw, "/services/shop/instances");
+        if v["stale"] == true || start.elapsed() > Duration::from_secs(3) {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(view["stale"], true, "{view}");
+    assert!(view["error"].as_str().unwrap().contains("not a JSON array"), "{view}");
+    assert_eq!(http_get(gw.public, "/shop/").text(), "A", "the last good list serves");
+    // Ready, and the stale registry is named.
+    let ready = http_get(gw.admin, "/readyz");
+    assert_eq!(ready.status, 200);
+    assert!(ready.text().contains("\"stale_discovery\":[\"shop\"]"), "{}", ready.text());
+    assert!(metric(&gw, "wasp_discovery_errors_total", "service=\"shop\"") >= 1);
+
+    std::fs::remove_file(&file).unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(http_get(gw.public, "/shop/").text(), "A", "a removed file keeps the last good list too");
+
+    // Back: fresh again.
+    write_list(&file, &format!("[\"{}\"]", a.addr));
+    let start = Instant::now();
+    while admin_json(&gw, "/services/shop/instances")["stale"] != false {
+        assert!(start.elapsed() < Duration::from_secs(3));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!http_get(gw.admin, "/readyz").text().contains("stale_discovery"));
+}
+
+#[test]
+fn discovery_settings_are_checked_and_versioned() {
+    let dir = temp_dir("disc-check");
+    let p = dir.join("c.toml");
+    for (cfg, key) in [
+        ("[services.shop]\ninstances = [\"127.0.0.1:9\"]\ndiscovery = { file = \"/tmp/x.json\" }\n", "not both"),
+        ("[services.shop]\ndiscovery = { file = \"x.json\" }\n", "services.shop.discovery.file"),
+        ("[services.shop]\ndiscovery = {}\n", "services.shop.discovery"),
+        ("[services.shop]\ndiscovery = { fil = \"/x\" }\n", "unknown field `fil`"),
+    ] {
+        std::fs::write(&p, cfg).unwrap();
+        let out = std::process::Command::new(wasp_bin()).args(["check", "--config"]).arg(&p).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(key), "{key}: {err}");
+    }
+    // Switching a service from a static list to a file through the API.
+    let (a, b) = (named("A"), named("B"));
+    let file = dir.join("shop.json");
+    write_list(&file, &format!("[\"{}\"]", b.addr));
+    let gw = Gateway::start(&config_with(&[("shop", vec![a.addr])], ""));
+    assert_eq!(http_get(gw.public, "/shop/").text(), "A");
+    assert_eq!(admin_json(&gw, "/services/shop/instances")["source"], "static");
+    let doc = format!(r#"{{"discovery":{{"file":"{}"}}}}"#, file.display());
+    let r = raw(
+        gw.admin,
+        format!("PUT /services/shop HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{doc}", doc.len()).as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    until(&gw, "B");
+}
