@@ -83,6 +83,30 @@ fn when(ms: u64) -> String {
 }
 
 /// Runs one subcommand; the text to print on success.
+/// `wasp instances SERVICE`: each instance with its source and when that
+/// source last answered (and the registry's error, while it is stale).
+pub fn instances(client: &AdminClient, service: &str, as_json: bool) -> Result<String, String> {
+    let v = json(&client.call("GET", &format!("/services/{service}/instances"), None)?)?;
+    if as_json {
+        return Ok(v.to_string());
+    }
+    let source = v["source"].as_str().unwrap_or("-").to_string();
+    let seen = v["last_seen_ms"].as_u64().map_or("-".to_string(), |ms| {
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        format!("{:.1}s ago", now.saturating_sub(ms) as f64 / 1000.0)
+    });
+    let mut rows = vec![vec!["ADDRESS".into(), "SOURCE".into(), "LAST SEEN".into()]];
+    for i in v["instances"].as_array().cloned().unwrap_or_default() {
+        rows.push(vec![i["address"].as_str().unwrap_or("-").to_string(), source.clone(), seen.clone()]);
+    }
+    let mut out = table(&rows);
+    if let Some(e) = v["error"].as_str() {
+        out.push_str(&format!("\nstale: {e}"));
+    }
+    Ok(out)
+}
+
 pub fn run(client: &AdminClient, cmd: &ConfigCmd, as_json: bool) -> Result<String, String> {
     match cmd {
         ConfigCmd::List => {

@@ -43,6 +43,19 @@ enum Command {
         #[command(subcommand)]
         cmd: wasp::cli::ConfigCmd,
     },
+    /// A service's instances now (static or discovered), through the admin API.
+    Instances {
+        /// The admin listener (or WASP_ADMIN).
+        #[arg(long, env = "WASP_ADMIN", default_value = "http://127.0.0.1:9901")]
+        admin: String,
+        /// Bearer token (or WASP_ADMIN_TOKEN).
+        #[arg(long, env = "WASP_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        service: String,
+    },
     /// Validate a config file; exits non-zero naming the bad key and line.
     Check {
         #[arg(long, short)]
@@ -65,6 +78,20 @@ fn main() -> ExitCode {
         Command::Config { admin, token, json, cmd } => {
             let result =
                 wasp::admin::client::AdminClient::new(&admin, token).and_then(|c| wasp::cli::run(&c, &cmd, json));
+            match result {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("wasp: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Instances { admin, token, json, service } => {
+            let result = wasp::admin::client::AdminClient::new(&admin, token)
+                .and_then(|c| wasp::cli::instances(&c, &service, json));
             match result {
                 Ok(text) => {
                     println!("{text}");

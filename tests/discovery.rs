@@ -72,6 +72,17 @@ fn a_watched_file_adds_changes_and_removes_instances() {
     assert_eq!(view["stale"], false);
     assert!(view["last_seen_ms"].as_u64().is_some(), "{view}");
     assert_eq!(metric(&gw, "wasp_discovery_instances", "service=\"shop\""), 2);
+    // The same from the CLI.
+    let out = std::process::Command::new(wasp_bin())
+        .args(["instances", "shop", "--admin", &format!("http://{}", gw.admin)])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains(&a.addr.to_string()) && text.contains(&b.addr.to_string()) && text.contains("file:"),
+        "{text}"
+    );
 
     // Gone from the list: no instances, the gateway's own 503.
     write_list(&file, "[]");
