@@ -76,33 +76,11 @@ fn main() -> ExitCode {
             }
         }
         Command::Config { admin, token, json, cmd } => {
-            let result =
-                wasp::admin::client::AdminClient::new(&admin, token).and_then(|c| wasp::cli::run(&c, &cmd, json));
-            match result {
-                Ok(text) => {
-                    println!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("wasp: {e}");
-                    ExitCode::from(1)
-                }
-            }
+            printed(wasp::admin::client::AdminClient::new(&admin, token).and_then(|c| wasp::cli::run(&c, &cmd, json)))
         }
-        Command::Instances { admin, token, json, service } => {
-            let result = wasp::admin::client::AdminClient::new(&admin, token)
-                .and_then(|c| wasp::cli::instances(&c, &service, json));
-            match result {
-                Ok(text) => {
-                    println!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("wasp: {e}");
-                    ExitCode::from(1)
-                }
-            }
-        }
+        Command::Instances { admin, token, json, service } => printed(
+            wasp::admin::client::AdminClient::new(&admin, token).and_then(|c| wasp::cli::instances(&c, &service, json)),
+        ),
         Command::Check { config } => match server::load(Some(&config), &Overrides::default()) {
             Ok(c) => {
                 println!(
@@ -118,5 +96,19 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+    }
+}
+
+/// A CLI command's outcome on the terminal: its text, or the error (exit 1).
+fn printed(result: Result<String, String>) -> ExitCode {
+    match result {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("wasp: {e}");
+            ExitCode::from(1)
+        }
     }
 }

@@ -8,7 +8,6 @@ mod common;
 use common::ws::{upgrade_raw, WsClient};
 use common::*;
 use std::io::Write;
-use std::time::Duration;
 
 /// An echo origin behind a gateway with `extra` config sections.
 fn gateway(extra: &str) -> (Origin, Gateway) {
@@ -152,16 +151,6 @@ fn admin_get(gw: &Gateway, path: &str) -> Resp {
     raw(gw.admin, format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
 }
 
-fn wait_for(origin: &Origin, path: &str) -> Seen {
-    for _ in 0..300 {
-        if let Some(s) = origin.requests().into_iter().find(|s| s.request_line().contains(path)) {
-            return s;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("the backend never got {path}");
-}
-
 #[test]
 fn clients_cannot_send_x_wasp_headers_to_integrations() {
     let b = integration_backend();
@@ -175,7 +164,7 @@ fn clients_cannot_send_x_wasp_headers_to_integrations() {
         "/ws/chat",
         "X-Wasp-Route: x\r\nX-Wasp-Connection-Id: y\r\nX-Wasp-Groups: admin\r\nX-Client: 7\r\n",
     );
-    let connect = wait_for(&b, "/connect");
+    let connect = b.wait_for("/connect");
     let body = String::from_utf8_lossy(&connect.body).into_owned();
     assert!(body.contains(r#""x-client":"7""#), "{body}");
     assert!(!body.to_ascii_lowercase().contains("x-wasp"), "client X-Wasp-* in the $connect body: {body}");
@@ -184,7 +173,7 @@ fn clients_cannot_send_x_wasp_headers_to_integrations() {
     assert_eq!(connect.header("x-wasp-route").as_deref(), Some("$connect"));
 
     c.send_text(r#"{"action":"send"}"#);
-    let event = wait_for(&b, "/messages");
+    let event = b.wait_for("/messages");
     assert_eq!(event.header("x-wasp-connection-id"), Some(c.id()));
     assert_eq!((event.headers_named("x-wasp-route"), event.header("x-wasp-route").as_deref()), (1, Some("send")));
     let info = admin_get(&gw, &format!("/connections/{}", c.id()));

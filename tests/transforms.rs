@@ -228,16 +228,6 @@ fn chat(b: &Origin, request: &str, reply: &str) -> Gateway {
     ))
 }
 
-fn wait_for(origin: &Origin, path: &str) -> Seen {
-    for _ in 0..300 {
-        if let Some(s) = origin.requests().into_iter().find(|s| s.request_line().contains(path)) {
-            return s;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("the backend never got {path}");
-}
-
 #[test]
 fn websocket_events_and_replies_are_transformed_and_headers_taken_from_the_event() {
     let b = chat_backend();
@@ -245,7 +235,7 @@ fn websocket_events_and_replies_are_transformed_and_headers_taken_from_the_event
     let mut c = WsClient::connect(gw.public, "/ws/chat");
     c.send_text(r#"{"action":"send","from":"ann","message":"hi","room":"r-1","seq":7,"junk":1}"#);
     assert_eq!(c.recv_text(), r#"{"type":"sent","id":9}"#);
-    let seen = wait_for(&b, "/messages");
+    let seen = b.wait_for("/messages");
     assert_eq!(String::from_utf8_lossy(&seen.body), r#"{"user":"ann","text":"hi"}"#);
     assert_eq!((seen.header("x-chat-room").as_deref(), seen.header("x-seq").as_deref()), (Some("r-1"), Some("7")));
     // A room that could not be a header value is left out, not forwarded raw.

@@ -69,19 +69,6 @@ ack = true
     )
 }
 
-fn wait_for(origin: &Origin, path: &str) -> Seen {
-    for _ in 0..200 {
-        if let Some(s) = origin.requests().into_iter().find(|s| s.request_line().contains(path)) {
-            return s;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!(
-        "the backend never got {path}: {:?}",
-        origin.requests().iter().map(|s| s.request_line().to_string()).collect::<Vec<_>>()
-    );
-}
-
 #[test]
 fn endpoint_path_only_accepts_valid_upgrades() {
     let (b, a) = (backend(), backend());
@@ -106,7 +93,7 @@ fn connect_can_refuse_or_assign_groups() {
     let gw = Gateway::start(&cfg);
     let (_s, head, _) = upgrade_raw(gw.public, "/ws/chat?token=abc", "X-Client: 7\r\n");
     assert!(head.starts_with("HTTP/1.1 403 "), "{head}");
-    let seen = wait_for(&b, "/connect-deny");
+    let seen = b.wait_for("/connect-deny");
     let body = String::from_utf8_lossy(&seen.body).into_owned();
     assert!(
         body.contains("\"query\":\"token=abc\"")
@@ -134,22 +121,22 @@ fn routes_ack_reply_fanout_match_and_default() {
     c.send_text(r#"{"action":"send","id":"m1","text":"hi"}"#);
     assert_eq!(c.recv_text(), r#"{"type":"ack","route":"send","id":"m1"}"#);
     assert_eq!(c.recv_text(), r#"{"got":{"action":"send","id":"m1","text":"hi"}}"#);
-    let seen = wait_for(&b, "/messages");
+    let seen = b.wait_for("/messages");
     assert_eq!(seen.request_line(), "POST /messages HTTP/1.1");
     assert_eq!(seen.body, br#"{"action":"send","id":"m1","text":"hi"}"#);
     assert_eq!(seen.header("x-wasp-connection-id"), Some(c.id()));
     assert_eq!(seen.header("x-wasp-endpoint").as_deref(), Some("chat"));
     assert_eq!(seen.header("x-wasp-route").as_deref(), Some("send"));
     assert!(seen.header("x-request-id").is_some());
-    let audited = wait_for(&audit, "/audit");
+    let audited = audit.wait_for("/audit");
     assert_eq!(audited.body, seen.body, "fan-out: the second backend got the same event");
 
     c.send_text(r#"{"type":"order","op":"create","action":"send","n":1}"#);
     assert!(c.recv_text().starts_with(r#"{"got":{"type":"order""#), "match routes come first");
-    wait_for(&b, "/orders");
+    b.wait_for("/orders");
     c.send_text(r#"{"action":"unknown-thing"}"#);
     assert_eq!(c.recv_text(), r#"{"got":{"action":"unknown-thing"}}"#);
-    wait_for(&b, "/default");
+    b.wait_for("/default");
     // A numeric id is echoed as a number; no id: the request id.
     c.send_text(r#"{"action":"ackonly","id":42}"#);
     assert_eq!(c.recv_text(), r#"{"type":"ack","route":"ackonly","id":42}"#);
@@ -165,7 +152,7 @@ fn bad_events_get_error_events_and_error_route() {
     c.send_text("this is not json");
     let e = c.recv_text();
     assert!(e.starts_with(r#"{"type":"error","error":"invalid_json""#), "{e}");
-    let told = wait_for(&b, "/error");
+    let told = b.wait_for("/error");
     assert!(String::from_utf8_lossy(&told.body).contains("invalid_json"));
     c.send_raw(&WsClient::frame(0x82, b"\x01\x02"));
     assert!(c.recv_text().contains("binary_not_supported"));
@@ -204,7 +191,7 @@ fn disconnect_is_called_for_every_ending() {
     let id = c.id();
     c.send_close(1000);
     assert_eq!(c.recv_close(), Some(1000));
-    let d = wait_for(&b, "/disconnect");
+    let d = b.wait_for("/disconnect");
     let body = String::from_utf8_lossy(&d.body).into_owned();
     assert!(body.contains(&format!(r#""connection_id":"{id}""#)) && body.contains(r#""close_code":1000"#), "{body}");
     // An abrupt end (no close frame) is reported too.
@@ -476,14 +463,14 @@ fn reload_keeps_connections_and_drains_removed_endpoints() {
     let mut gone = WsClient::connect(gw.public, "/ws/gone");
     keep.send_text(r#"{"action":"go"}"#);
     assert!(keep.recv_text().starts_with(r#"{"got""#));
-    assert_eq!(wait_for(&b, "/v1").request_line(), "POST /v1 HTTP/1.1");
+    assert_eq!(b.wait_for("/v1").request_line(), "POST /v1 HTTP/1.1");
     std::fs::write(&gw.config_path, two("v2")).unwrap();
     gw.signal(SIGHUP);
     assert!(gw.wait_log("configuration reloaded", Duration::from_secs(5)));
     // The changed endpoint's open connection uses the new routes.
     keep.send_text(r#"{"action":"go"}"#);
     assert!(keep.recv_text().starts_with(r#"{"got""#));
-    assert_eq!(wait_for(&b, "/v2").request_line(), "POST /v2 HTTP/1.1");
+    assert_eq!(b.wait_for("/v2").request_line(), "POST /v2 HTTP/1.1");
     // The removed endpoint's connection refuses events, then gets 1001 after the drain.
     gone.send_text(r#"{"x":1}"#);
     assert!(gone.recv_text().contains("endpoint_removed"));

@@ -261,6 +261,20 @@ impl Origin {
     pub fn last(&self) -> Seen {
         self.requests().last().cloned().expect("origin saw no request")
     }
+
+    /// The first request whose request line contains `path`, waiting up to 3 s.
+    pub fn wait_for(&self, path: &str) -> Seen {
+        for _ in 0..300 {
+            if let Some(s) = self.requests().into_iter().find(|s| s.request_line().contains(path)) {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!(
+            "the backend never got {path}: {:?}",
+            self.requests().iter().map(|s| s.request_line().to_string()).collect::<Vec<_>>()
+        );
+    }
 }
 
 pub fn ok_response(body: &[u8]) -> Vec<u8> {
