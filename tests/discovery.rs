@@ -167,3 +167,139 @@ fn discovery_settings_are_checked_and_versioned() {
     assert_eq!(r.status, 200, "{}", r.text());
     until(&gw, "B");
 }
+
+/// A real DNS server (dnsmasq) on a free port, serving `hosts` (re-read on
+/// SIGHUP) with a TTL of 1 s, and `srv` records (`name,target,port,prio,weight`).
+struct Dns {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Dns {
+    fn start(hosts: &Path, srv: &[String]) -> Dns {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut cmd = std::process::Command::new("dnsmasq");
+        cmd.args(["--no-daemon", "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv", "--no-hosts"])
+            .arg(format!("--port={port}"))
+            .arg(format!("--addn-hosts={}", hosts.display()))
+            .args(["--local-ttl=1", "--conf-file=/dev/null", "--log-facility=/dev/null"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        for s in srv {
+            cmd.arg(format!("--srv-host={s}"));
+        }
+        let child = cmd.spawn().expect("dnsmasq (Debian dnsmasq-base; .ci/run installs it)");
+        std::thread::sleep(Duration::from_millis(300));
+        Dns { child, port }
+    }
+
+    fn reload(&self) {
+        unsafe_free_kill(self.child.id(), "HUP");
+    }
+}
+
+impl Drop for Dns {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `kill -SIG pid` through the kill(1) command (no libc in the tests).
+fn unsafe_free_kill(pid: u32, sig: &str) {
+    let _ = std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+}
+
+fn dns_gateway(dns: &Dns, discovery: &str) -> Gateway {
+    Gateway::start(&format!(
+        "[server]\nworkers = 2\n[discovery]\nresolver = \"127.0.0.1:{}\"\n[services.shop]\ndiscovery = {discovery}\n",
+        dns.port
+    ))
+}
+
+#[test]
+fn dns_names_every_address_and_follows_changes_within_the_ttl() {
+    // Two instances on one port, on two loopback addresses.
+    let a = named("A");
+    let port = a.addr.port();
+    let _b = Origin::start_at(format!("127.0.0.2:{port}").parse().unwrap(), |_| Reply::Raw(ok_response(b"B")));
+    let dir = temp_dir("disc-dns");
+    let hosts = dir.join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 shop.internal\n").unwrap();
+    let dns = Dns::start(&hosts, &[]);
+    let gw = dns_gateway(&dns, &format!("{{ dns = \"shop.internal\", port = {port} }}"));
+    until(&gw, "A");
+
+    std::fs::write(&hosts, "127.0.0.1 shop.internal\n127.0.0.2 shop.internal\n").unwrap();
+    dns.reload();
+    until(&gw, "B");
+    until(&gw, "A");
+    let view = admin_json(&gw, "/services/shop/instances");
+    assert_eq!(view["source"], format!("dns:shop.internal:{port}"));
+    assert_eq!(view["instances"].as_array().map(Vec::len), Some(2), "{view}");
+
+    std::fs::write(&hosts, "127.0.0.2 shop.internal\n").unwrap();
+    dns.reload();
+    let start = Instant::now();
+    while admin_json(&gw, "/services/shop/instances")["instances"].as_array().map(Vec::len) != Some(1) {
+        assert!(start.elapsed() < Duration::from_secs(3), "the removed address is still listed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for _ in 0..6 {
+        assert_eq!(http_get(gw.public, "/shop/").text(), "B");
+    }
+
+    // The name gone from a healthy server: no instances.
+    std::fs::write(&hosts, "127.0.0.9 other.internal\n").unwrap();
+    dns.reload();
+    until(&gw, "503");
+    std::fs::write(&hosts, "127.0.0.2 shop.internal\n").unwrap();
+    dns.reload();
+    until(&gw, "B");
+
+    // The server stopped: the last known instances keep serving, marked stale.
+    drop(dns);
+    let start = Instant::now();
+    while admin_json(&gw, "/services/shop/instances")["stale"] != true {
+        assert!(
+            start.elapsed() < Duration::from_secs(8),
+            "never marked stale: {} {:?}",
+            admin_json(&gw, "/services/shop/instances"),
+            gw.logs.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(http_get(gw.public, "/shop/").text(), "B");
+    assert!(http_get(gw.admin, "/readyz").text().contains("stale_discovery"));
+}
+
+#[test]
+fn dns_srv_takes_the_lowest_priority_with_its_weights() {
+    let (a, b, c) = (named("A"), named("B"), named("C"));
+    let dir = temp_dir("disc-srv");
+    let hosts = dir.join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 a.internal\n127.0.0.1 b.internal\n127.0.0.1 c.internal\n").unwrap();
+    let name = "_http._tcp.shop.internal";
+    let dns = Dns::start(
+        &hosts,
+        &[
+            format!("{name},a.internal,{},0,10", a.addr.port()),
+            format!("{name},b.internal,{},0,30", b.addr.port()),
+            format!("{name},c.internal,{},1,100", c.addr.port()),
+        ],
+    );
+    let gw = dns_gateway(&dns, &format!("{{ dns_srv = \"{name}\" }}"));
+    until(&gw, "A");
+    until(&gw, "B");
+    let view = admin_json(&gw, "/services/shop/instances");
+    let listed: Vec<String> =
+        view["instances"].as_array().unwrap().iter().map(|i| i["address"].as_str().unwrap().to_string()).collect();
+    let count = |o: &Origin| listed.iter().filter(|l| **l == o.addr.to_string()).count();
+    assert_eq!(
+        (count(&a), count(&b), count(&c)),
+        (3, 10, 0),
+        "weights 10:30 as 3:10 shares; priority 1 unused: {view}"
+    );
+    let answers: Vec<String> = (0..26).map(|_| http_get(gw.public, "/shop/").text()).collect();
+    assert!(!answers.iter().any(|t| t == "C"), "{answers:?}");
+}

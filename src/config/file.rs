@@ -33,6 +33,8 @@ pub struct FileConfig {
     /// WebSocket endpoints, by name.
     #[serde(default)]
     pub endpoints: BTreeMap<String, EndpointSection>,
+    #[serde(default)]
+    pub discovery: DiscoveryGlobalSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -81,6 +83,20 @@ pub struct ServiceSection {
 pub struct DiscoverySection {
     /// A watched JSON array of "host:port" strings.
     pub file: Option<String>,
+    /// A name whose A/AAAA records are the instances (with `port`).
+    pub dns: Option<String>,
+    pub port: Option<u16>,
+    /// An SRV name: the lowest priority's targets, weighted.
+    pub dns_srv: Option<String>,
+}
+
+/// `[discovery]`: settings every registry of a kind shares.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryGlobalSection {
+    /// The DNS server for `dns` and `dns_srv` ("127.0.0.1:5353"); default:
+    /// the system's resolv.conf.
+    pub resolver: Option<Spanned<String>>,
 }
 
 /// When a failed request may be sent again (see `upstream` for the rule).

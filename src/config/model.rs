@@ -137,6 +137,10 @@ pub struct ServiceConfig {
 pub enum DiscoveryConfig {
     /// A watched JSON file of "host:port" strings.
     File(std::path::PathBuf),
+    /// Every A/AAAA address of `name`, at `port`.
+    Dns { name: String, port: u16, resolver: Option<SocketAddr> },
+    /// The targets of an SRV name.
+    DnsSrv { name: String, resolver: Option<SocketAddr> },
 }
 
 impl DiscoveryConfig {
@@ -144,6 +148,8 @@ impl DiscoveryConfig {
     pub fn source(&self) -> String {
         match self {
             DiscoveryConfig::File(p) => format!("file:{}", p.display()),
+            DiscoveryConfig::Dns { name, port, .. } => format!("dns:{name}:{port}"),
+            DiscoveryConfig::DnsSrv { name, .. } => format!("dns_srv:{name}"),
         }
     }
 }
@@ -443,9 +449,22 @@ impl Config {
             }
         }
 
+        let resolver = match &file.discovery.resolver {
+            None => None,
+            Some(r) => match r.get_ref().parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    return src.err(
+                        "discovery.resolver",
+                        Some(r.span()),
+                        format!("{:?} is not an IP:port", r.get_ref()),
+                    )
+                }
+            },
+        };
         let mut services = Vec::new();
         for (name, svc) in &file.services {
-            services.push(service(src, name, svc, &timeouts)?);
+            services.push(service(src, name, svc, &timeouts, resolver)?);
         }
 
         let underscores = match file.headers.underscores.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
@@ -543,7 +562,13 @@ pub fn valid_service_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
-fn service(src: &Source<'_>, name: &str, svc: &ServiceSection, t: &Timeouts) -> Result<ServiceConfig, ConfigError> {
+fn service(
+    src: &Source<'_>,
+    name: &str,
+    svc: &ServiceSection,
+    t: &Timeouts,
+    resolver: Option<SocketAddr>,
+) -> Result<ServiceConfig, ConfigError> {
     let key = format!("services.{name}");
     if !valid_service_name(name) {
         return src.err(&key, None, "service names use only letters, digits, '-', '_' and '.' (at most 64)");
@@ -574,10 +599,42 @@ fn service(src: &Source<'_>, name: &str, svc: &ServiceSection, t: &Timeouts) -> 
             if !svc.instances.is_empty() {
                 return src.err(&format!("{key}.discovery"), None, "give `instances` or `discovery`, not both");
             }
-            match &d.file {
-                Some(f) if std::path::Path::new(f).is_absolute() => Some(DiscoveryConfig::File(f.into())),
-                Some(_) => return src.err(&format!("{key}.discovery.file"), None, "must be an absolute path"),
-                None => return src.err(&format!("{key}.discovery"), None, "name a registry: file = \"/path.json\""),
+            let given = [d.file.is_some(), d.dns.is_some(), d.dns_srv.is_some()].iter().filter(|x| **x).count();
+            if given != 1 {
+                return src.err(&format!("{key}.discovery"), None, "name one registry: file, dns or dns_srv");
+            }
+            if d.port.is_some() && d.dns.is_none() {
+                return src.err(
+                    &format!("{key}.discovery.port"),
+                    None,
+                    "goes with dns (SRV records carry their ports)",
+                );
+            }
+            let dns_name = |n: &str, field: &str| -> Result<String, ConfigError> {
+                let ok = !n.is_empty()
+                    && n.len() <= 253
+                    && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+                if ok {
+                    Ok(n.to_string())
+                } else {
+                    src.err(&format!("{key}.discovery.{field}"), None, format!("{n:?} is not a DNS name"))
+                }
+            };
+            match (&d.file, &d.dns, &d.dns_srv) {
+                (Some(f), _, _) if std::path::Path::new(f).is_absolute() => Some(DiscoveryConfig::File(f.into())),
+                (Some(_), _, _) => return src.err(&format!("{key}.discovery.file"), None, "must be an absolute path"),
+                (_, Some(n), _) => match d.port {
+                    Some(port) if port > 0 => Some(DiscoveryConfig::Dns { name: dns_name(n, "dns")?, port, resolver }),
+                    _ => {
+                        return src.err(
+                            &format!("{key}.discovery.port"),
+                            None,
+                            "dns needs the instances' port (1..65535)",
+                        )
+                    }
+                },
+                (_, _, Some(n)) => Some(DiscoveryConfig::DnsSrv { name: dns_name(n, "dns_srv")?, resolver }),
+                _ => None,
             }
         }
     };

@@ -11,8 +11,9 @@
 //! A registry that cannot be read keeps the last good list in use (logged,
 //! counted, shown by `GET /services/{name}/instances`); a registry that
 //! answers "none" empties the list (`503` as for a service with no
-//! instances). One file per registry: `file.rs` today.
+//! instances). One file per registry: `file.rs`, `dns.rs` (A/AAAA and SRV).
 
+pub mod dns;
 pub mod file;
 
 use crate::config::{DiscoveryConfig, GatewayConfig};
@@ -132,6 +133,15 @@ pub fn sync(gateway: &GatewayConfig, spawn: &dyn Fn(Watcher)) {
         cell.set_source(settings.source());
         let watcher: Watcher = match settings {
             DiscoveryConfig::File(path) => Box::pin(file::watch(path.clone(), cell, stop.clone())),
+            DiscoveryConfig::Dns { name, port, resolver } => Box::pin(dns::watch(
+                dns::Query::Addresses { name: name.clone(), port: *port },
+                *resolver,
+                cell,
+                stop.clone(),
+            )),
+            DiscoveryConfig::DnsSrv { name, resolver } => {
+                Box::pin(dns::watch(dns::Query::Srv { name: name.clone() }, *resolver, cell, stop.clone()))
+            }
         };
         t.watchers.insert(name.to_string(), (settings.clone(), stop));
         spawn(watcher);

@@ -229,7 +229,12 @@ pub struct Origin {
 
 impl Origin {
     pub fn start(handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Origin {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind origin");
+        Self::start_at("127.0.0.1:0".parse().expect("addr"), handler)
+    }
+
+    /// An origin on a given address (another loopback address, a known port).
+    pub fn start_at(addr: SocketAddr, handler: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> Origin {
+        let listener = TcpListener::bind(addr).expect("bind origin");
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
