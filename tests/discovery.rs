@@ -182,7 +182,8 @@ impl Dns {
         cmd.args(["--no-daemon", "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv", "--no-hosts"])
             .arg(format!("--port={port}"))
             .arg(format!("--addn-hosts={}", hosts.display()))
-            .args(["--local-ttl=1", "--conf-file=/dev/null", "--log-facility=/dev/null"])
+            // Authoritative for .internal: unknown names there are NXDOMAIN.
+            .args(["--local-ttl=1", "--conf-file=/dev/null", "--log-facility=/dev/null", "--local=/internal/"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
         for s in srv {

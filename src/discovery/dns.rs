@@ -9,13 +9,12 @@
 //! last list. `[discovery] resolver` names the server; by default the
 //! system's resolv.conf.
 
-use super::Live;
+use super::Watch;
 use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig, ResolverOpts};
 use hickory_resolver::error::{ResolveError, ResolveErrorKind};
+use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::TokioAsyncResolver;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Refreshes never come faster or slower than this, whatever the TTL says.
@@ -32,7 +31,7 @@ pub enum Query {
     Srv { name: String },
 }
 
-fn resolver(server: Option<SocketAddr>) -> Result<TokioAsyncResolver, String> {
+fn make_resolver(server: Option<SocketAddr>) -> Result<TokioAsyncResolver, String> {
     let mut opts = ResolverOpts::default();
     // Every refresh asks the server: the TTL clamp decides how often.
     opts.cache_size = 0;
@@ -60,37 +59,51 @@ fn fqdn(name: &str) -> String {
     }
 }
 
-/// Whether the server answered "no such records" (a healthy empty answer).
+/// Whether the server answered "no such records": NXDOMAIN, or NOERROR
+/// with no data (a healthy empty answer). SERVFAIL, REFUSED and the like
+/// are failures: the last list stays.
 fn empty_answer(e: &ResolveError) -> bool {
-    matches!(e.kind(), ResolveErrorKind::NoRecordsFound { .. })
+    matches!(
+        e.kind(),
+        ResolveErrorKind::NoRecordsFound { response_code, .. }
+            if *response_code == ResponseCode::NXDomain || *response_code == ResponseCode::NoError
+    )
 }
 
-/// Watches `query` for `cell` until `stop` is set.
-pub async fn watch(query: Query, server: Option<SocketAddr>, cell: Arc<Live>, stop: Arc<AtomicBool>) {
-    let resolver = match resolver(server) {
-        Ok(r) => r,
-        Err(e) => return cell.failed(e),
-    };
-    while !stop.load(Relaxed) {
-        // A bound of our own: a resolver waiting on a server that went
-        // away must not stop the refreshes.
-        let answer = match tokio::time::timeout(ANSWER_WITHIN, lookup(&resolver, &query)).await {
-            Ok(a) => a,
-            Err(_) => Err(format!("no answer from the DNS server within {} s", ANSWER_WITHIN.as_secs())),
-        };
-        let wait = match answer {
-            Ok((addrs, ttl)) => {
-                cell.publish(addrs);
-                ttl.clamp(MIN_TTL, MAX_TTL)
+/// Watches `query` until told to stop.
+pub async fn watch(query: Query, server: Option<SocketAddr>, w: Watch) {
+    let mut resolver = None;
+    while !w.stopped() {
+        if resolver.is_none() {
+            match make_resolver(server) {
+                Ok(r) => resolver = Some(r),
+                Err(e) => w.failed(e),
             }
-            Err(e) => {
-                cell.failed(e);
-                RETRY
+        }
+        let wait = match &resolver {
+            None => RETRY,
+            Some(r) => {
+                // A bound of our own: a resolver waiting on a server that
+                // went away must not stop the refreshes.
+                let answer = match tokio::time::timeout(ANSWER_WITHIN, lookup(r, &query)).await {
+                    Ok(a) => a,
+                    Err(_) => Err(format!("no answer from the DNS server within {} s", ANSWER_WITHIN.as_secs())),
+                };
+                match answer {
+                    Ok((addrs, ttl)) => {
+                        w.publish(addrs);
+                        ttl.clamp(MIN_TTL, MAX_TTL)
+                    }
+                    Err(e) => {
+                        w.failed(e);
+                        RETRY
+                    }
+                }
             }
         };
         // Sleeps in short steps so a stopped watcher ends soon.
         let until = Instant::now() + wait;
-        while !stop.load(Relaxed) && Instant::now() < until {
+        while !w.stopped() && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(200).min(until - Instant::now())).await;
         }
     }
@@ -99,21 +112,10 @@ pub async fn watch(query: Query, server: Option<SocketAddr>, cell: Arc<Live>, st
 /// The instances and how long they are good for.
 async fn lookup(resolver: &TokioAsyncResolver, query: &Query) -> Result<(Vec<SocketAddr>, Duration), String> {
     match query {
-        Query::Addresses { name, port } => match resolver.lookup_ip(fqdn(name)).await {
-            Ok(l) => {
-                let ttl = l.valid_until().saturating_duration_since(Instant::now());
-                let mut addrs: Vec<SocketAddr> = Vec::new();
-                for ip in l.iter() {
-                    let a = SocketAddr::new(ip, *port);
-                    if !addrs.contains(&a) {
-                        addrs.push(a);
-                    }
-                }
-                Ok((addrs, ttl))
-            }
-            Err(e) if empty_answer(&e) => Ok((Vec::new(), MIN_TTL)),
-            Err(e) => Err(format!("dns {name}: {e}")),
-        },
+        Query::Addresses { name, port } => {
+            let (ips, ttl) = addresses(resolver, name).await.map_err(|e| format!("dns {name}: {e}"))?;
+            Ok((ips.into_iter().map(|ip| SocketAddr::new(ip, *port)).collect(), ttl))
+        }
         Query::Srv { name } => {
             let srv = match resolver.srv_lookup(fqdn(name)).await {
                 Ok(s) => s,
@@ -123,7 +125,7 @@ async fn lookup(resolver: &TokioAsyncResolver, query: &Query) -> Result<(Vec<Soc
             let mut ttl = srv.as_lookup().valid_until().saturating_duration_since(Instant::now());
             // RFC 2782: the lowest priority value is tried first; "." as the
             // target means the service is not offered here.
-            let records: Vec<_> = srv.iter().filter(|r| r.target().to_utf8() != ".").collect();
+            let records: Vec<_> = srv.iter().filter(|r| r.target().to_utf8() != "." && r.port() != 0).collect();
             let Some(best) = records.iter().map(|r| r.priority()).min() else {
                 return Ok((Vec::new(), ttl));
             };
@@ -131,14 +133,10 @@ async fn lookup(resolver: &TokioAsyncResolver, query: &Query) -> Result<(Vec<Soc
             let max_weight = chosen.iter().map(|r| r.weight()).max().unwrap_or(0);
             let mut addrs = Vec::new();
             for r in chosen {
-                let ips = match resolver.lookup_ip(r.target().to_utf8()).await {
-                    Ok(l) => {
-                        ttl = ttl.min(l.valid_until().saturating_duration_since(Instant::now()));
-                        l.iter().collect::<Vec<_>>()
-                    }
-                    Err(e) if empty_answer(&e) => Vec::new(),
-                    Err(e) => return Err(format!("dns_srv {name}: target {}: {e}", r.target())),
-                };
+                let (ips, t) = addresses(resolver, &r.target().to_utf8())
+                    .await
+                    .map_err(|e| format!("dns_srv {name}: target {}: {e}", r.target()))?;
+                ttl = ttl.min(t);
                 // Weights become shares of the round-robin: a target is
                 // listed in proportion to its weight (0..10 times; a weight
                 // of 0, or all weights 0, once).
@@ -156,4 +154,43 @@ async fn lookup(resolver: &TokioAsyncResolver, query: &Query) -> Result<(Vec<Soc
             Ok((addrs, ttl))
         }
     }
+}
+
+/// Every A and AAAA address of `name`, each once, and the shorter TTL. Both
+/// questions are asked on their own: a failure of either (SERVFAIL,
+/// REFUSED, no answer) fails the refresh, so a half-answering server never
+/// empties a list; only NXDOMAIN or no data for both is "none".
+async fn addresses(
+    resolver: &TokioAsyncResolver,
+    name: &str,
+) -> Result<(Vec<std::net::IpAddr>, Duration), ResolveError> {
+    let name = fqdn(name);
+    let mut ips: Vec<std::net::IpAddr> = Vec::new();
+    let mut ttl = MAX_TTL;
+    match resolver.ipv4_lookup(name.as_str()).await {
+        Ok(l) => {
+            ttl = ttl.min(l.as_lookup().valid_until().saturating_duration_since(Instant::now()));
+            ips.extend(l.iter().map(|a| std::net::IpAddr::V4(a.0)));
+        }
+        Err(e) if empty_answer(&e) => {}
+        Err(e) => return Err(e),
+    }
+    match resolver.ipv6_lookup(name.as_str()).await {
+        Ok(l) => {
+            ttl = ttl.min(l.as_lookup().valid_until().saturating_duration_since(Instant::now()));
+            ips.extend(l.iter().map(|a| std::net::IpAddr::V6(a.0)));
+        }
+        Err(e) if empty_answer(&e) => {}
+        Err(e) => return Err(e),
+    }
+    let mut seen = Vec::with_capacity(ips.len());
+    for ip in ips {
+        if !seen.contains(&ip) {
+            seen.push(ip);
+        }
+    }
+    if seen.is_empty() {
+        ttl = MIN_TTL;
+    }
+    Ok((seen, ttl))
 }

@@ -7,11 +7,9 @@
 //! the last good list and says why; host names are resolved on the control
 //! thread's blocking pool by the system resolver.
 
-use super::Live;
+use super::Watch;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// How often the file is looked at.
@@ -19,25 +17,29 @@ const POLL: Duration = Duration::from_millis(500);
 /// A file larger than this is not read (a list of addresses is small).
 const MAX_BYTES: u64 = 1 << 20;
 
-/// Watches `path` for `cell` until `stop` is set.
-pub async fn watch(path: PathBuf, cell: Arc<Live>, stop: Arc<AtomicBool>) {
+/// Watches `path` until told to stop.
+pub async fn watch(path: PathBuf, w: Watch) {
     let mut seen: Option<(u64, std::time::SystemTime, u64)> = None;
-    while !stop.load(Relaxed) {
+    let mut told_missing = false;
+    while !w.stopped() {
         let id = std::fs::metadata(&path).ok().map(|m| {
             use std::os::unix::fs::MetadataExt;
             (m.len(), m.modified().unwrap_or(std::time::UNIX_EPOCH), m.ino())
         });
         match id {
             None => {
-                if seen.take().is_some() || cell.state().last_seen.is_none() {
-                    cell.failed(format!("{} cannot be read", path.display()));
+                if !told_missing {
+                    w.failed(format!("{} cannot be read", path.display()));
+                    told_missing = true;
                 }
+                seen = None;
             }
             Some(id) if seen != Some(id) => {
                 seen = Some(id);
+                told_missing = false;
                 match read(&path).await {
-                    Ok(addrs) => cell.publish(addrs),
-                    Err(e) => cell.failed(e),
+                    Ok(addrs) => w.publish(addrs),
+                    Err(e) => w.failed(e),
                 }
             }
             Some(_) => {}
@@ -46,13 +48,26 @@ pub async fn watch(path: PathBuf, cell: Arc<Live>, stop: Arc<AtomicBool>) {
     }
 }
 
-/// The file's instances, or why there are none to take.
+/// The file's instances, or why there are none to take. Only a regular
+/// file is read (opened without blocking: a FIFO or a device must not
+/// stall the control thread), and at most `MAX_BYTES` of it.
 async fn read(path: &std::path::Path) -> Result<Vec<SocketAddr>, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if meta.len() > MAX_BYTES {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let meta = f.metadata().map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    let mut text = Vec::new();
+    f.take(MAX_BYTES + 1).read_to_end(&mut text).map_err(|e| format!("{}: {e}", path.display()))?;
+    if text.len() as u64 > MAX_BYTES {
         return Err(format!("{} is larger than 1 MiB", path.display()));
     }
-    let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let list: Vec<String> = serde_json::from_slice(&text)
         .map_err(|e| format!("{}: not a JSON array of \"host:port\" strings: {e}", path.display()))?;
     if list.len() > 10_000 {
@@ -64,8 +79,11 @@ async fn read(path: &std::path::Path) -> Result<Vec<SocketAddr>, String> {
             Ok(it) => it.collect(),
             Err(e) => return Err(format!("{}: {entry:?}: {e}", path.display())),
         };
-        // Every address a name has, each once.
+        // Every address a name has, each once; port 0 is no instance.
         for a in found {
+            if a.port() == 0 {
+                return Err(format!("{}: {entry:?}: port 0", path.display()));
+            }
             if !addrs.contains(&a) {
                 addrs.push(a);
             }

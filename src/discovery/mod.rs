@@ -38,6 +38,9 @@ pub struct Live {
 
 #[derive(Debug, Default, Clone)]
 pub struct State {
+    /// Which watcher may publish: bumped each time one is started, so an
+    /// answer from a replaced watcher landing late is dropped.
+    pub generation: u64,
     /// `file:/etc/wasp/shop.json`.
     pub source: String,
     /// When the source last answered with a list.
@@ -55,29 +58,44 @@ impl Live {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// A good answer from the source.
-    pub fn publish(&self, addrs: Vec<SocketAddr>) {
+    /// A good answer from the source, from the watcher of `generation`.
+    pub fn publish(&self, generation: u64, addrs: Vec<SocketAddr>) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.generation != generation {
+            return;
+        }
         self.refreshes.fetch_add(1, Relaxed);
         if *self.addrs.load_full() != addrs {
             self.addrs.store(Arc::new(addrs));
         }
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         s.last_seen = Some(SystemTime::now());
         s.error = None;
     }
 
-    /// A failed refresh: the last good list stays.
-    pub fn failed(&self, why: String) {
-        self.errors.fetch_add(1, Relaxed);
+    /// A failed refresh from the watcher of `generation`: the last good list stays.
+    pub fn failed(&self, generation: u64, why: String) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.generation != generation {
+            return;
+        }
+        self.errors.fetch_add(1, Relaxed);
         if s.error.as_deref() != Some(why.as_str()) {
             tracing::warn!(source = %s.source, error = %why, "discovery failed; the last known instances stay in use");
         }
         s.error = Some(why);
     }
 
-    fn set_source(&self, source: String) {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).source = source;
+    /// A new watcher takes the cell: nothing of the old source's list is
+    /// kept (new settings mean other instances), and until the first answer
+    /// the service has none and is shown as waiting. Returns its generation.
+    fn restart(&self, source: String) -> u64 {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.generation += 1;
+        s.source = source;
+        s.last_seen = None;
+        s.error = Some("waiting for the registry's first answer".into());
+        self.addrs.store(Arc::new(Vec::new()));
+        s.generation
     }
 }
 
@@ -107,6 +125,27 @@ pub fn all() -> Vec<(String, Arc<Live>)> {
     t.cells.iter().map(|(n, l)| (n.clone(), l.clone())).collect()
 }
 
+/// What a watcher writes to and when it must stop.
+pub struct Watch {
+    cell: Arc<Live>,
+    generation: u64,
+    stop: Arc<AtomicBool>,
+}
+
+impl Watch {
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Relaxed)
+    }
+
+    pub fn publish(&self, addrs: Vec<SocketAddr>) {
+        self.cell.publish(self.generation, addrs);
+    }
+
+    pub fn failed(&self, why: String) {
+        self.cell.failed(self.generation, why);
+    }
+}
+
 /// A watcher future, to run on the control thread until its flag is set.
 pub type Watcher = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -124,23 +163,24 @@ pub fn sync(gateway: &GatewayConfig, spawn: &dyn Fn(Watcher)) {
         }
         keep
     });
+    // Cells of services that no longer discover anything go (their metrics
+    // too); snapshots still holding one keep it alive until they end.
+    t.cells.retain(|name, _| wanted.contains_key(name.as_str()));
     for (name, settings) in wanted {
         if t.watchers.contains_key(name) {
             continue;
         }
         let cell = t.cells.entry(name.to_string()).or_default().clone();
         let stop = Arc::new(AtomicBool::new(false));
-        cell.set_source(settings.source());
+        let generation = cell.restart(settings.source());
+        let w = Watch { cell, generation, stop: stop.clone() };
         let watcher: Watcher = match settings {
-            DiscoveryConfig::File(path) => Box::pin(file::watch(path.clone(), cell, stop.clone())),
-            DiscoveryConfig::Dns { name, port, resolver } => Box::pin(dns::watch(
-                dns::Query::Addresses { name: name.clone(), port: *port },
-                *resolver,
-                cell,
-                stop.clone(),
-            )),
+            DiscoveryConfig::File(path) => Box::pin(file::watch(path.clone(), w)),
+            DiscoveryConfig::Dns { name, port, resolver } => {
+                Box::pin(dns::watch(dns::Query::Addresses { name: name.clone(), port: *port }, *resolver, w))
+            }
             DiscoveryConfig::DnsSrv { name, resolver } => {
-                Box::pin(dns::watch(dns::Query::Srv { name: name.clone() }, *resolver, cell, stop.clone()))
+                Box::pin(dns::watch(dns::Query::Srv { name: name.clone() }, *resolver, w))
             }
         };
         t.watchers.insert(name.to_string(), (settings.clone(), stop));
