@@ -288,7 +288,11 @@ pub fn prepare(
         // pipelined request: nothing is shown of a chunked body.
         RequestBody::Chunked => &[][..],
     };
-    let client_ip = client.client_ip(&head, &snap.gateway.trusted_proxies);
+    // Worked out only for a service with filters (walking X-Forwarded-For).
+    let chain_of = |s: &Service| snap.filters.get(s.index).filter(|c| !c.is_empty());
+    // (A routed request started at a service with filters, so it has it.)
+    let client_ip =
+        if chain_of(service).is_some() { client.client_ip(&head, &snap.gateway.trusted_proxies) } else { None };
     let q = query.unwrap_or("");
 
     // Phase: routing filters (`route`, `split`). Apply refuses cycles, so

@@ -144,6 +144,7 @@ pub fn has_underscore(name: &[u8]) -> bool {
 
 /// Headers the gateway always sets itself; the client's copies are dropped,
 /// and so are their aliases (`X_Forwarded_For`) when underscores are allowed.
+#[inline]
 pub fn is_regenerated(name: &[u8]) -> bool {
     const OWN: [&[u8]; 8] = [
         b"host",

@@ -128,15 +128,14 @@ pub fn parse_response(
         }
         _ => false,
     };
+    // Decided once, not per header.
+    let may_keep_length = no_body && !switching && status != 204 && !head_of_transformed;
+    // Validators of the service's bytes do not describe transformed ones.
+    let strip_digests = transform || head_of_transformed;
     for hd in h.headers.iter() {
         let name = hd.name.as_bytes();
-        let keep_length = no_body
-            && !switching
-            && status != 204
-            && !head_of_transformed
-            && name.eq_ignore_ascii_case(b"content-length");
-        // Validators of the service's bytes do not describe transformed ones.
-        if (transform || head_of_transformed) && is_representation_digest(name) {
+        let keep_length = may_keep_length && name.eq_ignore_ascii_case(b"content-length");
+        if strip_digests && is_representation_digest(name) {
             continue;
         }
         if !keep_length
