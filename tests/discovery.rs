@@ -304,3 +304,44 @@ fn dns_srv_takes_the_lowest_priority_with_its_weights() {
     let answers: Vec<String> = (0..26).map(|_| http_get(gw.public, "/shop/").text()).collect();
     assert!(!answers.iter().any(|t| t == "C"), "{answers:?}");
 }
+
+#[test]
+fn websocket_integrations_can_name_a_service_and_follow_its_instances() {
+    let (a, b) = (named("A"), named("B"));
+    let dir = temp_dir("disc-ws");
+    let file = dir.join("shop.json");
+    write_list(&file, &format!("[\"{}\"]", a.addr));
+    let gw = Gateway::start(&format!(
+        "[server]\nworkers = 1\n[services.shop]\ndiscovery = {{ file = \"{}\" }}\n\
+         [endpoints.chat]\npath = \"/ws/chat\"\nroute_selection = \"$.action\"\n\
+         [endpoints.chat.routes.send]\nhttp = [\"service:shop/messages\"]\nreply = true\n",
+        file.display()
+    ));
+    until(&gw, "A");
+    let mut c = common::ws::WsClient::connect(gw.public, "/ws/chat");
+    c.send_text(r#"{"action":"send","n":1}"#);
+    assert_eq!(c.recv_text(), "A");
+    assert_eq!(a.wait_for("/messages").request_line(), "POST /messages HTTP/1.1");
+    // The service's instances change: the integration follows.
+    write_list(&file, &format!("[\"{}\"]", b.addr));
+    until(&gw, "B");
+    c.send_text(r#"{"action":"send","n":2}"#);
+    assert_eq!(c.recv_text(), "B");
+    // No instance: an error event, not a hang.
+    write_list(&file, "[]");
+    until(&gw, "503");
+    c.send_text(r#"{"action":"send","n":3}"#);
+    let e: serde_json::Value = serde_json::from_str(&c.recv_text()).unwrap();
+    assert_eq!((e["error"].as_str(), e["status"].as_u64()), (Some("integration_failed"), Some(503)), "{e}");
+
+    // A service that does not exist is refused at load.
+    let p = dir.join("c.toml");
+    std::fs::write(
+        &p,
+        "[endpoints.chat]\npath = \"/ws/chat\"\n[endpoints.chat.routes.send]\nhttp = [\"service:nope/m\"]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(wasp_bin()).args(["check", "--config"]).arg(&p).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("there is no service \"nope\""), "{err}");
+}

@@ -44,6 +44,9 @@ pub struct HttpTarget {
     pub host: String,
     /// Path and query sent in the request line.
     pub path: String,
+    /// `service:NAME/path`: the instances of service NAME (static or
+    /// discovered), balanced round-robin; `addr` is then unused.
+    pub service: Option<String>,
 }
 
 /// A value a `match` path must hold: strings compare as decoded strings,
@@ -84,7 +87,28 @@ pub struct EndpointConfig {
 
 /// Parses `http://host:port/path` (no TLS, no user info) and resolves it once.
 pub fn parse_http_target(url: &str) -> Result<HttpTarget, String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url:?}: integrations are http:// URLs"))?;
+    if let Some(rest) = url.strip_prefix("service:") {
+        let (name, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        if !super::model::valid_service_name(name) {
+            return Err(format!("{url:?}: write service:NAME/path with a service's name"));
+        }
+        if path.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'#') {
+            return Err(format!("{url:?}: the path has spaces, control bytes or a fragment"));
+        }
+        return Ok(HttpTarget {
+            url: url.to_string(),
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            host: name.to_string(),
+            path: path.to_string(),
+            service: Some(name.to_string()),
+        });
+    }
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url:?}: integrations are http:// URLs or service:NAME/path"))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -105,7 +129,7 @@ pub fn parse_http_target(url: &str) -> Result<HttpTarget, String> {
         .ok()
         .and_then(|mut a| a.next())
         .ok_or_else(|| format!("{url:?}: {authority} does not resolve"))?;
-    Ok(HttpTarget { url: url.to_string(), addr, host: authority.to_string(), path: path.to_string() })
+    Ok(HttpTarget { url: url.to_string(), addr, host: authority.to_string(), path: path.to_string(), service: None })
 }
 
 /// `max_message_bytes` when not set.

@@ -508,6 +508,17 @@ impl Config {
             }) {
                 return src.err(&format!("endpoints.{name}.path"), Some(e.path.span()), "is the path of a service");
             }
+            for r in &ep.routes {
+                if let Some(t) =
+                    r.http.iter().find(|t| t.service.as_ref().is_some_and(|n| !services.iter().any(|s| &s.name == n)))
+                {
+                    return src.err(
+                        &format!("endpoints.{name}.routes.{:?}.http", r.key),
+                        None,
+                        format!("{:?}: there is no service {:?}", t.url, t.service.as_deref().unwrap_or_default()),
+                    );
+                }
+            }
             let matcher = HeaderMatcher::new(&protected);
             for r in &ep.routes {
                 if let Some((n, _)) = r.headers.iter().find(|(n, _)| matcher.matches(n.as_bytes())) {

@@ -10,7 +10,10 @@ use crate::proto::http1::itoa;
 use crate::proto::http1::response_head::HeadLimits;
 use crate::upstream::{self, CallRequest};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Where a WebSocket event of a route goes. Built once per snapshot (so
@@ -51,10 +54,24 @@ pub struct Delivered {
     pub body: Vec<u8>,
 }
 
+/// Where an `http` target's calls go.
+#[derive(Debug)]
+enum Instances {
+    /// `http://host:port/path`: resolved once at load.
+    Fixed,
+    /// `service:NAME/path` of a service with a static list.
+    Static(Vec<SocketAddr>),
+    /// ... of a service whose instances are discovered.
+    Live(Arc<crate::discovery::Live>),
+}
+
 /// An `http` target with the gateway limits of the snapshot it was built in.
 #[derive(Debug)]
 pub struct HttpRoute {
     target: HttpTarget,
+    instances: Instances,
+    /// Round-robin over a service's instances (shared by workers).
+    next: AtomicUsize,
     limits: HeadLimits,
     connect_timeout: Duration,
     write_timeout: Duration,
@@ -65,14 +82,35 @@ pub struct HttpRoute {
 
 impl HttpRoute {
     pub fn new(target: HttpTarget, g: &GatewayConfig) -> Self {
+        let instances = match target.service.as_deref().and_then(|n| g.services.iter().find(|s| s.name == n)) {
+            None => Instances::Fixed,
+            Some(s) if s.discovery.is_some() => Instances::Live(crate::discovery::live(&s.name)),
+            Some(s) => Instances::Static(s.instances.clone()),
+        };
         HttpRoute {
             target,
+            instances,
+            next: AtomicUsize::new(0),
             limits: HeadLimits { max_bytes: g.limits.max_header_bytes, max_headers: g.limits.max_headers },
             connect_timeout: g.timeouts.connect,
             write_timeout: g.timeouts.write,
             pool_idle: g.timeouts.pool_idle,
             pool_cap: g.limits.pool_idle_per_instance,
             max_conns: g.limits.backend_connections,
+        }
+    }
+}
+
+impl HttpRoute {
+    /// The address for the next call: fixed, or the service's next instance.
+    fn pick(&self) -> Option<SocketAddr> {
+        let take = |list: &[SocketAddr]| {
+            (!list.is_empty()).then(|| list[self.next.fetch_add(1, Ordering::Relaxed) % list.len()])
+        };
+        match &self.instances {
+            Instances::Fixed => Some(self.target.addr),
+            Instances::Static(list) => take(list),
+            Instances::Live(live) => take(&live.addrs()),
         }
     }
 }
@@ -129,8 +167,9 @@ impl HttpRoute {
         }
         req.extend_from_slice(b"\r\n\r\n");
         req.extend_from_slice(body);
+        let addr = self.pick().ok_or(ProxyError::new(ErrorKind::NoInstance, "no instance of the target service"))?;
         let request = CallRequest {
-            addr: target.addr,
+            addr,
             bytes: req,
             keep_headers: &["x-wasp-groups"],
             max_answer: MAX_ANSWER,
