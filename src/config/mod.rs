@@ -5,6 +5,7 @@ mod endpoints;
 mod file;
 mod filters;
 mod model;
+mod services;
 
 pub use duration::parse_duration;
 pub use endpoints::{parse_http_target, EndpointConfig, EndpointMode, HttpTarget, MatchValue, RouteConfig, WsLimits};

@@ -288,19 +288,20 @@ pub fn prepare(
         // pipelined request: nothing is shown of a chunked body.
         RequestBody::Chunked => &[][..],
     };
-    // Worked out only for a service with filters (walking X-Forwarded-For).
+    // A service's filters, when it has any.
     let chain_of = |s: &Service| snap.filters.get(s.index).filter(|c| !c.is_empty());
-    // (A routed request started at a service with filters, so it has it.)
-    let client_ip =
-        if chain_of(service).is_some() { client.client_ip(&head, &snap.gateway.trusted_proxies) } else { None };
+    let first = chain_of(service);
+    // Worked out only for a service with filters (walking X-Forwarded-For);
+    // a routed request started at one, so it has it.
+    let client_ip = if first.is_some() { client.client_ip(&head, &snap.gateway.trusted_proxies) } else { None };
     let q = query.unwrap_or("");
 
     // Phase: routing filters (`route`, `split`). Apply refuses cycles, so
     // this ends; the bound is one hop per service anyway.
     let mut service = service;
-    if snap.filters.get(service.index).is_some_and(|c| c.routes()) {
+    if first.is_some_and(|c| c.routes()) {
         for _ in 0..snap.router.services.len() {
-            let Some(chain) = snap.filters.get(service.index) else { break };
+            let Some(chain) = chain_of(service) else { break };
             let Some(next) = chain
                 .route(&filter_view(&head, &service.name, path, q, body_prefix, client_ip))
                 .and_then(|to| snap.router.service(to))
@@ -314,7 +315,7 @@ pub fn prepare(
 
     // Phase: request filters (of the service the request ended up with).
     let mut filtered = None;
-    if let Some(chain) = snap.filters.get(service.index).filter(|c| !c.is_empty()) {
+    if let Some(chain) = chain_of(service) {
         let mut f = Box::new(Filtered { ctx: Ctx::default(), early: None, transform_request: false });
         f.early = match chain.request(&filter_view(&head, &service.name, path, q, body_prefix, client_ip), &mut f.ctx) {
             Flow::Continue => None,
