@@ -184,21 +184,34 @@ struct Dns {
 
 impl Dns {
     fn start(hosts: &Path, srv: &[String]) -> Dns {
-        let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut cmd = std::process::Command::new("dnsmasq");
-        cmd.args(["--no-daemon", "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv", "--no-hosts"])
-            .arg(format!("--port={port}"))
-            .arg(format!("--addn-hosts={}", hosts.display()))
-            // Authoritative for .internal: unknown names there are NXDOMAIN.
-            .args(["--local-ttl=1", "--conf-file=/dev/null", "--log-facility=/dev/null", "--local=/internal/"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        for s in srv {
-            cmd.arg(format!("--srv-host={s}"));
+        // dnsmasq listens on UDP and TCP: a port free for UDP may be taken
+        // for TCP by another test's sockets, and dnsmasq then exits. Try
+        // ports until one keeps it running.
+        for _ in 0..20 {
+            let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = tcp.local_addr().unwrap().port();
+            if std::net::UdpSocket::bind(("127.0.0.1", port)).is_err() {
+                continue;
+            }
+            drop(tcp);
+            let mut cmd = std::process::Command::new("dnsmasq");
+            cmd.args(["--no-daemon", "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv", "--no-hosts"])
+                .arg(format!("--port={port}"))
+                .arg(format!("--addn-hosts={}", hosts.display()))
+                // Authoritative for .internal: unknown names there are NXDOMAIN.
+                .args(["--local-ttl=1", "--conf-file=/dev/null", "--log-facility=/dev/null", "--local=/internal/"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+            for s in srv {
+                cmd.arg(format!("--srv-host={s}"));
+            }
+            let mut child = cmd.spawn().expect("dnsmasq (Debian dnsmasq-base; .ci/run installs it)");
+            std::thread::sleep(Duration::from_millis(300));
+            if child.try_wait().ok().flatten().is_none() {
+                return Dns { child, port };
+            }
         }
-        let child = cmd.spawn().expect("dnsmasq (Debian dnsmasq-base; .ci/run installs it)");
-        std::thread::sleep(Duration::from_millis(300));
-        Dns { child, port }
+        panic!("dnsmasq would not start on any port");
     }
 
     fn reload(&self) {
