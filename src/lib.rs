@@ -17,6 +17,7 @@ pub mod control;
 pub mod deadline;
 pub mod discovery;
 pub mod error;
+pub mod fetch;
 pub mod filters;
 pub mod io;
 pub mod logging;

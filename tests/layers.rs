@@ -19,6 +19,8 @@ const RANKS: &[(&str, u8)] = &[
     ("systemd", 1),
     ("logging", 2),
     ("metrics", 2),
+    // The control side's HTTP client (discovery registries, JWKS).
+    ("fetch", 2),
     // The data plane, bottom to top.
     ("upstream", 3),
     ("discovery", 3),

@@ -88,6 +88,43 @@ pub struct DiscoverySection {
     pub port: Option<u16>,
     /// An SRV name: the lowest priority's targets, weighted.
     pub dns_srv: Option<String>,
+    /// A Consul agent's passing instances of a service, by blocking queries.
+    pub consul: Option<ConsulSection>,
+    /// A Eureka server's UP instances of an app, polled.
+    pub eureka: Option<EurekaSection>,
+    /// The values under an etcd key prefix, watched.
+    pub etcd: Option<EtcdSection>,
+}
+
+/// `consul = { url = "http://127.0.0.1:8500", service = "shop", tag = "v2" }`.
+/// Every field is optional here so that a missing one is reported by its
+/// key (`services.shop.discovery.consul.service`), not by serde.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsulSection {
+    pub url: Option<String>,
+    pub service: Option<String>,
+    pub tag: Option<String>,
+    pub datacenter: Option<String>,
+    /// The environment variable holding the ACL token (default `CONSUL_HTTP_TOKEN`).
+    pub token_env: Option<String>,
+}
+
+/// `eureka = { url = "http://127.0.0.1:8761/eureka", app = "SHOP", interval = "30s" }`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EurekaSection {
+    pub url: Option<String>,
+    pub app: Option<String>,
+    pub interval: Option<String>,
+}
+
+/// `etcd = { url = "http://127.0.0.1:2379", prefix = "/services/shop/" }`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdSection {
+    pub url: Option<String>,
+    pub prefix: Option<String>,
 }
 
 /// `[discovery]`: settings every registry of a kind shares.

@@ -1,8 +1,11 @@
 //! `[services.NAME]`: one service's table validated into a [`ServiceConfig`]
 //! (instances or discovery, timeouts, retry policy, filters).
 
-use super::file::ServiceSection;
-use super::model::{valid_service_name, ConfigError, DiscoveryConfig, RetryPolicy, ServiceConfig, Source, Timeouts};
+use super::file::{ConsulSection, EtcdSection, EurekaSection, ServiceSection};
+use super::model::{
+    valid_service_name, ConfigError, ConsulDiscovery, DiscoveryConfig, EtcdDiscovery, EurekaDiscovery, RetryPolicy,
+    ServiceConfig, Source, Timeouts,
+};
 use std::net::{SocketAddr, ToSocketAddrs};
 
 pub(super) fn service(
@@ -42,9 +45,23 @@ pub(super) fn service(
             if !svc.instances.is_empty() {
                 return src.err(&format!("{key}.discovery"), None, "give `instances` or `discovery`, not both");
             }
-            let given = [d.file.is_some(), d.dns.is_some(), d.dns_srv.is_some()].iter().filter(|x| **x).count();
+            let given = [
+                d.file.is_some(),
+                d.dns.is_some(),
+                d.dns_srv.is_some(),
+                d.consul.is_some(),
+                d.eureka.is_some(),
+                d.etcd.is_some(),
+            ]
+            .iter()
+            .filter(|x| **x)
+            .count();
             if given != 1 {
-                return src.err(&format!("{key}.discovery"), None, "name one registry: file, dns or dns_srv");
+                return src.err(
+                    &format!("{key}.discovery"),
+                    None,
+                    "name one registry: file, dns, dns_srv, consul, eureka or etcd",
+                );
             }
             if d.port.is_some() && d.dns.is_none() {
                 return src.err(
@@ -63,21 +80,34 @@ pub(super) fn service(
                     src.err(&format!("{key}.discovery.{field}"), None, format!("{n:?} is not a DNS name"))
                 }
             };
-            match (&d.file, &d.dns, &d.dns_srv) {
-                (Some(f), _, _) if std::path::Path::new(f).is_absolute() => Some(DiscoveryConfig::File(f.into())),
-                (Some(_), _, _) => return src.err(&format!("{key}.discovery.file"), None, "must be an absolute path"),
-                (_, Some(n), _) => match d.port {
-                    Some(port) if port > 0 => Some(DiscoveryConfig::Dns { name: dns_name(n, "dns")?, port, resolver }),
-                    _ => {
-                        return src.err(
-                            &format!("{key}.discovery.port"),
-                            None,
-                            "dns needs the instances' port (1..65535)",
-                        )
+            let reg = Registry { src, key: format!("{key}.discovery") };
+            if let Some(c) = &d.consul {
+                Some(reg.consul(c)?)
+            } else if let Some(e) = &d.eureka {
+                Some(reg.eureka(e)?)
+            } else if let Some(e) = &d.etcd {
+                Some(reg.etcd(e)?)
+            } else {
+                match (&d.file, &d.dns, &d.dns_srv) {
+                    (Some(f), _, _) if std::path::Path::new(f).is_absolute() => Some(DiscoveryConfig::File(f.into())),
+                    (Some(_), _, _) => {
+                        return src.err(&format!("{key}.discovery.file"), None, "must be an absolute path")
                     }
-                },
-                (_, _, Some(n)) => Some(DiscoveryConfig::DnsSrv { name: dns_name(n, "dns_srv")?, resolver }),
-                _ => None,
+                    (_, Some(n), _) => match d.port {
+                        Some(port) if port > 0 => {
+                            Some(DiscoveryConfig::Dns { name: dns_name(n, "dns")?, port, resolver })
+                        }
+                        _ => {
+                            return src.err(
+                                &format!("{key}.discovery.port"),
+                                None,
+                                "dns needs the instances' port (1..65535)",
+                            )
+                        }
+                    },
+                    (_, _, Some(n)) => Some(DiscoveryConfig::DnsSrv { name: dns_name(n, "dns_srv")?, resolver }),
+                    _ => None,
+                }
             }
         }
     };
@@ -110,4 +140,111 @@ fn retry_policy(
         return src.err(&format!("{key}.retry.budget_percent"), None, "must be between 0 and 100");
     }
     Ok(p)
+}
+
+/// The HTTP registries' settings (`consul`, `eureka`, `etcd`), checked
+/// with errors that name the key (`services.shop.discovery.consul.url`).
+struct Registry<'a, 'b> {
+    src: &'a Source<'b>,
+    /// `services.shop.discovery`.
+    key: String,
+}
+
+impl Registry<'_, '_> {
+    fn err<T>(&self, field: &str, why: impl AsRef<str>) -> Result<T, ConfigError> {
+        self.src.err(&format!("{}.{field}", self.key), None, why)
+    }
+
+    /// A registry's address: `http(s)://host[:port][/path]`, no query, no
+    /// credentials (a token comes from the environment, never the config).
+    fn url(&self, field: &str, v: &Option<String>) -> Result<String, ConfigError> {
+        let Some(text) = v else { return self.err(field, "is required (\"http://host:port\")") };
+        let url = match reqwest::Url::parse(text) {
+            Ok(u) => u,
+            Err(e) => return self.err(field, format!("{text:?} is not a URL: {e}")),
+        };
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return self.err(field, format!("{text:?} must be an http:// or https:// URL with a host"));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return self.err(field, format!("{text:?} must not have a query or fragment"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return self.err(field, "must not carry credentials (they would be stored with every version)");
+        }
+        Ok(url.as_str().trim_end_matches('/').to_string())
+    }
+
+    /// A registry's name for the service: letters, digits, `-`, `_`, `.`.
+    fn name(&self, field: &str, v: &Option<String>) -> Result<String, ConfigError> {
+        match v {
+            None => self.err(field, "is required"),
+            Some(n)
+                if !n.is_empty()
+                    && n.len() <= 128
+                    && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+            {
+                Ok(n.clone())
+            }
+            Some(n) => self.err(field, format!("{n:?} must be 1 to 128 letters, digits, '-', '_' or '.'")),
+        }
+    }
+
+    fn consul(&self, c: &ConsulSection) -> Result<DiscoveryConfig, ConfigError> {
+        let tag = match &c.tag {
+            Some(t) if t.is_empty() || t.len() > 255 || t.chars().any(char::is_control) => {
+                return self.err("consul.tag", "must be 1 to 255 printable characters")
+            }
+            t => t.clone(),
+        };
+        let datacenter = match &c.datacenter {
+            None => None,
+            Some(_) => Some(self.name("consul.datacenter", &c.datacenter)?),
+        };
+        let token_env = match &c.token_env {
+            None => "CONSUL_HTTP_TOKEN".to_string(),
+            Some(n)
+                if !n.is_empty()
+                    && !n.starts_with(|ch: char| ch.is_ascii_digit())
+                    && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+            {
+                n.clone()
+            }
+            Some(n) => return self.err("consul.token_env", format!("{n:?} is not an environment variable name")),
+        };
+        Ok(DiscoveryConfig::Consul(ConsulDiscovery {
+            url: self.url("consul.url", &c.url)?,
+            service: self.name("consul.service", &c.service)?,
+            tag,
+            datacenter,
+            token_env,
+        }))
+    }
+
+    fn eureka(&self, e: &EurekaSection) -> Result<DiscoveryConfig, ConfigError> {
+        let interval = match &e.interval {
+            None => std::time::Duration::from_secs(30),
+            Some(text) => match super::duration::parse_duration(text) {
+                Ok(d) if d >= std::time::Duration::from_secs(1) && d <= std::time::Duration::from_secs(3600) => d,
+                Ok(_) => return self.err("eureka.interval", format!("{text:?} must be between 1s and 1h")),
+                Err(why) => return self.err("eureka.interval", why),
+            },
+        };
+        Ok(DiscoveryConfig::Eureka(EurekaDiscovery {
+            url: self.url("eureka.url", &e.url)?,
+            app: self.name("eureka.app", &e.app)?,
+            interval,
+        }))
+    }
+
+    fn etcd(&self, e: &EtcdSection) -> Result<DiscoveryConfig, ConfigError> {
+        let prefix = match &e.prefix {
+            None => return self.err("etcd.prefix", "is required (\"/services/shop/\")"),
+            // An empty prefix would be the whole keyspace.
+            Some(p) if p.is_empty() => return self.err("etcd.prefix", "must not be empty (it would watch every key)"),
+            Some(p) if p.len() > 1024 => return self.err("etcd.prefix", "must be at most 1024 bytes"),
+            Some(p) => p.clone(),
+        };
+        Ok(DiscoveryConfig::Etcd(EtcdDiscovery { url: self.url("etcd.url", &e.url)?, prefix }))
+    }
 }

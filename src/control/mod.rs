@@ -15,7 +15,6 @@
 //! thread ([`runtime`]): callers on the admin listener await [`Control::run`].
 
 pub mod diff;
-pub mod http;
 pub mod runtime;
 
 use crate::config::{Config, ConfigError};
@@ -307,7 +306,7 @@ impl Control {
 
     /// Discovery watchers for exactly the services that have settings.
     fn sync_discovery(&self, gateway: &crate::config::GatewayConfig) {
-        crate::discovery::sync(gateway, &|w| self.jobs.spawn_detached(w));
+        crate::discovery::sync(gateway, self.jobs.http(), &|w| self.jobs.spawn_detached(w));
     }
 
     fn swap(&self, config: Config) -> u64 {

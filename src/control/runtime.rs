@@ -14,7 +14,7 @@
 //! Blocking jobs go to tokio's blocking pool, so a slow resolver never stalls
 //! the async tasks (HTTP fetches) on the control thread itself.
 
-use super::http::HttpClient;
+use crate::fetch::HttpClient;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;

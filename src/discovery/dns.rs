@@ -1,15 +1,14 @@
 //! `discovery = { dns = "shop.internal", port = 8080 }`: every A and AAAA
-//! address of the name; `discovery = { dns_srv = "_http._tcp.shop.internal" }`:
-//! the targets of the lowest SRV priority (RFC 2782), weighted, each
-//! resolved through A/AAAA.
+//! address of the name, at `port`.
 //!
 //! Asked again when the answer's TTL runs out, clamped to 1 s..60 s (no
 //! cache in between). A name the server says does not exist, or has no
 //! records, means no instances; a server that does not answer keeps the
 //! last list. `[discovery] resolver` names the server; by default the
-//! system's resolv.conf.
+//! system's resolv.conf. The resolver plumbing here is shared with
+//! `srv.rs`.
 
-use super::Watch;
+use super::{Discovery, Next};
 use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig, ResolverOpts};
 use hickory_resolver::error::{ResolveError, ResolveErrorKind};
 use hickory_resolver::proto::op::ResponseCode;
@@ -18,18 +17,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Refreshes never come faster or slower than this, whatever the TTL says.
-const MIN_TTL: Duration = Duration::from_secs(1);
-const MAX_TTL: Duration = Duration::from_secs(60);
+pub(super) const MIN_TTL: Duration = Duration::from_secs(1);
+pub(super) const MAX_TTL: Duration = Duration::from_secs(60);
 /// After a failure (no answer), asked again this soon.
 const RETRY: Duration = Duration::from_secs(2);
 /// A lookup (SRV targets included) that takes longer has failed.
 const ANSWER_WITHIN: Duration = Duration::from_secs(3);
-
-/// What a DNS watcher asks for.
-pub enum Query {
-    Addresses { name: String, port: u16 },
-    Srv { name: String },
-}
 
 fn make_resolver(server: Option<SocketAddr>) -> Result<TokioAsyncResolver, String> {
     let mut opts = ResolverOpts::default();
@@ -51,7 +44,7 @@ fn make_resolver(server: Option<SocketAddr>) -> Result<TokioAsyncResolver, Strin
 }
 
 /// A fully qualified name: the watcher never walks a search list.
-fn fqdn(name: &str) -> String {
+pub(super) fn fqdn(name: &str) -> String {
     if name.ends_with('.') {
         name.to_string()
     } else {
@@ -62,7 +55,7 @@ fn fqdn(name: &str) -> String {
 /// Whether the server answered "no such records": NXDOMAIN, or NOERROR
 /// with no data (a healthy empty answer). SERVFAIL, REFUSED and the like
 /// are failures: the last list stays.
-fn empty_answer(e: &ResolveError) -> bool {
+pub(super) fn empty_answer(e: &ResolveError) -> bool {
     matches!(
         e.kind(),
         ResolveErrorKind::NoRecordsFound { response_code, .. }
@@ -70,89 +63,69 @@ fn empty_answer(e: &ResolveError) -> bool {
     )
 }
 
-/// Watches `query` until told to stop.
-pub async fn watch(query: Query, server: Option<SocketAddr>, w: Watch) {
-    let mut resolver = None;
-    while !w.stopped() {
-        if resolver.is_none() {
-            match make_resolver(server) {
-                Ok(r) => resolver = Some(r),
-                Err(e) => w.failed(e),
-            }
+/// A resolver for one watcher, and when it may ask again.
+pub(super) struct Asker {
+    server: Option<SocketAddr>,
+    resolver: Option<TokioAsyncResolver>,
+    /// Until the next question: the last answer's TTL, or `RETRY`.
+    wait: Duration,
+}
+
+impl Asker {
+    pub(super) fn new(server: Option<SocketAddr>) -> Asker {
+        Asker { server, resolver: None, wait: Duration::ZERO }
+    }
+
+    /// Waits until the last answer has run out, then asks `question`
+    /// (bounded by `ANSWER_WITHIN`, whatever the resolver does). The
+    /// answer's TTL, clamped, decides the next wait; a failure waits `RETRY`.
+    pub(super) async fn ask<T, F>(&mut self, question: impl FnOnce(TokioAsyncResolver) -> F) -> Result<T, String>
+    where
+        F: std::future::Future<Output = Result<(T, Duration), String>>,
+    {
+        tokio::time::sleep(self.wait).await;
+        self.wait = RETRY;
+        if self.resolver.is_none() {
+            self.resolver = Some(make_resolver(self.server)?);
         }
-        let wait = match &resolver {
-            None => RETRY,
-            Some(r) => {
-                // A bound of our own: a resolver waiting on a server that
-                // went away must not stop the refreshes.
-                let answer = match tokio::time::timeout(ANSWER_WITHIN, lookup(r, &query)).await {
-                    Ok(a) => a,
-                    Err(_) => Err(format!("no answer from the DNS server within {} s", ANSWER_WITHIN.as_secs())),
-                };
-                match answer {
-                    Ok((addrs, ttl)) => {
-                        w.publish(addrs);
-                        ttl.clamp(MIN_TTL, MAX_TTL)
-                    }
-                    Err(e) => {
-                        w.failed(e);
-                        RETRY
-                    }
-                }
+        let Some(r) = self.resolver.clone() else { return Err("no resolver".into()) };
+        // A bound of our own: a resolver waiting on a server that went away
+        // must not stop the refreshes.
+        match tokio::time::timeout(ANSWER_WITHIN, question(r)).await {
+            Ok(Ok((answer, ttl))) => {
+                self.wait = ttl.clamp(MIN_TTL, MAX_TTL);
+                Ok(answer)
             }
-        };
-        // Sleeps in short steps so a stopped watcher ends soon.
-        let until = Instant::now() + wait;
-        while !w.stopped() && Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(200).min(until - Instant::now())).await;
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(format!("no answer from the DNS server within {} s", ANSWER_WITHIN.as_secs())),
         }
     }
 }
 
-/// The instances and how long they are good for.
-async fn lookup(resolver: &TokioAsyncResolver, query: &Query) -> Result<(Vec<SocketAddr>, Duration), String> {
-    match query {
-        Query::Addresses { name, port } => {
-            let (ips, ttl) = addresses(resolver, name).await.map_err(|e| format!("dns {name}: {e}"))?;
-            Ok((ips.into_iter().map(|ip| SocketAddr::new(ip, *port)).collect(), ttl))
-        }
-        Query::Srv { name } => {
-            let srv = match resolver.srv_lookup(fqdn(name)).await {
-                Ok(s) => s,
-                Err(e) if empty_answer(&e) => return Ok((Vec::new(), MIN_TTL)),
-                Err(e) => return Err(format!("dns_srv {name}: {e}")),
-            };
-            let mut ttl = srv.as_lookup().valid_until().saturating_duration_since(Instant::now());
-            // RFC 2782: the lowest priority value is tried first; "." as the
-            // target means the service is not offered here.
-            let records: Vec<_> = srv.iter().filter(|r| r.target().to_utf8() != "." && r.port() != 0).collect();
-            let Some(best) = records.iter().map(|r| r.priority()).min() else {
-                return Ok((Vec::new(), ttl));
-            };
-            let chosen: Vec<_> = records.into_iter().filter(|r| r.priority() == best).collect();
-            let max_weight = chosen.iter().map(|r| r.weight()).max().unwrap_or(0);
-            let mut addrs = Vec::new();
-            for r in chosen {
-                let (ips, t) = addresses(resolver, &r.target().to_utf8())
-                    .await
-                    .map_err(|e| format!("dns_srv {name}: target {}: {e}", r.target()))?;
-                ttl = ttl.min(t);
-                // Weights become shares of the round-robin: a target is
-                // listed in proportion to its weight (0..10 times; a weight
-                // of 0, or all weights 0, once).
-                let times = if max_weight == 0 {
-                    1
-                } else {
-                    ((u32::from(r.weight()) * 10 + u32::from(max_weight) / 2) / u32::from(max_weight)).max(1)
-                };
-                for ip in ips {
-                    for _ in 0..times {
-                        addrs.push(SocketAddr::new(ip, r.port()));
-                    }
-                }
-            }
-            Ok((addrs, ttl))
-        }
+/// Every A/AAAA address of `name`.
+pub struct Dns {
+    name: String,
+    port: u16,
+    asker: Asker,
+}
+
+impl Dns {
+    pub fn new(name: String, port: u16, server: Option<SocketAddr>) -> Dns {
+        Dns { name, port, asker: Asker::new(server) }
+    }
+}
+
+impl Discovery for Dns {
+    fn next(&mut self) -> Next<'_> {
+        Box::pin(async move {
+            let (name, port) = (self.name.as_str(), self.port);
+            self.asker
+                .ask(|r| async move {
+                    let (ips, ttl) = addresses(&r, name).await.map_err(|e| format!("dns {name}: {e}"))?;
+                    Ok((ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect(), ttl))
+                })
+                .await
+        })
     }
 }
 
@@ -160,7 +133,7 @@ async fn lookup(resolver: &TokioAsyncResolver, query: &Query) -> Result<(Vec<Soc
 /// questions are asked on their own: a failure of either (SERVFAIL,
 /// REFUSED, no answer) fails the refresh, so a half-answering server never
 /// empties a list; only NXDOMAIN or no data for both is "none".
-async fn addresses(
+pub(super) async fn addresses(
     resolver: &TokioAsyncResolver,
     name: &str,
 ) -> Result<(Vec<std::net::IpAddr>, Duration), ResolveError> {

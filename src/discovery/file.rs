@@ -1,57 +1,70 @@
 //! `discovery = { file = "/etc/wasp/shop.json" }`: a JSON array of
 //! `"host:port"` strings, watched.
 //!
-//! Checked every 500 ms by its size, modification time and inode, so a
+//! Looked at every 500 ms by its size, modification time and inode, so a
 //! write-and-rename (how editors and config tools replace files) is seen
 //! like an edit in place. A file that is missing or does not parse keeps
-//! the last good list and says why; host names are resolved on the control
-//! thread's blocking pool by the system resolver.
+//! the last good list and says why; host names are resolved by the system
+//! resolver (on the control thread's blocking pool).
 
-use super::Watch;
+use super::{Discovery, Next};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 /// How often the file is looked at.
 const POLL: Duration = Duration::from_millis(500);
 /// A file larger than this is not read (a list of addresses is small).
 const MAX_BYTES: u64 = 1 << 20;
 
-/// Watches `path` until told to stop.
-pub async fn watch(path: PathBuf, w: Watch) {
-    let mut seen: Option<(u64, std::time::SystemTime, u64)> = None;
-    let mut told_missing = false;
-    while !w.stopped() {
-        let id = std::fs::metadata(&path).ok().map(|m| {
-            use std::os::unix::fs::MetadataExt;
-            (m.len(), m.modified().unwrap_or(std::time::UNIX_EPOCH), m.ino())
-        });
-        match id {
-            None => {
-                if !told_missing {
-                    w.failed(format!("{} cannot be read", path.display()));
-                    told_missing = true;
+/// What tells one version of the file from another.
+type Identity = (u64, SystemTime, u64);
+
+pub struct File {
+    path: PathBuf,
+    /// The version last read; `None` before the first look.
+    seen: Option<Option<Identity>>,
+}
+
+impl File {
+    pub fn new(path: PathBuf) -> File {
+        File { path, seen: None }
+    }
+
+    fn identity(&self) -> Option<Identity> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(&self.path).ok()?;
+        Some((m.len(), m.modified().unwrap_or(std::time::UNIX_EPOCH), m.ino()))
+    }
+}
+
+impl Discovery for File {
+    /// The file's list once it is new: at once the first time, then after
+    /// the file changed (or went missing).
+    fn next(&mut self) -> Next<'_> {
+        Box::pin(async move {
+            if self.seen.is_some() {
+                loop {
+                    tokio::time::sleep(POLL).await;
+                    if self.seen != Some(self.identity()) {
+                        break;
+                    }
                 }
-                seen = None;
             }
-            Some(id) if seen != Some(id) => {
-                seen = Some(id);
-                told_missing = false;
-                match read(&path).await {
-                    Ok(addrs) => w.publish(addrs),
-                    Err(e) => w.failed(e),
-                }
+            let id = self.identity();
+            self.seen = Some(id);
+            match id {
+                None => Err(format!("{} cannot be read", self.path.display())),
+                Some(_) => read(&self.path).await,
             }
-            Some(_) => {}
-        }
-        tokio::time::sleep(POLL).await;
+        })
     }
 }
 
 /// The file's instances, or why there are none to take. Only a regular
 /// file is read (opened without blocking: a FIFO or a device must not
 /// stall the control thread), and at most `MAX_BYTES` of it.
-async fn read(path: &std::path::Path) -> Result<Vec<SocketAddr>, String> {
+async fn read(path: &Path) -> Result<Vec<SocketAddr>, String> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new()
@@ -70,24 +83,15 @@ async fn read(path: &std::path::Path) -> Result<Vec<SocketAddr>, String> {
     }
     let list: Vec<String> = serde_json::from_slice(&text)
         .map_err(|e| format!("{}: not a JSON array of \"host:port\" strings: {e}", path.display()))?;
-    if list.len() > 10_000 {
-        return Err(format!("{}: more than 10000 instances", path.display()));
+    if list.len() > super::MAX_INSTANCES {
+        return Err(format!("{}: more than {} instances", path.display(), super::MAX_INSTANCES));
     }
     let mut addrs = Vec::with_capacity(list.len());
     for entry in list {
-        let found: Vec<SocketAddr> = match tokio::net::lookup_host(entry.as_str()).await {
-            Ok(it) => it.collect(),
-            Err(e) => return Err(format!("{}: {entry:?}: {e}", path.display())),
+        let Some((host, port)) = super::split_host_port(&entry) else {
+            return Err(format!("{}: {entry:?} is not \"host:port\"", path.display()));
         };
-        // Every address a name has, each once; port 0 is no instance.
-        for a in found {
-            if a.port() == 0 {
-                return Err(format!("{}: {entry:?}: port 0", path.display()));
-            }
-            if !addrs.contains(&a) {
-                addrs.push(a);
-            }
-        }
+        super::resolve(host, port, &mut addrs).await.map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(addrs)
 }

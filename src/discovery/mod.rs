@@ -11,12 +11,22 @@
 //! A registry that cannot be read keeps the last good list in use (logged,
 //! counted, shown by `GET /services/{name}/instances`); a registry that
 //! answers "none" empties the list (`503` as for a service with no
-//! instances). One file per registry: `file.rs`, `dns.rs` (A/AAAA and SRV).
+//! instances).
+//!
+//! Each registry is one file implementing [`Discovery`]: `file.rs`,
+//! `dns.rs` (A/AAAA), `srv.rs` (DNS SRV), `consul.rs`, `eureka.rs`,
+//! `etcd.rs`. A registry only answers "what are the instances now"; when to
+//! publish, when to stop and what to keep on failure is decided here, once.
 
+pub mod consul;
 pub mod dns;
+pub mod etcd;
+pub mod eureka;
 pub mod file;
+pub mod srv;
 
 use crate::config::{DiscoveryConfig, GatewayConfig};
+use crate::fetch::HttpClient;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::future::Future;
@@ -104,7 +114,7 @@ impl Live {
 struct Table {
     cells: HashMap<String, Arc<Live>>,
     /// Running watchers: the settings they watch and their stop flag.
-    watchers: HashMap<String, (DiscoveryConfig, Arc<AtomicBool>)>,
+    watchers: HashMap<String, (DiscoveryConfig, Arc<Stop>)>,
 }
 
 fn table() -> &'static Mutex<Table> {
@@ -125,41 +135,85 @@ pub fn all() -> Vec<(String, Arc<Live>)> {
     t.cells.iter().map(|(n, l)| (n.clone(), l.clone())).collect()
 }
 
-/// What a watcher writes to and when it must stop.
-pub struct Watch {
-    cell: Arc<Live>,
-    generation: u64,
-    stop: Arc<AtomicBool>,
+/// A registry a service's instances come from.
+pub trait Discovery: Send {
+    /// Waits for the registry's next answer and returns it: the instances
+    /// now (empty when the registry says there are none), or why there is
+    /// no answer to take (the last good list then stays in use).
+    ///
+    /// The first call answers as soon as it can; later calls wait first —
+    /// for a change (a watch, a blocking query), for the last answer's TTL
+    /// or for the poll interval — and back off after a failure, so the
+    /// caller can simply loop. Dropping the future cancels the wait.
+    fn next(&mut self) -> Next<'_>;
 }
 
-impl Watch {
-    pub fn stopped(&self) -> bool {
-        self.stop.load(Relaxed)
-    }
+/// What [`Discovery::next`] returns.
+pub type Next<'a> = Pin<Box<dyn Future<Output = Result<Vec<SocketAddr>, String>> + Send + 'a>>;
 
-    pub fn publish(&self, addrs: Vec<SocketAddr>) {
-        self.cell.publish(self.generation, addrs);
-    }
+/// A running watcher's stop signal: set by [`sync`], seen at once by the
+/// watcher even in the middle of a minute-long blocking query.
+#[derive(Default)]
+struct Stop {
+    flag: AtomicBool,
+    wake: tokio::sync::Notify,
+}
 
-    pub fn failed(&self, why: String) {
-        self.cell.failed(self.generation, why);
+impl Stop {
+    fn stop(&self) {
+        self.flag.store(true, Relaxed);
+        self.wake.notify_waiters();
     }
 }
 
-/// A watcher future, to run on the control thread until its flag is set.
+/// Asks `registry` until stopped, publishing each answer in `cell` under
+/// `generation` (an answer of a replaced watcher is dropped there).
+async fn drive(mut registry: Box<dyn Discovery>, cell: Arc<Live>, generation: u64, stop: Arc<Stop>) {
+    use futures_util::future::{select, Either};
+    loop {
+        // Registered before the flag is read: a stop between the two still wakes us.
+        let stopped = stop.wake.notified();
+        if stop.flag.load(Relaxed) {
+            return;
+        }
+        let answer = match select(std::pin::pin!(stopped), registry.next()).await {
+            Either::Left(_) => return,
+            Either::Right((answer, _)) => answer,
+        };
+        match answer {
+            Ok(addrs) => cell.publish(generation, addrs),
+            Err(why) => cell.failed(generation, why),
+        }
+    }
+}
+
+/// The registry for `settings`.
+fn registry(settings: &DiscoveryConfig, http: &HttpClient) -> Box<dyn Discovery> {
+    match settings {
+        DiscoveryConfig::File(path) => Box::new(file::File::new(path.clone())),
+        DiscoveryConfig::Dns { name, port, resolver } => Box::new(dns::Dns::new(name.clone(), *port, *resolver)),
+        DiscoveryConfig::DnsSrv { name, resolver } => Box::new(srv::Srv::new(name.clone(), *resolver)),
+        DiscoveryConfig::Consul(c) => Box::new(consul::Consul::new(c.clone(), http.clone())),
+        DiscoveryConfig::Eureka(e) => Box::new(eureka::Eureka::new(e.clone(), http.clone())),
+        DiscoveryConfig::Etcd(e) => Box::new(etcd::Etcd::new(e.clone(), http.clone())),
+    }
+}
+
+/// A watcher future, to run on the control thread until it is stopped.
 pub type Watcher = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Starts and stops watchers so that exactly the services of `gateway`
 /// with discovery settings have one, watching those settings. Called after
-/// every publish; `spawn` runs a watcher on the control thread.
-pub fn sync(gateway: &GatewayConfig, spawn: &dyn Fn(Watcher)) {
+/// every publish; `spawn` runs a watcher on the control thread, where
+/// `http` (the control plane's client) may be used.
+pub fn sync(gateway: &GatewayConfig, http: &HttpClient, spawn: &dyn Fn(Watcher)) {
     let mut t = table().lock().unwrap_or_else(|p| p.into_inner());
     let wanted: HashMap<&str, &DiscoveryConfig> =
         gateway.services.iter().filter_map(|s| s.discovery.as_ref().map(|d| (s.name.as_str(), d))).collect();
     t.watchers.retain(|name, (settings, stop)| {
         let keep = wanted.get(name.as_str()).is_some_and(|w| *w == settings);
         if !keep {
-            stop.store(true, Relaxed);
+            stop.stop();
         }
         keep
     });
@@ -171,21 +225,61 @@ pub fn sync(gateway: &GatewayConfig, spawn: &dyn Fn(Watcher)) {
             continue;
         }
         let cell = t.cells.entry(name.to_string()).or_default().clone();
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(Stop::default());
         let generation = cell.restart(settings.source());
-        let w = Watch { cell, generation, stop: stop.clone() };
-        let watcher: Watcher = match settings {
-            DiscoveryConfig::File(path) => Box::pin(file::watch(path.clone(), w)),
-            DiscoveryConfig::Dns { name, port, resolver } => {
-                Box::pin(dns::watch(dns::Query::Addresses { name: name.clone(), port: *port }, *resolver, w))
-            }
-            DiscoveryConfig::DnsSrv { name, resolver } => {
-                Box::pin(dns::watch(dns::Query::Srv { name: name.clone() }, *resolver, w))
-            }
-        };
-        t.watchers.insert(name.to_string(), (settings.clone(), stop));
-        spawn(watcher);
+        t.watchers.insert(name.to_string(), (settings.clone(), stop.clone()));
+        spawn(Box::pin(drive(registry(settings, http), cell, generation, stop)));
     }
+}
+
+/// At most this many instances per service, whatever a registry lists.
+pub const MAX_INSTANCES: usize = 10_000;
+
+/// How long resolving one host name may take.
+const RESOLVE_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Adds every address of `host` (an IP address, `[v6]`, or a name for the
+/// system resolver) at `port` to `out`, each once. Registries that list
+/// names (file, Consul, Eureka, etcd) resolve them here; a name that does
+/// not resolve fails the refresh, so a half-resolved list never replaces a
+/// good one.
+pub async fn resolve(host: &str, port: u16, out: &mut Vec<SocketAddr>) -> Result<(), String> {
+    if port == 0 {
+        return Err(format!("{host}: port 0"));
+    }
+    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let found: Vec<SocketAddr> = match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_)
+            if bare.is_empty() || bare.len() > 253 || bare.contains(|c: char| c.is_whitespace() || c.is_control()) =>
+        {
+            return Err(format!("{host:?} is not a host name or IP address"))
+        }
+        Err(_) => match tokio::time::timeout(RESOLVE_WITHIN, tokio::net::lookup_host((bare, port))).await {
+            Ok(Ok(it)) => it.collect(),
+            Ok(Err(e)) => return Err(format!("{host}: {e}")),
+            Err(_) => return Err(format!("{host}: not resolved within {} s", RESOLVE_WITHIN.as_secs())),
+        },
+    };
+    for a in found {
+        if !out.contains(&a) {
+            if out.len() >= MAX_INSTANCES {
+                return Err(format!("more than {MAX_INSTANCES} instances"));
+            }
+            out.push(a);
+        }
+    }
+    Ok(())
+}
+
+/// `host:port` split (`[v6]:port` too), for registries that store the pair
+/// as one string.
+pub fn split_host_port(text: &str) -> Option<(&str, u16)> {
+    let (host, port) = text.rsplit_once(':')?;
+    if host.is_empty() || (host.contains(':') && !host.starts_with('[')) {
+        return None;
+    }
+    Some((host, port.parse().ok()?))
 }
 
 /// The discovery metrics, appended to `/metrics`: refreshes and errors per
