@@ -18,6 +18,11 @@ const MAX_REDIRECTS: usize = 3;
 #[derive(Clone)]
 pub struct HttpClient {
     inner: reqwest::Client,
+    /// For requests that carry a credential: redirects are not followed, so
+    /// a token never reaches a host it was not configured for (reqwest
+    /// strips only the headers it knows on a cross-origin redirect, not
+    /// `X-Consul-Token`), nor an `http://` downgrade of an `https://` URL.
+    no_redirects: reqwest::Client,
 }
 
 /// What to fetch: `GET` or `POST`, extra headers, a body, and a total
@@ -106,6 +111,11 @@ impl std::fmt::Display for FetchError {
 
 impl std::error::Error for FetchError {}
 
+/// Headers that carry a credential.
+fn sensitive(name: &str) -> bool {
+    matches!(name, "authorization" | "x-consul-token")
+}
+
 fn transport(url: &str, e: reqwest::Error) -> FetchError {
     // `{:#}`-style chains are long; the URL and the first cause say enough.
     let what = if e.is_timeout() { "timed out".to_string() } else { e.without_url().to_string() };
@@ -114,14 +124,19 @@ fn transport(url: &str, e: reqwest::Error) -> FetchError {
 
 impl HttpClient {
     pub fn new() -> Result<HttpClient, String> {
-        let inner = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(TOTAL_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
-            .user_agent(concat!("wasp/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the control plane's HTTP client: {e}"))?;
-        Ok(HttpClient { inner })
+        let build = |redirects: reqwest::redirect::Policy| {
+            reqwest::Client::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .timeout(TOTAL_TIMEOUT)
+                .redirect(redirects)
+                .user_agent(concat!("wasp/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| format!("cannot build the control plane's HTTP client: {e}"))
+        };
+        Ok(HttpClient {
+            inner: build(reqwest::redirect::Policy::limited(MAX_REDIRECTS))?,
+            no_redirects: build(reqwest::redirect::Policy::none())?,
+        })
     }
 
     /// `GET url`, reading at most `max_body` bytes of body. Must run on the
@@ -164,11 +179,13 @@ impl HttpClient {
 
     async fn send(&self, req: Request<'_>) -> Result<reqwest::Response, FetchError> {
         let url = req.url;
-        let mut b = if req.post { self.inner.post(url).body(req.body) } else { self.inner.get(url) };
+        let credentials = req.headers.iter().any(|(n, _)| sensitive(n));
+        let client = if credentials { &self.no_redirects } else { &self.inner };
+        let mut b = if req.post { client.post(url).body(req.body) } else { client.get(url) };
         for (name, value) in req.headers {
             let mut v = reqwest::header::HeaderValue::from_str(&value)
                 .map_err(|_| FetchError::Transport(format!("{url}: the {name} header's value is not valid")))?;
-            if matches!(name, "authorization" | "x-consul-token") {
+            if sensitive(name) {
                 v.set_sensitive(true);
             }
             b = b.header(name, v);

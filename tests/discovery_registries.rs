@@ -186,8 +186,8 @@ fn consul_passing_instances_follow_blocking_queries() {
     consul.put("/_fake/services/shop", &format!("[{ia}, {v1}]"));
     let gw = consul_gateway(
         &consul,
-        ", tag = \"v2\", token_env = \"WASP_TEST_CONSUL_TOKEN\"",
-        &[("WASP_TEST_CONSUL_TOKEN", "s3cret-token")],
+        ", tag = \"v2\", token_env = \"CONSUL_WASP_TEST_TOKEN\"",
+        &[("CONSUL_WASP_TEST_TOKEN", "s3cret-token")],
     );
     until_within(&gw, "A", Duration::from_secs(10));
     for _ in 0..4 {
@@ -535,6 +535,8 @@ fn registry_settings_are_checked_naming_the_key() {
         ("{ consul = { url = \"http://x:8500\" } }", "services.shop.discovery.consul.service"),
         ("{ consul = { url = \"http://x:8500\", service = \"a/b\" } }", "services.shop.discovery.consul.service"),
         ("{ consul = { url = \"http://x:8500\", service = \"s\", token_env = \"A-B\" } }", "consul.token_env"),
+        ("{ consul = { url = \"http://x:8500\", service = \"s\", token_env = \"WASP_ADMIN_TOKEN\" } }", "CONSUL_..."),
+        ("{ eureka = { url = \"http://x/eureka\", app = \"..\" } }", "services.shop.discovery.eureka.app"),
         ("{ consul = { url = \"http://x:8500\", service = \"s\", tag = \"\" } }", "consul.tag"),
         ("{ consul = { url = \"http://x:8500\", service = \"s\", token = \"t\" } }", "unknown field `token`"),
         (

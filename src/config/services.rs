@@ -179,14 +179,18 @@ impl Registry<'_, '_> {
     fn name(&self, field: &str, v: &Option<String>) -> Result<String, ConfigError> {
         match v {
             None => self.err(field, "is required"),
+            // Only dots would be a dot segment in the registry's URL path.
             Some(n)
                 if !n.is_empty()
                     && n.len() <= 128
-                    && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
+                    && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                    && !n.bytes().all(|b| b == b'.') =>
             {
                 Ok(n.clone())
             }
-            Some(n) => self.err(field, format!("{n:?} must be 1 to 128 letters, digits, '-', '_' or '.'")),
+            Some(n) => {
+                self.err(field, format!("{n:?} must be 1 to 128 letters, digits, '-', '_' or '.' (not only dots)"))
+            }
         }
     }
 
@@ -203,14 +207,22 @@ impl Registry<'_, '_> {
         };
         let token_env = match &c.token_env {
             None => "CONSUL_HTTP_TOKEN".to_string(),
+            // Only a Consul variable: whoever may change the config must not
+            // be able to send any of the process's secrets (WASP_ADMIN_TOKEN,
+            // cloud credentials) to a server of their choosing.
             Some(n)
-                if !n.is_empty()
-                    && !n.starts_with(|ch: char| ch.is_ascii_digit())
+                if n.len() > 7
+                    && n.starts_with("CONSUL_")
                     && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
             {
                 n.clone()
             }
-            Some(n) => return self.err("consul.token_env", format!("{n:?} is not an environment variable name")),
+            Some(n) => {
+                return self.err(
+                    "consul.token_env",
+                    format!("{n:?} must be an environment variable named CONSUL_... (the token's only source)"),
+                )
+            }
         };
         Ok(DiscoveryConfig::Consul(ConsulDiscovery {
             url: self.url("consul.url", &c.url)?,

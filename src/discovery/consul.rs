@@ -11,8 +11,9 @@
 //! spaced by at least `MIN_SPACING` whatever Consul answers.
 //!
 //! An instance's address is `Service.Address`, or `Node.Address` when that
-//! is empty; an instance registered without a port is not an HTTP instance
-//! and is left out. The ACL token, if any, comes from an environment
+//! is empty; an instance registered without a port (or with one no TCP
+//! port can be) is not an HTTP instance and is left out. Redirects are not
+//! followed while a token is sent (see `fetch`). The ACL token, if any, comes from an environment
 //! variable (`token_env`, default `CONSUL_HTTP_TOKEN`), never from the
 //! config, which is stored with every version.
 
@@ -86,13 +87,15 @@ impl Consul {
         }
         let entries: Vec<Entry> =
             serde_json::from_slice(&got.body).map_err(|e| format!("consul: {url}: not a health answer: {e}"))?;
-        let mut addrs = Vec::with_capacity(entries.len());
+        let mut addrs = super::Found::default();
         for e in &entries {
-            if e.service.port == 0 {
+            // No port (0), or one no TCP port can be: not an HTTP instance.
+            let Ok(port) = u16::try_from(e.service.port) else { continue };
+            if port == 0 {
                 continue;
             }
             let host = if e.service.address.is_empty() { &e.node.address } else { &e.service.address };
-            super::resolve(host, e.service.port, &mut addrs)
+            super::resolve(host, port, &mut addrs)
                 .await
                 .map_err(|why| format!("consul: instance {:?}: {why}", e.service.id))?;
         }
@@ -100,7 +103,7 @@ impl Consul {
         // is asked again, not waited past.
         let next = got.header("x-consul-index").and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
         self.index = if next < self.index { 0 } else { next.max(1) };
-        Ok(addrs)
+        Ok(addrs.into_vec())
     }
 }
 
@@ -146,7 +149,7 @@ struct Service {
     #[serde(rename = "Address", default)]
     address: String,
     #[serde(rename = "Port", default)]
-    port: u16,
+    port: i64,
 }
 
 /// `text` percent-encoded for a query value.

@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 const WATCH_SPAN: Duration = Duration::from_secs(60);
 /// After a failure, asked again this soon.
 const RETRY: Duration = Duration::from_secs(2);
+/// Watches are never opened closer together than this.
+const MIN_SPACING: Duration = Duration::from_millis(250);
 /// A range answer, or one watch message, larger than this is refused.
 const MAX_BODY: usize = 16 << 20;
 
@@ -43,6 +45,9 @@ pub struct Etcd {
     /// `kvs` is current: the next answer comes from the watch.
     ranged: bool,
     watch: Option<Watch>,
+    /// When the last watch was opened: opens are spaced by `MIN_SPACING`
+    /// whatever etcd answers.
+    opened: Option<Instant>,
     failed: bool,
 }
 
@@ -51,6 +56,8 @@ pub struct Etcd {
 struct Watch {
     stream: Streaming,
     buf: Vec<u8>,
+    /// How much of `buf` is known to hold no newline.
+    scanned: usize,
     until: Instant,
 }
 
@@ -66,6 +73,7 @@ impl Etcd {
             revision: 0,
             ranged: false,
             watch: None,
+            opened: None,
             failed: false,
         }
     }
@@ -88,8 +96,15 @@ impl Etcd {
         if doc.get("more").and_then(Value::as_bool) == Some(true) {
             return Err(format!("etcd: more than {} keys under {:?}", super::MAX_INSTANCES, self.settings.prefix));
         }
+        // Left out when empty (the gateway omits empty fields); any other
+        // shape is a malformed answer, not "no keys".
+        let listed = match doc.get("kvs") {
+            None | Some(Value::Null) => &[][..],
+            Some(Value::Array(list)) => list.as_slice(),
+            Some(_) => return Err(format!("etcd: {url}: \"kvs\" is not a list")),
+        };
         let mut kvs = BTreeMap::new();
-        for kv in doc.get("kvs").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
+        for kv in listed {
             let (k, v) = (bytes(kv.get("key")), bytes(kv.get("value")));
             match k {
                 Some(k) => kvs.insert(k, v.unwrap_or_default()),
@@ -104,7 +119,7 @@ impl Etcd {
     async fn open_watch(&self) -> Result<Watch, String> {
         let url = format!("{}/v3/watch", self.settings.url);
         let body = json!({ "create_request": {
-            "key": self.key, "range_end": self.range_end, "start_revision": (self.revision + 1).to_string(),
+            "key": self.key, "range_end": self.range_end, "start_revision": self.revision.saturating_add(1).to_string(),
         }});
         let req = Request::post(&url, body.to_string().into_bytes()).timeout(WATCH_SPAN + Duration::from_secs(10));
         let mut stream = self.http.open(req).await.map_err(|e| format!("etcd: {e}"))?;
@@ -112,15 +127,20 @@ impl Etcd {
             let first = stream.chunk().await.ok().flatten().unwrap_or_default();
             return Err(format!("etcd: {url} answered {}: {}", stream.status, snippet(&first)));
         }
-        Ok(Watch { stream, buf: Vec::new(), until: Instant::now() + WATCH_SPAN })
+        Ok(Watch { stream, buf: Vec::new(), scanned: 0, until: Instant::now() + WATCH_SPAN })
     }
 
     /// The next message of the open watch; `None` when its span is over.
     async fn message(&mut self) -> Result<Option<Value>, String> {
         let Some(w) = self.watch.as_mut() else { return Ok(None) };
         loop {
-            if let Some(end) = w.buf.iter().position(|b| *b == b'\n') {
+            // Only bytes not looked at before are searched: a stream that
+            // never sends a newline costs linear, not quadratic, time.
+            let found = w.buf[w.scanned..].iter().position(|b| *b == b'\n').map(|p| w.scanned + p);
+            w.scanned = w.buf.len();
+            if let Some(end) = found {
                 let line: Vec<u8> = w.buf.drain(..=end).collect();
+                w.scanned = 0;
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
@@ -150,6 +170,10 @@ impl Etcd {
         }
         loop {
             if self.watch.is_none() {
+                if let Some(at) = self.opened {
+                    tokio::time::sleep_until((at + MIN_SPACING).into()).await;
+                }
+                self.opened = Some(Instant::now());
                 self.watch = Some(self.open_watch().await?);
             }
             let Some(msg) = self.message().await? else {
@@ -161,10 +185,15 @@ impl Etcd {
             }
             let Some(result) = msg.get("result") else { continue };
             if result.get("canceled").and_then(Value::as_bool) == Some(true) {
-                // Compacted past our revision (or refused): start over.
-                self.range().await?;
                 self.watch = None;
-                return self.instances().await;
+                if int(result.get("compact_revision")).is_some_and(|r| r > 0) {
+                    // Compacted past our revision: start over from a read.
+                    self.range().await?;
+                    return self.instances().await;
+                }
+                // Refused (permission, a bad range): a failure, retried after a pause.
+                let why = result.get("cancel_reason").and_then(Value::as_str).unwrap_or("no reason given");
+                return Err(format!("etcd: the watch was cancelled: {}", super::consul::snippet(why.as_bytes())));
             }
             let Some(events) = result.get("events").and_then(Value::as_array) else { continue };
             for ev in events {
@@ -191,15 +220,16 @@ impl Etcd {
 
     /// Every value's addresses, in key order.
     async fn instances(&self) -> Result<Vec<SocketAddr>, String> {
-        let mut addrs = Vec::with_capacity(self.kvs.len());
+        let mut addrs = super::Found::default();
         for (key, value) in &self.kvs {
+            // Quoted and escaped: a key is anyone's text, not a log line.
             let key = String::from_utf8_lossy(key);
             let (host, port) = parse_value(value).ok_or_else(|| {
-                format!("etcd: {key}: {:?} is not \"host:port\" or {{\"host\", \"port\"}}", snippet(value))
+                format!("etcd: {key:?}: {:?} is not \"host:port\" or {{\"host\", \"port\"}}", snippet(value))
             })?;
-            super::resolve(&host, port, &mut addrs).await.map_err(|why| format!("etcd: {key}: {why}"))?;
+            super::resolve(&host, port, &mut addrs).await.map_err(|why| format!("etcd: {key:?}: {why}"))?;
         }
-        Ok(addrs)
+        Ok(addrs.into_vec())
     }
 }
 

@@ -6,7 +6,9 @@
 //! is `UP` and its (plain) `port` is enabled; its address is `ipAddr`, or
 //! `hostName` when that is missing. A `404` for the app means the app has
 //! no instances registered — Eureka drops an app with its last instance —
-//! so it empties the list instead of being taken as "registry down".
+//! so it empties the list instead of being taken as "registry down" — when
+//! it is Eureka's empty 404; a 404 page with a body (a wrong path, an
+//! ingress's default backend) is a failure and the last list stays.
 //!
 //! Eureka's JSON comes in two shapes, both read: `instance` is an array,
 //! or a single object when the app has one instance (the XStream codec of
@@ -44,7 +46,10 @@ impl Eureka {
         let got = self.http.fetch(req, MAX_BODY).await.map_err(|e| format!("eureka: {e}"))?;
         match got.status {
             200 => {}
-            404 => return Ok(Vec::new()),
+            // Eureka's "no such app" is a 404 with no body; a 404 page from
+            // something else (a wrong path, an ingress's default backend)
+            // says nothing about the app: the last list stays.
+            404 if got.body.iter().all(u8::is_ascii_whitespace) => return Ok(Vec::new()),
             s => return Err(format!("eureka: {url} answered {s}: {}", snippet(&got.body))),
         }
         let doc: Value =
@@ -56,7 +61,7 @@ impl Eureka {
             None if doc.get("application").is_some_and(Value::is_object) => Vec::new(),
             _ => return Err(format!("eureka: {url}: no \"application\" object in the answer")),
         };
-        let mut addrs = Vec::new();
+        let mut addrs = super::Found::default();
         for i in instances {
             let id = i.get("instanceId").and_then(Value::as_str).unwrap_or("?");
             if i.get("status").and_then(Value::as_str) != Some("UP") {
@@ -70,7 +75,7 @@ impl Eureka {
             };
             super::resolve(host, port, &mut addrs).await.map_err(|why| format!("eureka: instance {id:?}: {why}"))?;
         }
-        Ok(addrs)
+        Ok(addrs.into_vec())
     }
 }
 

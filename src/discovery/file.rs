@@ -86,12 +86,12 @@ async fn read(path: &Path) -> Result<Vec<SocketAddr>, String> {
     if list.len() > super::MAX_INSTANCES {
         return Err(format!("{}: more than {} instances", path.display(), super::MAX_INSTANCES));
     }
-    let mut addrs = Vec::with_capacity(list.len());
+    let mut addrs = super::Found::default();
     for entry in list {
         let Some((host, port)) = super::split_host_port(&entry) else {
             return Err(format!("{}: {entry:?} is not \"host:port\"", path.display()));
         };
         super::resolve(host, port, &mut addrs).await.map_err(|e| format!("{}: {e}", path.display()))?;
     }
-    Ok(addrs)
+    Ok(addrs.into_vec())
 }

@@ -166,23 +166,37 @@ impl Stop {
     }
 }
 
-/// Asks `registry` until stopped, publishing each answer in `cell` under
-/// `generation` (an answer of a replaced watcher is dropped there).
-async fn drive(mut registry: Box<dyn Discovery>, cell: Arc<Live>, generation: u64, stop: Arc<Stop>) {
+/// Asks the registry of `settings` until stopped, publishing each answer
+/// in `cell` under `generation` (an answer of a replaced watcher is dropped
+/// there). A registry that panics is reported as failing (the last list
+/// stays, the registry shows stale) and started afresh after a pause: a
+/// bug in one adapter never silently ends discovery for a service.
+async fn drive(settings: DiscoveryConfig, http: HttpClient, cell: Arc<Live>, generation: u64, stop: Arc<Stop>) {
     use futures_util::future::{select, Either};
+    use futures_util::FutureExt;
+    let mut registry = registry(&settings, &http);
     loop {
         // Registered before the flag is read: a stop between the two still wakes us.
         let stopped = stop.wake.notified();
         if stop.flag.load(Relaxed) {
             return;
         }
-        let answer = match select(std::pin::pin!(stopped), registry.next()).await {
+        let next = std::panic::AssertUnwindSafe(registry.next()).catch_unwind();
+        let answer = match select(std::pin::pin!(stopped), next).await {
             Either::Left(_) => return,
             Either::Right((answer, _)) => answer,
         };
         match answer {
-            Ok(addrs) => cell.publish(generation, addrs),
-            Err(why) => cell.failed(generation, why),
+            Ok(Ok(addrs)) => cell.publish(generation, addrs),
+            Ok(Err(why)) => cell.failed(generation, why),
+            Err(_) => {
+                cell.failed(
+                    generation,
+                    format!("the {} adapter failed (a bug; logged); restarting it", settings.source()),
+                );
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                registry = self::registry(&settings, &http);
+            }
         }
     }
 }
@@ -228,7 +242,7 @@ pub fn sync(gateway: &GatewayConfig, http: &HttpClient, spawn: &dyn Fn(Watcher))
         let stop = Arc::new(Stop::default());
         let generation = cell.restart(settings.source());
         t.watchers.insert(name.to_string(), (settings.clone(), stop.clone()));
-        spawn(Box::pin(drive(registry(settings, http), cell, generation, stop)));
+        spawn(Box::pin(drive(settings.clone(), http.clone(), cell, generation, stop)));
     }
 }
 
@@ -238,12 +252,33 @@ pub const MAX_INSTANCES: usize = 10_000;
 /// How long resolving one host name may take.
 const RESOLVE_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Instances as a registry lists them: in its order, each address once.
+#[derive(Default)]
+pub struct Found {
+    list: Vec<SocketAddr>,
+    seen: std::collections::HashSet<SocketAddr>,
+}
+
+impl Found {
+    pub fn into_vec(self) -> Vec<SocketAddr> {
+        self.list
+    }
+}
+
+/// Host-name lookups running at once: the system resolver blocks a thread
+/// of the control runtime's small blocking pool per lookup, and the admin
+/// API's store work must always find one free.
+fn lookups() -> &'static tokio::sync::Semaphore {
+    static LOOKUPS: OnceLock<tokio::sync::Semaphore> = OnceLock::new();
+    LOOKUPS.get_or_init(|| tokio::sync::Semaphore::new(2))
+}
+
 /// Adds every address of `host` (an IP address, `[v6]`, or a name for the
 /// system resolver) at `port` to `out`, each once. Registries that list
 /// names (file, Consul, Eureka, etcd) resolve them here; a name that does
 /// not resolve fails the refresh, so a half-resolved list never replaces a
 /// good one.
-pub async fn resolve(host: &str, port: u16, out: &mut Vec<SocketAddr>) -> Result<(), String> {
+pub async fn resolve(host: &str, port: u16, out: &mut Found) -> Result<(), String> {
     if port == 0 {
         return Err(format!("{host}: port 0"));
     }
@@ -255,18 +290,24 @@ pub async fn resolve(host: &str, port: u16, out: &mut Vec<SocketAddr>) -> Result
         {
             return Err(format!("{host:?} is not a host name or IP address"))
         }
-        Err(_) => match tokio::time::timeout(RESOLVE_WITHIN, tokio::net::lookup_host((bare, port))).await {
-            Ok(Ok(it)) => it.collect(),
-            Ok(Err(e)) => return Err(format!("{host}: {e}")),
-            Err(_) => return Err(format!("{host}: not resolved within {} s", RESOLVE_WITHIN.as_secs())),
-        },
+        Err(_) => {
+            let lookup = async {
+                let _turn = lookups().acquire().await.map_err(|_| format!("{host}: no resolver"))?;
+                tokio::net::lookup_host((bare, port)).await.map_err(|e| format!("{host}: {e}"))
+            };
+            match tokio::time::timeout(RESOLVE_WITHIN, lookup).await {
+                Ok(Ok(it)) => it.collect(),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(format!("{host}: not resolved within {} s", RESOLVE_WITHIN.as_secs())),
+            }
+        }
     };
     for a in found {
-        if !out.contains(&a) {
-            if out.len() >= MAX_INSTANCES {
+        if out.seen.insert(a) {
+            if out.list.len() >= MAX_INSTANCES {
                 return Err(format!("more than {MAX_INSTANCES} instances"));
             }
-            out.push(a);
+            out.list.push(a);
         }
     }
     Ok(())
