@@ -75,6 +75,8 @@ pub struct ServiceSection {
     pub filters: Vec<super::filters::FilterSection>,
     /// Where the instances come from when they are not listed.
     pub discovery: Option<DiscoverySection>,
+    /// Answers the gateway gives itself while no instance runs.
+    pub mock: Option<super::mocks::MockSection>,
 }
 
 /// `discovery = { file = "/etc/wasp/shop.json" }` (one registry per service).

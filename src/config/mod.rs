@@ -1,9 +1,11 @@
 //! Configuration: strict TOML in (`file`), a validated model out (`model`).
 
+pub mod dev;
 mod duration;
 mod endpoints;
 mod file;
 mod filters;
+mod mocks;
 mod model;
 mod services;
 
@@ -13,4 +15,5 @@ pub use filters::{
     Conditions, CorsConfig, FilterConfig, HeaderRules, PathPattern, RecordConfig, RewriteConfig, RouteRule,
     SplitConfig, Sticky, TransformConfig, WhenSource,
 };
+pub use mocks::{MockConfig, MockRoute};
 pub use model::*;

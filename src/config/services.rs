@@ -119,6 +119,12 @@ pub(super) fn service(
         timeout: src.duration(&format!("{key}.timeout"), &svc.timeout, t.upstream)?,
         retry: retry_policy(src, &key, svc.retry.as_ref())?,
         filters: super::filters::validate(src.origin, &key, svc.filters.clone())?,
+        mock: match &svc.mock {
+            None => None,
+            Some(m) => Some(super::mocks::validate(src.origin, &key, m)?),
+        },
+        whole_path: false,
+        dev: None,
     })
 }
 

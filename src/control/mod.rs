@@ -124,7 +124,11 @@ fn assemble(base: &Base, entities: &[Entity]) -> Result<Config, ConfigError> {
         }
     }
     let text = toml::to_string(&table).map_err(|e| ConfigError(format!("cannot assemble the configuration: {e}")))?;
-    Config::from_toml(&text, &base.origin)
+    let mut config = Config::from_toml(&text, &base.origin)?;
+    if let Some(dev) = crate::config::dev::mode() {
+        dev.apply(&mut config.gateway)?;
+    }
+    Ok(config)
 }
 
 impl Control {

@@ -46,6 +46,8 @@ pub struct Router {
     pub endpoints: AHashMap<Arc<str>, Arc<Endpoint>>,
     /// WebSocket endpoints by upgrade path.
     pub endpoint_paths: AHashMap<String, Arc<Endpoint>>,
+    /// Dev mode's `--fallback`: where a name no service matches goes.
+    pub fallback: Option<Arc<Service>>,
 }
 
 impl Router {
@@ -74,7 +76,30 @@ impl Router {
             endpoints.insert(Arc::from(e.name.as_str()), ep.clone());
             endpoint_paths.insert(e.path.clone(), ep);
         }
-        Router { services, unrouted: registry.service(""), endpoints, endpoint_paths }
+        let fallback = gateway.dev_fallback.as_ref().map(|f| {
+            let config = ServiceConfig {
+                name: "fallback".into(),
+                instances: vec![f.addr],
+                connect_timeout: gateway.timeouts.connect,
+                timeout: gateway.timeouts.upstream,
+                retry: Default::default(),
+                filters: Vec::new(),
+                discovery: None,
+                mock: None,
+                whole_path: true,
+                dev: Some(crate::config::dev::DevRoute::Fallback(Arc::from(f.url.as_str()))),
+            };
+            Arc::new(Service {
+                name: Arc::from("fallback"),
+                config,
+                strategy: Strategy::Http,
+                // One past the services: no filter chain, its own balance slot.
+                index: gateway.services.len(),
+                stats: registry.service("fallback"),
+                dynamic: None,
+            })
+        });
+        Router { services, unrouted: registry.service(""), endpoints, endpoint_paths, fallback }
     }
 
     /// Routes a normalised request: `service` is the first path segment,
@@ -87,9 +112,10 @@ impl Router {
                 return Route::Ws(ep);
             }
         }
-        match self.services.get(service) {
-            Some(s) => Route::Http(s),
-            None => Route::None,
+        match (self.services.get(service), &self.fallback) {
+            (Some(s), _) => Route::Http(s),
+            (None, Some(f)) if !service.is_empty() => Route::Http(f),
+            (None, _) => Route::None,
         }
     }
 

@@ -213,7 +213,8 @@ pub fn prepare(
     let mut meta = Meta {
         method: Method::new(head.method.as_bytes()),
         request_id,
-        target: snap.gateway.access_log.then(|| String::from_utf8_lossy(head.target).into_owned()),
+        target: (snap.gateway.access_log || snap.gateway.dev_console)
+            .then(|| String::from_utf8_lossy(head.target).into_owned()),
         service: None,
     };
     macro_rules! fail {
@@ -357,11 +358,15 @@ pub fn prepare(
         }
     };
     if !ended {
-        let target: Cow<'_, str> = match (rewritten, query) {
+        let mut target: Cow<'_, str> = match (rewritten, query) {
             (None, _) => Cow::Borrowed(&routed.upstream_target),
             (Some(p), None) => Cow::Owned(p),
             (Some(p), Some(q)) => Cow::Owned(format!("{p}?{q}")),
         };
+        if service.config.whole_path {
+            // Dev mode's fallback: the other gateway routes by the name too.
+            target = Cow::Owned(format!("/{}{}", routed.service, target));
+        }
         let up = Upstream { target: &target, framing, service, request_id: &meta.request_id, edits, defer_framing };
         write_upstream_head(out, &head, &up, snap, client);
     }
