@@ -219,3 +219,43 @@ fn dev_refuses_overrides_it_cannot_honour() {
         assert!(!out.status.success() && err.contains(want), "{args:?} -> want {want}: {err}");
     }
 }
+
+#[test]
+fn the_built_in_default_shows_a_mock_an_echo_endpoint_and_the_push_api() {
+    let mut cmd = Command::new(wasp_bin());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--workers", "1"]);
+    let gw = Gateway::spawn(cmd, std::path::PathBuf::from("(built-in)"), &[]);
+    let r = get(gw.public, "/demo/hello");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["message"], "hello from wasp");
+    assert_eq!(get(gw.public, "/demo/nothing-here").status, 404);
+    let mut ws = common::ws::WsClient::connect(gw.public, "/ws/echo");
+    ws.send_text("{\"a\":1}");
+    assert_eq!(ws.recv_text(), "{\"a\":1}");
+    let push = "{\"hello\":\"from the push API\"}";
+    let r = raw(
+        gw.admin,
+        format!(
+            "POST /endpoints/echo/messages HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{push}",
+            push.len()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(ws.recv_text(), push);
+}
+
+#[test]
+fn every_file_in_config_validates() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut checked = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            let out = Command::new(wasp_bin()).args(["check", "--config"]).arg(&p).output().unwrap();
+            assert!(out.status.success(), "{}: {}", p.display(), String::from_utf8_lossy(&out.stderr));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "default.toml and example.toml at least");
+}
