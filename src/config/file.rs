@@ -77,6 +77,10 @@ pub struct ServiceSection {
     pub discovery: Option<DiscoverySection>,
     /// Answers the gateway gives itself while no instance runs.
     pub mock: Option<super::mocks::MockSection>,
+    /// `"round_robin"`, `"p2c"` or `{ hash = "header:X-User" }`.
+    pub balance: Option<super::resilience::BalanceSection>,
+    pub circuit: Option<super::resilience::CircuitSection>,
+    pub outlier: Option<super::resilience::OutlierSection>,
 }
 
 /// `discovery = { file = "/etc/wasp/shop.json" }` (one registry per service).

@@ -7,6 +7,7 @@ mod file;
 mod filters;
 mod mocks;
 mod model;
+pub mod resilience;
 mod services;
 
 pub use duration::parse_duration;

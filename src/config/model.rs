@@ -139,6 +139,12 @@ pub struct ServiceConfig {
     pub whole_path: bool,
     /// Dev mode: where this service is sent (for the console line).
     pub dev: Option<super::dev::DevRoute>,
+    /// How an instance is chosen.
+    pub balance: super::resilience::Balance,
+    /// Requests in flight per worker, at most (past it: `503 overloaded`).
+    pub circuit: super::resilience::Circuit,
+    /// Passive ejection of failing instances.
+    pub outlier: super::resilience::Outlier,
 }
 
 /// A service's registry.

@@ -125,6 +125,9 @@ pub(super) fn service(
         },
         whole_path: false,
         dev: None,
+        balance: super::resilience::balance(src, &key, svc.balance.as_ref())?,
+        circuit: super::resilience::circuit(src, &key, svc.circuit.as_ref())?,
+        outlier: super::resilience::outlier(src, &key, svc.outlier.as_ref())?,
     })
 }
 

@@ -27,6 +27,8 @@ pub struct Service {
     /// Discovered instances (`discovery = {...}`), read per request instead
     /// of `config.instances`; the same cell across snapshots.
     pub dynamic: Option<Arc<crate::discovery::Live>>,
+    /// Its instances' outlier state, shared by the workers, across snapshots.
+    pub health: Arc<crate::upstream::outlier::ServiceHealth>,
 }
 
 /// Where a request goes.
@@ -65,6 +67,7 @@ impl Router {
                     index,
                     stats: registry.service(&s.name),
                     dynamic: s.discovery.as_ref().map(|_| crate::discovery::live(&s.name)),
+                    health: crate::upstream::outlier::service(&s.name),
                 };
                 (name, Arc::new(svc))
             })
@@ -87,6 +90,9 @@ impl Router {
                 discovery: None,
                 mock: None,
                 whole_path: true,
+                balance: Default::default(),
+                circuit: Default::default(),
+                outlier: Default::default(),
                 dev: Some(crate::config::dev::DevRoute::Fallback(Arc::from(f.url.as_str()))),
             };
             Arc::new(Service {
@@ -97,6 +103,7 @@ impl Router {
                 index: gateway.services.len(),
                 stats: registry.service("fallback"),
                 dynamic: None,
+                health: crate::upstream::outlier::service("fallback"),
             })
         });
         Router { services, unrouted: registry.service(""), endpoints, endpoint_paths, fallback }

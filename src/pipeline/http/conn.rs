@@ -143,6 +143,8 @@ pub async fn serve_connection(
                             service: &req.service.config,
                             instances: discovered.as_deref().map_or(&req.service.config.instances[..], |v| &v[..]),
                             balance: (snap.version, req.service.index),
+                            pick: req.pick,
+                            health: &req.service.health,
                             req: facts,
                             response_hook: hook,
                             client: &mut client,
