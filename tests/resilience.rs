@@ -218,3 +218,64 @@ fn resilience_settings_are_checked_naming_the_key() {
         assert!(!out.status.success() && err.contains(key), "{extra} -> want {key}: {err}");
     }
 }
+
+#[test]
+fn health_checks_take_an_instance_out_and_bring_it_back() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let sick_b = Arc::new(AtomicBool::new(false));
+    let a = Origin::start(|s| {
+        let body: &[u8] = if s.request_line().contains("/healthz") { b"ok" } else { b"a" };
+        Reply::Raw(ok_response(body))
+    });
+    let flag = sick_b.clone();
+    let b = Origin::start(move |s| {
+        if s.request_line().contains("/healthz") {
+            if flag.load(Ordering::SeqCst) {
+                return Reply::Raw(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n".to_vec());
+            }
+            return Reply::Raw(ok_response(b"ok"));
+        }
+        Reply::Raw(ok_response(b"b"))
+    });
+    let gw = Gateway::start(&format!(
+        "[server]\nworkers = 2\n[services.shop]\ninstances = [\"{}\", \"{}\"]\n\
+         [services.shop.health]\npath = \"/healthz\"\ninterval = \"200ms\"\ntimeout = \"150ms\"\nhealthy = 2\nunhealthy = 2\n",
+        a.addr, b.addr
+    ));
+    let both = load(gw.public, "/shop/", 20, 1, |_| String::new());
+    assert!(both.get("a").is_some() && both.get("b").is_some(), "{both:?}");
+    let state = |gw: &Gateway| {
+        let v = instances_view(gw, "shop");
+        v["instances"].as_array().unwrap().iter().find(|i| i["address"] == b.addr.to_string()).unwrap()["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // B's checks start failing: out after 2 failures (2 x 200 ms, give or take a round).
+    sick_b.store(true, Ordering::SeqCst);
+    let t = Instant::now();
+    while state(&gw) != "unhealthy" {
+        assert!(t.elapsed() < Duration::from_secs(3), "not out after {:?}", t.elapsed());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took_out = t.elapsed();
+    let only_a = load(gw.public, "/shop/", 20, 1, |_| String::new());
+    assert_eq!(only_a.get("a"), Some(&20), "an unhealthy instance gets no traffic: {only_a:?}");
+    // Passing again: back after 2 passes.
+    sick_b.store(false, Ordering::SeqCst);
+    let t = Instant::now();
+    while state(&gw) != "serving" {
+        assert!(t.elapsed() < Duration::from_secs(3), "not back after {:?}", t.elapsed());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let again = load(gw.public, "/shop/", 20, 1, |_| String::new());
+    assert!(again.get("b").is_some(), "{again:?}");
+    // Checks are spread, one per instance per interval (not a burst per worker).
+    let checks = |o: &Origin| o.requests().iter().filter(|s| s.request_line().contains("/healthz")).count();
+    let (ca, start) = (checks(&a), Instant::now());
+    std::thread::sleep(Duration::from_secs(2));
+    let per_2s = checks(&a) - ca;
+    assert!((5..=14).contains(&per_2s), "{per_2s} checks of one instance in {:?}", start.elapsed());
+    assert!(metric(&gw, "wasp_health_checks_total", "service=\"shop\",result=\"fail\"") >= 2);
+    eprintln!("taken out after {took_out:?}");
+}

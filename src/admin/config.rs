@@ -424,9 +424,10 @@ fn instances(control: &Control, name: &str) -> AdminResponse {
     let health = |a: &std::net::SocketAddr, seen: Option<u64>| {
         let h = svc.health.get(a);
         let left = svc.health.ejected_for(a).map(|d| d.as_millis() as u64);
+        let unhealthy = h.as_ref().is_some_and(|h| h.unhealthy.load(std::sync::atomic::Ordering::Relaxed));
         let mut v = serde_json::json!({
             "address": a.to_string(),
-            "state": if left.is_some() { "ejected" } else { "serving" },
+            "state": if unhealthy { "unhealthy" } else if left.is_some() { "ejected" } else { "serving" },
             "ejected_for_ms": left,
             "failures": h.as_ref().map_or(0, |h| h.failures()),
             "ejections": h.as_ref().map_or(0, |h| h.ejected_total.load(std::sync::atomic::Ordering::Relaxed)),

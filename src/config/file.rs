@@ -81,6 +81,7 @@ pub struct ServiceSection {
     pub balance: Option<super::resilience::BalanceSection>,
     pub circuit: Option<super::resilience::CircuitSection>,
     pub outlier: Option<super::resilience::OutlierSection>,
+    pub health: Option<super::resilience::HealthSection>,
 }
 
 /// `discovery = { file = "/etc/wasp/shop.json" }` (one registry per service).

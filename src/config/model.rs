@@ -145,6 +145,8 @@ pub struct ServiceConfig {
     pub circuit: super::resilience::Circuit,
     /// Passive ejection of failing instances.
     pub outlier: super::resilience::Outlier,
+    /// Active checks (none unless configured).
+    pub health: Option<super::resilience::HealthCheck>,
 }
 
 /// A service's registry.

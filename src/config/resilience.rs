@@ -23,6 +23,29 @@ pub struct CircuitSection {
 
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct HealthSection {
+    pub path: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub healthy: Option<u32>,
+    pub unhealthy: Option<u32>,
+}
+
+/// `[services.X.health]`: active checks from the control thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// `GET` this path; a `2xx` or `3xx` passes.
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Passes in a row that bring an unhealthy instance back.
+    pub healthy: u32,
+    /// Failures in a row that take an instance out.
+    pub unhealthy: u32,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct OutlierSection {
     pub consecutive_failures: Option<u32>,
     pub base_ejection: Option<String>,
@@ -146,4 +169,40 @@ pub(super) fn outlier(src: &Source<'_>, key: &str, o: Option<&OutlierSection>) -
         return src.err(&format!("{key}.outlier.max_ejected_percent"), None, "must be between 0 and 100");
     }
     Ok(out)
+}
+
+pub(super) fn health(
+    src: &Source<'_>,
+    key: &str,
+    h: Option<&HealthSection>,
+) -> Result<Option<HealthCheck>, ConfigError> {
+    let Some(h) = h else { return Ok(None) };
+    let at = |f: &str| format!("{key}.health.{f}");
+    let path = h.path.clone().unwrap_or_else(|| "/".into());
+    if !path.starts_with('/') || path.len() > 1024 || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return src.err(&at("path"), None, format!("{path:?} must be a path starting with '/' (no spaces)"));
+    }
+    let dur = |f: &str, v: &Option<String>, d: Duration| -> Result<Duration, ConfigError> {
+        match v {
+            None => Ok(d),
+            Some(t) => match super::parse_duration(t) {
+                Ok(v) if v >= Duration::from_millis(100) && v <= Duration::from_secs(3600) => Ok(v),
+                Ok(_) => src.err(&at(f), None, "must be between 100ms and 1h"),
+                Err(e) => src.err(&at(f), None, e),
+            },
+        }
+    };
+    let interval = dur("interval", &h.interval, Duration::from_secs(2))?;
+    let timeout = dur("timeout", &h.timeout, Duration::from_secs(1).min(interval))?;
+    if timeout > interval {
+        return src.err(&at("timeout"), None, "must not be longer than the interval");
+    }
+    let healthy = h.healthy.unwrap_or(2);
+    let unhealthy = h.unhealthy.unwrap_or(3);
+    for (f, v) in [("healthy", healthy), ("unhealthy", unhealthy)] {
+        if v == 0 || v > 100 {
+            return src.err(&at(f), None, "must be between 1 and 100");
+        }
+    }
+    Ok(Some(HealthCheck { path, interval, timeout, healthy, unhealthy }))
 }

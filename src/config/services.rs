@@ -128,6 +128,7 @@ pub(super) fn service(
         balance: super::resilience::balance(src, &key, svc.balance.as_ref())?,
         circuit: super::resilience::circuit(src, &key, svc.circuit.as_ref())?,
         outlier: super::resilience::outlier(src, &key, svc.outlier.as_ref())?,
+        health: super::resilience::health(src, &key, svc.health.as_ref())?,
     })
 }
 

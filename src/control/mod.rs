@@ -311,6 +311,7 @@ impl Control {
     /// Discovery watchers for exactly the services that have settings.
     fn sync_discovery(&self, gateway: &crate::config::GatewayConfig) {
         crate::discovery::sync(gateway, self.jobs.http(), &|w| self.jobs.spawn_detached(w));
+        crate::upstream::health::sync(gateway, &|c| self.jobs.spawn_detached(c));
     }
 
     fn swap(&self, config: Config) -> u64 {

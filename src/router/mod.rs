@@ -93,6 +93,7 @@ impl Router {
                 balance: Default::default(),
                 circuit: Default::default(),
                 outlier: Default::default(),
+                health: None,
                 dev: Some(crate::config::dev::DevRoute::Fallback(Arc::from(f.url.as_str()))),
             };
             Arc::new(Service {

@@ -20,6 +20,7 @@
 pub mod balance;
 mod call;
 pub mod connect;
+pub mod health;
 pub mod outlier;
 pub mod pool;
 

@@ -38,6 +38,11 @@ pub struct InstanceHealth {
     ejections: AtomicU32,
     /// Ejections ever, for the admin view.
     pub ejected_total: AtomicU64,
+    /// Active checks: out after `unhealthy` failures in a row, back after
+    /// `healthy` passes (see `health`).
+    pub unhealthy: std::sync::atomic::AtomicBool,
+    pub check_passes: AtomicU32,
+    pub check_fails: AtomicU32,
 }
 
 impl InstanceHealth {
@@ -60,6 +65,10 @@ pub struct ServiceHealth {
     until: AtomicU64,
     pub ejections: AtomicU64,
     pub refused: AtomicU64,
+    /// Instances the active checks hold out now.
+    pub unhealthy: std::sync::atomic::AtomicUsize,
+    pub checks_passed: AtomicU64,
+    pub checks_failed: AtomicU64,
 }
 
 fn table() -> &'static Mutex<AHashMap<String, Arc<ServiceHealth>>> {
@@ -97,6 +106,29 @@ pub fn render(out: &mut String) {
             h.refused.load(Relaxed)
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP wasp_health_checks_total Active health checks, by result.\n# TYPE wasp_health_checks_total counter"
+    );
+    for (name, h) in &all {
+        let _ = writeln!(
+            out,
+            "wasp_health_checks_total{{service=\"{name}\",result=\"pass\"}} {}",
+            h.checks_passed.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "wasp_health_checks_total{{service=\"{name}\",result=\"fail\"}} {}",
+            h.checks_failed.load(Relaxed)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP wasp_health_unhealthy Instances the active checks hold out now.\n# TYPE wasp_health_unhealthy gauge"
+    );
+    for (name, h) in &all {
+        let _ = writeln!(out, "wasp_health_unhealthy{{service=\"{name}\"}} {}", h.unhealthy.load(Relaxed));
+    }
     let _ = writeln!(out, "# HELP wasp_outlier_ejected Instances ejected now.\n# TYPE wasp_outlier_ejected gauge");
     for (name, h) in &all {
         let n = h.instances.load().values().filter(|i| i.until.load(Relaxed) > now).count();
@@ -121,13 +153,51 @@ impl ServiceHealth {
         self.instances.load().get(addr).cloned()
     }
 
-    /// Whether `addr` is ejected now. One atomic read while nothing is.
+    /// Whether `addr` is out now: ejected, or failing its active checks.
+    /// Two atomic reads while nothing is.
     #[inline]
     pub fn is_ejected(&self, addr: SocketAddr, now: u64) -> bool {
-        if self.until.load(Relaxed) <= now {
+        if self.until.load(Relaxed) <= now && self.unhealthy.load(Relaxed) == 0 {
             return false;
         }
-        self.instances.load().get(&addr).is_some_and(|h| h.until.load(Relaxed) > now)
+        self.instances.load().get(&addr).is_some_and(|h| h.until.load(Relaxed) > now || h.unhealthy.load(Relaxed))
+    }
+
+    /// An active check of `addr` passed (`ok`) or failed; `healthy` passes
+    /// or `unhealthy` failures in a row change its state. Returns the new
+    /// state when it changed.
+    pub fn checked(&self, addr: SocketAddr, ok: bool, healthy: u32, unhealthy: u32) -> Option<bool> {
+        let h = self.instance(addr);
+        if ok {
+            self.checks_passed.fetch_add(1, Relaxed);
+            h.check_fails.store(0, Relaxed);
+            let passes = h.check_passes.fetch_add(1, Relaxed).saturating_add(1);
+            if passes >= healthy && h.unhealthy.swap(false, Relaxed) {
+                self.unhealthy.fetch_sub(1, Relaxed);
+                tracing::info!(instance = %addr, "instance healthy again (active checks)");
+                return Some(true);
+            }
+        } else {
+            self.checks_failed.fetch_add(1, Relaxed);
+            h.check_passes.store(0, Relaxed);
+            let fails = h.check_fails.fetch_add(1, Relaxed).saturating_add(1);
+            if fails >= unhealthy && !h.unhealthy.swap(true, Relaxed) {
+                self.unhealthy.fetch_add(1, Relaxed);
+                tracing::warn!(instance = %addr, "instance unhealthy (active checks)");
+                return Some(false);
+            }
+        }
+        None
+    }
+
+    /// Forgets the check state of instances `live` no longer names (so a
+    /// removed unhealthy instance does not keep the slow path on).
+    pub fn retain_checked(&self, live: &[SocketAddr]) {
+        for (addr, h) in self.instances.load().iter() {
+            if !live.contains(addr) && h.unhealthy.swap(false, Relaxed) {
+                self.unhealthy.fetch_sub(1, Relaxed);
+            }
+        }
     }
 
     /// A worker saw `addr` fail; `instances` are the service's instances
