@@ -29,6 +29,29 @@ enum Command {
         #[arg(long)]
         workers: Option<usize>,
     },
+    /// Runs one developer's service behind the gateway: `--override` sends
+    /// a service to a local process, `--fallback` sends every other one to
+    /// another gateway, `[services.X.mock]` answers for the rest; a line
+    /// per request on the console.
+    Dev {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// SERVICE=HOST:PORT (repeatable; also WASP_OVERRIDE_SERVICE=HOST:PORT).
+        #[arg(long = "override", value_name = "SERVICE=HOST:PORT")]
+        overrides: Vec<String>,
+        /// Another gateway for every service not overridden or mocked: http://HOST:PORT.
+        #[arg(long)]
+        fallback: Option<String>,
+        /// Public listener, overrides server.listen.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Admin listener, overrides server.admin_listen.
+        #[arg(long)]
+        admin_listen: Option<SocketAddr>,
+        /// Worker threads (0 = one per core), overrides server.workers.
+        #[arg(long)]
+        workers: Option<usize>,
+    },
     /// Services' and endpoints' versions, through the admin API.
     Config {
         /// The admin listener (or WASP_ADMIN).
@@ -68,6 +91,25 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config, listen, admin_listen, workers } => {
             match server::serve(config, Overrides { listen, admin_listen, workers }) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("wasp: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Dev { config, overrides, fallback, listen, admin_listen, workers } => {
+            let dev = wasp::config::dev::DevMode::new(
+                &overrides,
+                // Variables that are not text are not ours (and must not panic).
+                std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+                fallback.as_deref(),
+            )
+            .and_then(|d| d.install());
+            let run = dev
+                .map_err(|e| e.to_string())
+                .and_then(|()| server::serve(config, Overrides { listen, admin_listen, workers }));
+            match run {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("wasp: {e}");

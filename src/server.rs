@@ -72,6 +72,10 @@ pub fn load(path: Option<&Path>, ov: &Overrides) -> Result<Config, ConfigError> 
              or listen on 127.0.0.1 / [::1]"
         )));
     }
+    if crate::config::dev::mode().is_some() {
+        // Dev mode never writes to a store a production gateway may share.
+        cfg.server.store_path = None;
+    }
     match ov.workers {
         Some(0) => cfg.server.workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         Some(n) => cfg.server.workers = n,

@@ -50,9 +50,10 @@ fn serve_runs_on_the_built_in_default() {
         c
     };
     let gw = Gateway::spawn(cmd, "built-in".into(), &[]);
+    // The demo service answers from its mock (tests/dev_mode.rs has the rest).
     let r = http_get(gw.public, "/demo/hello");
-    assert_eq!(r.status, 503, "{}", r.text());
-    assert!(r.text().contains("no_instance"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("hello from wasp"));
     assert_eq!(http_get(gw.admin, "/healthz").status, 200);
     let m = gw.metrics();
     assert_eq!(m.matches("wasp_io_driver{").count(), 2, "{m}");

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/../.."
 conns=${1:-10000}
 cargo build --release --workspace -q
 ulimit -n 20000
-cfg=$(mktemp); sed "s#BACKEND#http://127.0.0.1:1/#" config/bench-ws.toml > "$cfg"
+cfg=$(mktemp); sed "s#BACKEND#http://127.0.0.1:1/#" loadtest/bench/bench-ws.toml > "$cfg"
 taskset -c 1 target/release/wasp serve --config "$cfg" > /dev/null 2>&1 &
 gw=$!; trap 'kill $gw 2>/dev/null; rm -f "$cfg"' EXIT
 sleep 0.5

@@ -420,11 +420,28 @@ fn instances(control: &Control, name: &str) -> AdminResponse {
         return not_found(Kind::Service, name);
     };
     let ms = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    // Outlier state: ejected (and for how much longer), failures in a row.
+    let health = |a: &std::net::SocketAddr, seen: Option<u64>| {
+        let h = svc.health.get(a);
+        let left = svc.health.ejected_for(a).map(|d| d.as_millis() as u64);
+        let unhealthy = h.as_ref().is_some_and(|h| h.unhealthy.load(std::sync::atomic::Ordering::Relaxed));
+        let mut v = serde_json::json!({
+            "address": a.to_string(),
+            "state": if unhealthy { "unhealthy" } else if left.is_some() { "ejected" } else { "serving" },
+            "ejected_for_ms": left,
+            "failures": h.as_ref().map_or(0, |h| h.failures()),
+            "ejections": h.as_ref().map_or(0, |h| h.ejected_total.load(std::sync::atomic::Ordering::Relaxed)),
+        });
+        if let Some(s) = seen {
+            v["last_seen_ms"] = s.into();
+        }
+        v
+    };
     let body = match &svc.dynamic {
         None => serde_json::json!({
             "service": name,
             "source": "static",
-            "instances": svc.config.instances.iter().map(|a| serde_json::json!({"address": a.to_string()})).collect::<Vec<_>>(),
+            "instances": svc.config.instances.iter().map(|a| health(a, None)).collect::<Vec<_>>(),
         }),
         Some(live) => {
             let state = live.state();
@@ -437,7 +454,7 @@ fn instances(control: &Control, name: &str) -> AdminResponse {
                 "error": state.error,
                 "refreshes": live.refreshes.load(std::sync::atomic::Ordering::Relaxed),
                 "errors": live.errors.load(std::sync::atomic::Ordering::Relaxed),
-                "instances": live.addrs().iter().map(|a| serde_json::json!({"address": a.to_string(), "last_seen_ms": seen})).collect::<Vec<_>>(),
+                "instances": live.addrs().iter().map(|a| health(a, seen)).collect::<Vec<_>>(),
             })
         }
     };

@@ -94,6 +94,7 @@ pub async fn handle(state: Arc<AdminState>, req: AdminRequest) -> AdminResponse 
             body: {
                 let mut text = state.registry.render(state.snapshot.load().version);
                 crate::discovery::render(&mut text);
+                crate::upstream::outlier::render(&mut text);
                 text.into_bytes()
             },
             allow: None,

@@ -75,6 +75,13 @@ pub struct ServiceSection {
     pub filters: Vec<super::filters::FilterSection>,
     /// Where the instances come from when they are not listed.
     pub discovery: Option<DiscoverySection>,
+    /// Answers the gateway gives itself while no instance runs.
+    pub mock: Option<super::mocks::MockSection>,
+    /// `"round_robin"`, `"p2c"` or `{ hash = "header:X-User" }`.
+    pub balance: Option<super::resilience::BalanceSection>,
+    pub circuit: Option<super::resilience::CircuitSection>,
+    pub outlier: Option<super::resilience::OutlierSection>,
+    pub health: Option<super::resilience::HealthSection>,
 }
 
 /// `discovery = { file = "/etc/wasp/shop.json" }` (one registry per service).

@@ -1,10 +1,13 @@
 //! Configuration: strict TOML in (`file`), a validated model out (`model`).
 
+pub mod dev;
 mod duration;
 mod endpoints;
 mod file;
 mod filters;
+mod mocks;
 mod model;
+pub mod resilience;
 mod services;
 
 pub use duration::parse_duration;
@@ -13,4 +16,5 @@ pub use filters::{
     Conditions, CorsConfig, FilterConfig, HeaderRules, PathPattern, RecordConfig, RewriteConfig, RouteRule,
     SplitConfig, Sticky, TransformConfig, WhenSource,
 };
+pub use mocks::{MockConfig, MockRoute};
 pub use model::*;

@@ -130,6 +130,23 @@ pub struct ServiceConfig {
     pub filters: Vec<super::filters::FilterConfig>,
     /// Where instances come from instead of `instances` (see `discovery`).
     pub discovery: Option<DiscoveryConfig>,
+    /// `[services.X.mock]`: the gateway answers for the service itself when
+    /// it has neither instances nor discovery (and, under `wasp dev`, in
+    /// place of any instance unless the service is overridden).
+    pub mock: Option<super::MockConfig>,
+    /// Dev mode: requests go upstream as `/{service}/{path}` (to the
+    /// fallback gateway), not as the service-relative path.
+    pub whole_path: bool,
+    /// Dev mode: where this service is sent (for the console line).
+    pub dev: Option<super::dev::DevRoute>,
+    /// How an instance is chosen.
+    pub balance: super::resilience::Balance,
+    /// Requests in flight per worker, at most (past it: `503 overloaded`).
+    pub circuit: super::resilience::Circuit,
+    /// Passive ejection of failing instances.
+    pub outlier: super::resilience::Outlier,
+    /// Active checks (none unless configured).
+    pub health: Option<super::resilience::HealthCheck>,
 }
 
 /// A service's registry.
@@ -254,6 +271,10 @@ pub struct GatewayConfig {
     /// `[log] record_queue`: lines waiting for the writer, at most.
     pub record_queue: usize,
     pub endpoints: Vec<super::endpoints::EndpointConfig>,
+    /// Dev mode: names no service matches go to this other gateway.
+    pub dev_fallback: Option<super::dev::Fallback>,
+    /// Dev mode: a console line per request.
+    pub dev_console: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -603,6 +624,8 @@ impl Config {
                 endpoints,
                 record_dir,
                 record_queue,
+                dev_fallback: None,
+                dev_console: false,
             },
         })
     }

@@ -119,6 +119,16 @@ pub(super) fn service(
         timeout: src.duration(&format!("{key}.timeout"), &svc.timeout, t.upstream)?,
         retry: retry_policy(src, &key, svc.retry.as_ref())?,
         filters: super::filters::validate(src.origin, &key, svc.filters.clone())?,
+        mock: match &svc.mock {
+            None => None,
+            Some(m) => Some(super::mocks::validate(src.origin, &key, m)?),
+        },
+        whole_path: false,
+        dev: None,
+        balance: super::resilience::balance(src, &key, svc.balance.as_ref())?,
+        circuit: super::resilience::circuit(src, &key, svc.circuit.as_ref())?,
+        outlier: super::resilience::outlier(src, &key, svc.outlier.as_ref())?,
+        health: super::resilience::health(src, &key, svc.health.as_ref())?,
     })
 }
 

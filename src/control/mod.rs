@@ -124,7 +124,11 @@ fn assemble(base: &Base, entities: &[Entity]) -> Result<Config, ConfigError> {
         }
     }
     let text = toml::to_string(&table).map_err(|e| ConfigError(format!("cannot assemble the configuration: {e}")))?;
-    Config::from_toml(&text, &base.origin)
+    let mut config = Config::from_toml(&text, &base.origin)?;
+    if let Some(dev) = crate::config::dev::mode() {
+        dev.apply(&mut config.gateway)?;
+    }
+    Ok(config)
 }
 
 impl Control {
@@ -307,6 +311,7 @@ impl Control {
     /// Discovery watchers for exactly the services that have settings.
     fn sync_discovery(&self, gateway: &crate::config::GatewayConfig) {
         crate::discovery::sync(gateway, self.jobs.http(), &|w| self.jobs.spawn_detached(w));
+        crate::upstream::health::sync(gateway, &|c| self.jobs.spawn_detached(c));
     }
 
     fn swap(&self, config: Config) -> u64 {

@@ -32,6 +32,7 @@
 pub mod access;
 pub mod cors;
 pub mod headers;
+pub mod mock;
 pub mod record;
 pub mod rewrite;
 pub mod route;
@@ -245,6 +246,10 @@ impl Chain {
             service.filters.iter().map(|f| build(f, &service.name, gateway, registry)).collect();
         // Stable: `cors` first, the rest in the order written.
         built.sort_by_key(|f| f.kind() != "cors");
+        // A mock answers last, after every filter the real service would have.
+        if let Some(m) = service.mock.as_ref().filter(|_| service.instances.is_empty() && service.discovery.is_none()) {
+            built.push(Box::new(mock::Mock::new(&service.name, &m.routes)));
+        }
         Chain::from_filters(&service.name, built, registry)
     }
 

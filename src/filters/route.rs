@@ -70,13 +70,23 @@ fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a [u8]> {
 /// `*` matches any run of bytes; other bytes match themselves, ASCII case
 /// ignored. Linear in practice (greedy with one backtrack point per star).
 pub fn glob_match(glob: &[u8], text: &[u8]) -> bool {
+    glob_with(glob, text, |a, b| a.eq_ignore_ascii_case(&b))
+}
+
+/// Like [`glob_match`], case kept (paths).
+pub fn glob_match_exact(glob: &[u8], text: &[u8]) -> bool {
+    glob_with(glob, text, |a, b| a == b)
+}
+
+#[inline]
+fn glob_with(glob: &[u8], text: &[u8], same: impl Fn(u8, u8) -> bool) -> bool {
     let (mut g, mut t) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while t < text.len() {
         if g < glob.len() && glob[g] == b'*' {
             star = Some((g, t));
             g += 1;
-        } else if g < glob.len() && glob[g].eq_ignore_ascii_case(&text[t]) {
+        } else if g < glob.len() && same(glob[g], text[t]) {
             g += 1;
             t += 1;
         } else if let Some((sg, st)) = star {

@@ -27,6 +27,8 @@ pub struct Service {
     /// Discovered instances (`discovery = {...}`), read per request instead
     /// of `config.instances`; the same cell across snapshots.
     pub dynamic: Option<Arc<crate::discovery::Live>>,
+    /// Its instances' outlier state, shared by the workers, across snapshots.
+    pub health: Arc<crate::upstream::outlier::ServiceHealth>,
 }
 
 /// Where a request goes.
@@ -46,6 +48,8 @@ pub struct Router {
     pub endpoints: AHashMap<Arc<str>, Arc<Endpoint>>,
     /// WebSocket endpoints by upgrade path.
     pub endpoint_paths: AHashMap<String, Arc<Endpoint>>,
+    /// Dev mode's `--fallback`: where a name no service matches goes.
+    pub fallback: Option<Arc<Service>>,
 }
 
 impl Router {
@@ -63,6 +67,7 @@ impl Router {
                     index,
                     stats: registry.service(&s.name),
                     dynamic: s.discovery.as_ref().map(|_| crate::discovery::live(&s.name)),
+                    health: crate::upstream::outlier::service(&s.name),
                 };
                 (name, Arc::new(svc))
             })
@@ -74,7 +79,35 @@ impl Router {
             endpoints.insert(Arc::from(e.name.as_str()), ep.clone());
             endpoint_paths.insert(e.path.clone(), ep);
         }
-        Router { services, unrouted: registry.service(""), endpoints, endpoint_paths }
+        let fallback = gateway.dev_fallback.as_ref().map(|f| {
+            let config = ServiceConfig {
+                name: "fallback".into(),
+                instances: vec![f.addr],
+                connect_timeout: gateway.timeouts.connect,
+                timeout: gateway.timeouts.upstream,
+                retry: Default::default(),
+                filters: Vec::new(),
+                discovery: None,
+                mock: None,
+                whole_path: true,
+                balance: Default::default(),
+                circuit: Default::default(),
+                outlier: Default::default(),
+                health: None,
+                dev: Some(crate::config::dev::DevRoute::Fallback(Arc::from(f.url.as_str()))),
+            };
+            Arc::new(Service {
+                name: Arc::from("fallback"),
+                config,
+                strategy: Strategy::Http,
+                // One past the services: no filter chain, its own balance slot.
+                index: gateway.services.len(),
+                stats: registry.service("fallback"),
+                dynamic: None,
+                health: crate::upstream::outlier::service("fallback"),
+            })
+        });
+        Router { services, unrouted: registry.service(""), endpoints, endpoint_paths, fallback }
     }
 
     /// Routes a normalised request: `service` is the first path segment,
@@ -87,9 +120,10 @@ impl Router {
                 return Route::Ws(ep);
             }
         }
-        match self.services.get(service) {
-            Some(s) => Route::Http(s),
-            None => Route::None,
+        match (self.services.get(service), &self.fallback) {
+            (Some(s), _) => Route::Http(s),
+            (None, Some(f)) if !service.is_empty() => Route::Http(f),
+            (None, _) => Route::None,
         }
     }
 

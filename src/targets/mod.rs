@@ -102,6 +102,10 @@ pub struct Exchange<'a> {
     /// (snapshot version, service position): keys the per-worker round-robin
     /// cursor and retry budget of this service in this version.
     pub balance: (u64, usize),
+    /// How the first instance is chosen (the hash key worked out already).
+    pub pick: crate::upstream::Pick,
+    /// The service's instances' outlier state.
+    pub health: &'a crate::upstream::outlier::ServiceHealth,
     pub req: RequestFacts<'a>,
     /// Response filters, when any asked to see the answer.
     pub response_hook: Option<&'a dyn ResponseHook>,

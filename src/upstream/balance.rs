@@ -12,7 +12,11 @@
 //! keep-alive connection retried, and a long healthy spell cannot fund a
 //! burst.
 
+use ahash::AHashMap;
 use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 /// Retries a service can save up, per worker.
 pub const MAX_SAVED: u32 = 10;
@@ -24,19 +28,142 @@ struct ServiceState {
     rr: Cell<usize>,
     /// Retry credits, 100 per retry.
     credits: Cell<u32>,
+    /// The circuit: requests at the service's instances, and waiting.
+    circuit: Rc<CircuitState>,
 }
 
-/// State for every service of the snapshot version it was built for.
+#[derive(Debug, Default)]
+struct CircuitState {
+    active: Cell<usize>,
+    pending: Cell<usize>,
+    freed: event_listener::Event,
+}
+
+/// A place in a service's circuit, given back when dropped.
+pub struct Slot(Rc<CircuitState>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.active.set(self.0.active.get().saturating_sub(1));
+        self.0.freed.notify(1);
+    }
+}
+
+struct Pending<'a>(&'a Cell<usize>);
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
+/// How long an EWMA latency takes to halve when nothing refreshes it: an
+/// instance that was slow is tried again once it has been left alone.
+const EWMA_HALF_LIFE: Duration = Duration::from_secs(5);
+/// Weight of a new latency sample.
+const EWMA_WEIGHT: f64 = 0.3;
+
+/// State for every service of the snapshot version it was built for, and
+/// per instance (by address, across versions): latency for `p2c`, this
+/// worker's runs of failures for outlier ejection.
 #[derive(Debug, Default)]
 pub struct Balance {
     version: Cell<u64>,
     services: RefCell<Vec<ServiceState>>,
     seed: Cell<usize>,
+    rng: Cell<u64>,
+    /// EWMA of time to the answer's head (µs), and when it was updated.
+    latency: RefCell<AHashMap<SocketAddr, (f64, Instant)>>,
+    /// This worker's current run of consecutive failures per instance
+    /// (only instances with one).
+    streaks: RefCell<AHashMap<SocketAddr, u32>>,
 }
 
 impl Balance {
     pub fn new(seed: usize) -> Self {
-        Balance { seed: Cell::new(seed), ..Default::default() }
+        Balance { seed: Cell::new(seed), rng: Cell::new(seed as u64 | 1), ..Default::default() }
+    }
+
+    /// A pseudo-random number (xorshift64*): enough to pick two instances.
+    pub fn random(&self) -> u64 {
+        let mut x = self.rng.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng.set(x);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Records how long `addr` took to start answering.
+    pub fn observe_latency(&self, addr: SocketAddr, took: Duration, now: Instant) {
+        let sample = took.as_micros() as f64;
+        let mut m = self.latency.borrow_mut();
+        let e = m.entry(addr).or_insert((sample, now));
+        let decayed = decay(e.0, now.saturating_duration_since(e.1));
+        *e = (decayed + EWMA_WEIGHT * (sample - decayed), now);
+    }
+
+    /// The EWMA latency of `addr` now (µs; 0 when never measured).
+    pub fn latency_us(&self, addr: SocketAddr, now: Instant) -> f64 {
+        self.latency.borrow().get(&addr).map_or(0.0, |(v, at)| decay(*v, now.saturating_duration_since(*at)))
+    }
+
+    /// A failure of `addr` on this worker: its run grows by one.
+    pub fn failed(&self, addr: SocketAddr) {
+        *self.streaks.borrow_mut().entry(addr).or_insert(0) += 1;
+    }
+
+    /// A success of `addr`: its run on this worker ends; returns its length
+    /// (nothing to do for the shared count when 0). Free while no instance
+    /// failed on this worker.
+    #[inline]
+    pub fn succeeded(&self, addr: SocketAddr) -> u32 {
+        let mut s = self.streaks.borrow_mut();
+        if s.is_empty() {
+            return 0;
+        }
+        s.remove(&addr).unwrap_or(0)
+    }
+
+    /// Forgets instances `live` no longer names (with the pool's reaping).
+    pub fn forget(&self, live: impl Fn(&SocketAddr) -> bool) {
+        self.latency.borrow_mut().retain(|a, _| live(a));
+        self.streaks.borrow_mut().retain(|a, _| live(a));
+    }
+
+    /// A place in the circuit of service `index`: at once while fewer than
+    /// `max_connections` requests are at its instances; else waiting (at
+    /// most `max_pending` wait, each at most `wait`) for one to finish.
+    /// `None`: refused, answer `503 overloaded` at once.
+    pub async fn admit(
+        &self,
+        version: u64,
+        index: usize,
+        c: &crate::config::resilience::Circuit,
+        wait: Duration,
+    ) -> Option<Slot> {
+        let s = self.with(version, index, |s| s.circuit.clone());
+        if s.active.get() < c.max_connections {
+            s.active.set(s.active.get() + 1);
+            return Some(Slot(s));
+        }
+        if s.pending.get() >= c.max_pending {
+            return None;
+        }
+        s.pending.set(s.pending.get() + 1);
+        let _pending = Pending(&s.pending);
+        let deadline = Instant::now() + wait;
+        loop {
+            let freed = s.freed.listen();
+            if s.active.get() < c.max_connections {
+                s.active.set(s.active.get() + 1);
+                return Some(Slot(s.clone()));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || monoio::time::timeout(left, freed).await.is_err() {
+                return None;
+            }
+        }
     }
 
     /// Runs `f` on the state of service number `index` in snapshot `version`.
@@ -50,7 +177,7 @@ impl Balance {
         while list.len() <= index {
             // Workers start at different instances.
             let seed = self.seed.get().wrapping_mul(31).wrapping_add(list.len());
-            list.push(ServiceState { rr: Cell::new(seed), credits: Cell::new(RETRY) });
+            list.push(ServiceState { rr: Cell::new(seed), credits: Cell::new(RETRY), circuit: Rc::default() });
         }
         f(&list[index])
     }
@@ -79,6 +206,14 @@ impl Balance {
             None => false,
         })
     }
+}
+
+/// `v` after `age` of halving every `EWMA_HALF_LIFE`.
+fn decay(v: f64, age: Duration) -> f64 {
+    if age.is_zero() {
+        return v;
+    }
+    v * 0.5f64.powf(age.as_secs_f64() / EWMA_HALF_LIFE.as_secs_f64())
 }
 
 #[cfg(test)]

@@ -47,6 +47,9 @@ pub async fn call(c: &Client, d: &Deadlines, stats: &WorkerStats, req: CallReque
     let target = Target {
         instances: std::slice::from_ref(&req.addr),
         balance: None,
+        pick: super::Pick::RoundRobin,
+        health: None,
+        outlier: None,
         connect_timeout: req.connect_timeout,
         pool_idle: req.pool_idle,
         max_conns: req.max_conns,

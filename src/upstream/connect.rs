@@ -21,12 +21,30 @@ use std::time::{Duration, Instant};
 /// reaper looks at every idle connection each second besides.
 pub const PEEK_AFTER: Duration = Duration::from_millis(10);
 
+/// How the first instance to try is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    /// The service's cursor on this worker.
+    RoundRobin,
+    /// Two at random; the one with the lower cost, (in flight + 1) ×
+    /// (EWMA latency + 1 µs), on this worker.
+    P2c,
+    /// Rendezvous hashing of this key: the instance with the highest
+    /// `hash(key, address)`, so adding an instance moves only the keys it
+    /// now wins (about 1/N of them).
+    Hash(u64),
+}
+
 /// Where a request goes: a service's instances (balanced) or one address.
 pub struct Target<'a> {
     pub instances: &'a [SocketAddr],
     /// `(snapshot version, service index)` for per-service balancing;
     /// `None` for a single fixed address.
     pub balance: Option<(u64, usize)>,
+    pub pick: Pick,
+    /// Instances ejected by outlier detection are tried last.
+    pub health: Option<&'a super::outlier::ServiceHealth>,
+    pub outlier: Option<&'a crate::config::resilience::Outlier>,
     pub connect_timeout: Duration,
     /// Idle pooled connections older than this are not used.
     pub pool_idle: Duration,
@@ -69,14 +87,36 @@ pub async fn connect(c: &Client, stats: &WorkerStats, t: &Target<'_>, fresh: boo
     }
     let now = Instant::now();
     let start = match t.balance {
-        Some((version, index)) if n > 1 => c.balance.next(version, index),
+        Some((version, index)) if n > 1 => match t.pick {
+            Pick::RoundRobin => c.balance.next(version, index),
+            Pick::P2c => {
+                let r = c.balance.random();
+                let i = (r % n as u64) as usize;
+                // A second, different one.
+                let j = (i + 1 + ((r >> 32) % (n as u64 - 1)) as usize) % n;
+                let cost = |k: usize| {
+                    let a = t.instances[k];
+                    (c.pool.in_use(a) as f64 + 1.0) * (c.balance.latency_us(a, now) + 1.0)
+                };
+                if cost(j) < cost(i) {
+                    j
+                } else {
+                    i
+                }
+            }
+            Pick::Hash(key) => (0..n).max_by_key(|k| rendezvous(key, &t.instances[*k])).unwrap_or(0),
+        },
         _ => 0,
     };
-    // Two passes in round-robin order, no allocation: instances not marked
-    // down first, then the ones that are (a recovered one is found at once).
+    let ms = super::outlier::now_ms();
+    // Two passes from the chosen one, no allocation: instances neither
+    // marked down nor ejected first, then the others (a recovered one is
+    // found at once, and when every instance is sick, traffic still goes
+    // somewhere).
     let candidates = (0..2 * n).filter_map(|k| {
         let addr = t.instances[(start + k) % n];
-        (c.pool.is_down(addr, now) == (k >= n)).then_some(addr)
+        let sick = c.pool.is_down(addr, now) || t.health.is_some_and(|h| h.is_ejected(addr, ms));
+        (sick == (k >= n)).then_some(addr)
     });
     let mut at_cap = false;
     for addr in candidates {
@@ -104,11 +144,13 @@ pub async fn connect(c: &Client, stats: &WorkerStats, t: &Target<'_>, fresh: boo
                 tracing::debug!(%addr, error = %e, "connect failed");
                 stats.upstream_errors.fetch_add(1, Relaxed);
                 c.pool.mark_down(addr, now);
+                fail(c, t, addr);
             }
             Err(_) => {
                 tracing::debug!(%addr, "connect timed out");
                 stats.upstream_errors.fetch_add(1, Relaxed);
                 c.pool.mark_down(addr, now);
+                fail(c, t, addr);
             }
         }
     }
@@ -119,4 +161,66 @@ pub async fn connect(c: &Client, stats: &WorkerStats, t: &Target<'_>, fresh: boo
         ));
     }
     Err(ProxyError::new(ErrorKind::NoInstance, "no reachable instance of the service"))
+}
+
+/// A failure of `addr` for outlier detection: this worker's run and the
+/// shared count.
+pub fn fail(c: &Client, t: &Target<'_>, addr: SocketAddr) {
+    if let (Some(h), Some(policy)) = (t.health, t.outlier) {
+        c.balance.failed(addr);
+        h.failed(addr, policy, t.instances);
+    }
+}
+
+/// A success of `addr`: ends this worker's run of failures, if it had one.
+#[inline]
+pub fn succeed(c: &Client, t: &Target<'_>, addr: SocketAddr) {
+    if let Some(h) = t.health {
+        let streak = c.balance.succeeded(addr);
+        if streak > 0 {
+            h.recovered(addr, streak);
+        }
+    }
+}
+
+/// The rendezvous weight of `addr` for `key` (FNV-1a over both, mixed).
+fn rendezvous(key: u64, addr: &SocketAddr) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ key;
+    let mut eat = |b: u8| {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    };
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) => ip.octets().into_iter().for_each(&mut eat),
+        std::net::IpAddr::V6(ip) => ip.octets().into_iter().for_each(&mut eat),
+    }
+    addr.port().to_be_bytes().into_iter().for_each(&mut eat);
+    // splitmix64 finaliser: neighbouring addresses get unrelated weights.
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rendezvous;
+    use std::net::SocketAddr;
+
+    #[test]
+    fn adding_an_instance_moves_about_one_nth_of_keys() {
+        let four: Vec<SocketAddr> = (1..=4).map(|p| SocketAddr::from(([10, 0, 0, p], 80))).collect();
+        let mut five = four.clone();
+        five.push(SocketAddr::from(([10, 0, 0, 5], 80)));
+        let best = |list: &[SocketAddr], key: u64| *list.iter().max_by_key(|a| rendezvous(key, a)).unwrap();
+        let keys = 10_000u64;
+        let moved = (0..keys).filter(|k| best(&four, *k) != best(&five, *k)).count();
+        // 1/5 of the keys move (to the new instance), give or take.
+        assert!((1_700..2_300).contains(&moved), "{moved} of {keys} moved");
+        assert!((0..keys).all(|k| best(&four, k) == best(&five, k) || best(&five, k) == five[4]));
+        // And the keys spread evenly over four.
+        for a in &four {
+            let share = (0..keys).filter(|k| best(&four, *k) == *a).count();
+            assert!((2_200..2_800).contains(&share), "{a}: {share}");
+        }
+    }
 }

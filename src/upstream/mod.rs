@@ -20,10 +20,12 @@
 pub mod balance;
 mod call;
 pub mod connect;
+pub mod health;
+pub mod outlier;
 pub mod pool;
 
 pub use call::{call, Answer, CallRequest};
-pub use connect::{connect, Conn, Target};
+pub use connect::{connect, Conn, Pick, Target};
 
 use crate::deadline::{Phase, Watch};
 use crate::error::{ErrorKind, ProxyError};

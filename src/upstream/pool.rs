@@ -80,6 +80,11 @@ impl Pool {
         Lease(count)
     }
 
+    /// Connections to `addr` in use (requests in flight there, on this worker).
+    pub fn in_use(&self, addr: SocketAddr) -> usize {
+        self.in_use.borrow().get(&addr).map_or(0, |c| c.get())
+    }
+
     /// Connections open to `addr`: idle here plus in use.
     pub fn open_count(&self, addr: SocketAddr) -> usize {
         let idle = self.idle.borrow().get(&addr).map_or(0, Vec::len);

@@ -45,6 +45,7 @@ pub async fn run(w: Rc<Worker>) {
             }
         }
         let closed = w.upstream.pool.reap(snap.gateway.timeouts.pool_idle, now, |a| live.contains(a));
+        w.upstream.balance.forget(|a| live.contains(a));
         if closed > 0 {
             w.stats.pool_reaped.fetch_add(closed as u64, Relaxed);
         }

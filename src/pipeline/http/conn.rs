@@ -143,6 +143,8 @@ pub async fn serve_connection(
                             service: &req.service.config,
                             instances: discovered.as_deref().map_or(&req.service.config.instances[..], |v| &v[..]),
                             balance: (snap.version, req.service.index),
+                            pick: req.pick,
+                            health: &req.service.health,
                             req: facts,
                             response_hook: hook,
                             client: &mut client,
@@ -368,7 +370,8 @@ async fn answer(
     keep_alive: bool,
     hook: Option<&dyn ResponseHook>,
 ) -> std::io::Result<()> {
-    let kind = (!a.body.is_empty()).then_some("application/json");
+    // A filter's answers are JSON unless it says otherwise (a mock's file).
+    let kind = (!a.body.is_empty() && !a.headers.adds("content-type")).then_some("application/json");
     let mut headers = a.headers.clone();
     if let Some(h) = hook {
         let mut edits = HeaderEdits::default();
@@ -426,6 +429,9 @@ async fn send(w: &Worker, stream: &mut TcpStream, out: &mut Vec<u8>) -> std::io:
 pub(crate) fn finish(w: &Worker, snap: &Snapshot, meta: &Meta, status: u16, bytes: u64, started: Instant) {
     let micros = started.elapsed().as_micros() as u64;
     w.stats.observe_latency(micros);
+    if snap.gateway.dev_console {
+        super::dev::line(snap, meta, status, micros);
+    }
     if snap.gateway.access_log {
         tracing::info!(
             target: "wasp::access",

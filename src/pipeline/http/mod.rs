@@ -15,6 +15,7 @@
 
 pub mod body;
 pub mod conn;
+pub mod dev;
 pub mod forward;
 pub mod request;
 pub mod tunnel;

@@ -11,6 +11,7 @@
 //! summary of what the rest of the exchange needs to know.
 
 use super::forward::{connect_header, write_upstream_head, Upstream};
+use crate::config::resilience::{Balance, HashKey};
 use crate::config::{IpNet, Underscores};
 use crate::error::{ErrorKind, ProxyError};
 use crate::filters::{self, Answer, Ctx, Flow, Side};
@@ -22,6 +23,7 @@ use crate::proto::http1::path::route_target;
 use crate::proto::http1::request_head::{self, RequestHead, RequestLimits};
 use crate::proto::jq::transformable;
 use crate::router::Route;
+use crate::upstream::Pick;
 use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -99,6 +101,8 @@ pub struct Prepared {
     /// What the service's filters made of the request; `None` when it has
     /// none (boxed: the common unfiltered request stays small to move).
     pub filtered: Option<Box<Filtered>>,
+    /// How the service's instance is chosen (a hash key already worked out).
+    pub pick: crate::upstream::Pick,
 }
 
 /// The request filters' outcome.
@@ -213,7 +217,8 @@ pub fn prepare(
     let mut meta = Meta {
         method: Method::new(head.method.as_bytes()),
         request_id,
-        target: snap.gateway.access_log.then(|| String::from_utf8_lossy(head.target).into_owned()),
+        target: (snap.gateway.access_log || snap.gateway.dev_console)
+            .then(|| String::from_utf8_lossy(head.target).into_owned()),
         service: None,
     };
     macro_rules! fail {
@@ -312,6 +317,29 @@ pub fn prepare(
         }
     }
     meta.service = Some(service.name.clone());
+    let pick = match &service.config.balance {
+        Balance::RoundRobin => Pick::RoundRobin,
+        Balance::P2c => Pick::P2c,
+        Balance::Hash(k) => {
+            let ip = || client_ip.or_else(|| client.client_ip(&head, &snap.gateway.trusted_proxies));
+            let view = filter_view(&head, &service.name, path, q, body_prefix, client_ip);
+            let ip_text;
+            let key: Option<&[u8]> = match k {
+                HashKey::Header(name) => head_value(&head, name),
+                HashKey::Cookie(name) => filters::route::cookie(&view, name),
+                HashKey::Ip => None,
+            };
+            let key = match key {
+                Some(k) => k,
+                // No key (or hashing on the address): the client's address.
+                None => {
+                    ip_text = ip().map(|a| a.to_string()).unwrap_or_default();
+                    ip_text.as_bytes()
+                }
+            };
+            Pick::Hash(filters::split::stable_hash(b"balance", key))
+        }
+    };
 
     // Phase: request filters (of the service the request ended up with).
     let mut filtered = None;
@@ -357,11 +385,15 @@ pub fn prepare(
         }
     };
     if !ended {
-        let target: Cow<'_, str> = match (rewritten, query) {
+        let mut target: Cow<'_, str> = match (rewritten, query) {
             (None, _) => Cow::Borrowed(&routed.upstream_target),
             (Some(p), None) => Cow::Owned(p),
             (Some(p), Some(q)) => Cow::Owned(format!("{p}?{q}")),
         };
+        if service.config.whole_path {
+            // Dev mode's fallback: the other gateway routes by the name too.
+            target = Cow::Owned(format!("/{}{}", routed.service, target));
+        }
         let up = Upstream { target: &target, framing, service, request_id: &meta.request_id, edits, defer_framing };
         write_upstream_head(out, &head, &up, snap, client);
     }
@@ -377,6 +409,7 @@ pub fn prepare(
         http10: head.http10,
         meta,
         filtered,
+        pick,
     })))
 }
 

@@ -115,6 +115,14 @@ impl HeaderEdits {
         self.remove.iter().any(|r| is_name(name, r)) || self.remove_prefixes.iter().any(|p| starts_with_folded(name, p))
     }
 
+    /// Whether a line named `folded` (lower case, no `_`) is added.
+    pub fn adds(&self, folded: &str) -> bool {
+        self.add.split_inclusive(|b| *b == b'\n').any(|line| {
+            let name = line.split(|b| *b == b':').next().unwrap_or_default();
+            is_name(name, folded.as_bytes())
+        })
+    }
+
     /// The added lines, each ending with CRLF.
     pub fn added(&self) -> &[u8] {
         &self.add

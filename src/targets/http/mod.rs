@@ -146,9 +146,21 @@ impl Dispatch for HttpDispatch {
         let target = Target {
             instances: x.instances,
             balance: Some(key),
+            pick: x.pick,
+            health: Some(x.health),
+            outlier: Some(&svc.outlier),
             connect_timeout: svc.connect_timeout,
             pool_idle: g.timeouts.pool_idle,
             max_conns: g.limits.backend_connections,
+        };
+        // The circuit: a place among the service's requests in flight on
+        // this worker, or a short wait for one, or `503 overloaded` at once.
+        let Some(_slot) = w.upstream.balance.admit(key.0, key.1, &svc.circuit, svc.connect_timeout).await else {
+            w.stats.breaker_refused.fetch_add(1, Relaxed);
+            return Err(Failed::before(ProxyError::new(
+                ErrorKind::Overloaded,
+                "the service has as many requests in flight as its circuit allows (services.NAME.circuit)",
+            )));
         };
         let client_fd = x.client.stream.as_raw_fd();
         // One deadline slot serves the whole exchange while its reads and
@@ -192,6 +204,7 @@ impl Dispatch for HttpDispatch {
                 sent_continue = true;
             }
             let (addr, reused) = (conn.addr, conn.reused);
+            let sent_at = Instant::now();
             let fd = conn.stream.as_raw_fd();
             let mut up = BufStream::new(conn.stream, std::mem::take(x.upstream_buf));
             let request = std::mem::take(x.out);
@@ -207,6 +220,9 @@ impl Dispatch for HttpDispatch {
             *x.out = request;
             if res.is_err() {
                 *x.upstream_buf = up.into_parts().1;
+                if !reused {
+                    upstream::connect::fail(w.upstream, &target, addr);
+                }
                 if uw.fired().is_none() && may_retry(&mut retries, reused) {
                     fresh = true;
                     continue;
@@ -232,6 +248,7 @@ impl Dispatch for HttpDispatch {
                 })
             })
             .await;
+            observe(w, &target, addr, reused, sent_at, &head);
             match head {
                 Ok(resp) => break (Sent::Whole(up, resp), addr, conn.lease),
                 Err(HeadError::Stale) if may_retry(&mut retries, reused) => {
@@ -276,8 +293,31 @@ impl Dispatch for HttpDispatch {
                     linger: false,
                 })
             }
-            Sent::Streaming(up) => stream_body(x, up, addr, &mut body, &uw).await,
+            Sent::Streaming(up) => stream_body(x, up, addr, &target, &mut body, &uw).await,
         }
+    }
+}
+
+/// What the answer's head says of the instance, for `p2c` (time to the
+/// head) and outlier detection (a `5xx`, a reset or a timeout is a
+/// failure; a stale pooled connection says nothing of the instance).
+fn observe(
+    w: super::Env<'_>,
+    target: &Target<'_>,
+    addr: std::net::SocketAddr,
+    reused: bool,
+    sent_at: Instant,
+    head: &Result<Response, HeadError>,
+) {
+    match head {
+        Ok(r) if r.status < 500 => {
+            upstream::connect::succeed(w.upstream, target, addr);
+            if target.pick == upstream::Pick::P2c {
+                w.upstream.balance.observe_latency(addr, sent_at.elapsed(), Instant::now());
+            }
+        }
+        Err(HeadError::Stale) if reused => {}
+        _ => upstream::connect::fail(w.upstream, target, addr),
     }
 }
 
@@ -287,10 +327,12 @@ async fn stream_body(
     x: &mut Exchange<'_>,
     up: BufStream,
     addr: std::net::SocketAddr,
+    target: &Target<'_>,
     body: &mut BodyLeft,
     uw: &Watch<'_>,
 ) -> Result<Outcome, Failed> {
     let w = x.env;
+    let started = Instant::now();
     // Client reads and service writes (the pump) and the answer's reads run
     // at the same time: a slot each.
     let cw = &w.deadlines.watch();
@@ -344,6 +386,7 @@ async fn stream_body(
             Either::Right((head, _)) => (head, !body_done.get()),
         }
     };
+    observe(w, target, addr, false, started, &head);
     let resp = match head {
         Ok(r) => r,
         Err(e) => {
