@@ -34,10 +34,12 @@ pub enum ErrorKind {
     UpgradeRequired,
     /// Refused by a filter of the service (`block`, `allow`, `cors`).
     Forbidden,
+    /// Dev mode: a request came back from the fallback it was sent to.
+    LoopDetected,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 14] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::BadRequest,
         ErrorKind::UriTooLong,
         ErrorKind::HeadersTooLarge,
@@ -52,6 +54,7 @@ impl ErrorKind {
         ErrorKind::Overloaded,
         ErrorKind::UpgradeRequired,
         ErrorKind::Forbidden,
+        ErrorKind::LoopDetected,
     ];
 
     pub fn status(self) -> u16 {
@@ -69,6 +72,7 @@ impl ErrorKind {
             ErrorKind::ClientGone => 499,
             ErrorKind::UpgradeRequired => 426,
             ErrorKind::Forbidden => 403,
+            ErrorKind::LoopDetected => 508,
         }
     }
 
@@ -89,6 +93,7 @@ impl ErrorKind {
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::UpgradeRequired => "upgrade_required",
             ErrorKind::Forbidden => "forbidden",
+            ErrorKind::LoopDetected => "loop_detected",
         }
     }
 
@@ -99,7 +104,9 @@ impl ErrorKind {
     fn side(self) -> Side {
         match self {
             ErrorKind::UpstreamTimeout | ErrorKind::BadGateway | ErrorKind::NoInstance => Side::Upstream,
-            ErrorKind::UnknownService | ErrorKind::Overloaded | ErrorKind::Forbidden => Side::Internal,
+            ErrorKind::UnknownService | ErrorKind::Overloaded | ErrorKind::Forbidden | ErrorKind::LoopDetected => {
+                Side::Internal
+            }
             _ => Side::Downstream,
         }
     }
@@ -194,7 +201,15 @@ pub fn reason(status: u16) -> &'static str {
         100 => "Continue",
         101 => "Switching Protocols",
         200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
         204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -206,7 +221,10 @@ pub fn reason(status: u16) -> &'static str {
         415 => "Unsupported Media Type",
         421 => "Misdirected Request",
         422 => "Unprocessable Content",
+        409 => "Conflict",
+        418 => "I'm a teapot",
         426 => "Upgrade Required",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         499 => "Client Closed Request",
         500 => "Internal Server Error",
@@ -214,6 +232,7 @@ pub fn reason(status: u16) -> &'static str {
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
+        508 => "Loop Detected",
         _ => "Unknown",
     }
 }

@@ -112,15 +112,24 @@ impl DevMode {
 
     /// Rewrites a validated configuration for dev mode (see the module doc).
     pub fn apply(&self, gw: &mut GatewayConfig) -> Result<(), ConfigError> {
+        // `WASP_OVERRIDE_USER_PROFILE` names `user-profile` or `user_profile`.
+        let same = |a: &str, b: &str| {
+            a.len() == b.len()
+                && a.bytes().zip(b.bytes()).all(|(x, y)| {
+                    let f = |c: u8| if c == b'-' { b'_' } else { c.to_ascii_lowercase() };
+                    f(x) == f(y)
+                })
+        };
         for (name, _) in &self.overrides {
-            if !gw.services.iter().any(|s| s.name.eq_ignore_ascii_case(name)) {
+            if !gw.services.iter().any(|s| same(&s.name, name)) {
                 return Err(ConfigError(format!(
-                    "--override {name}: the config has no service {name:?} (add [services.{name}], an empty table will do)"
+                    "--override {name} (or WASP_OVERRIDE_{}): the config has no service {name:?} (add [services.{name}], an empty table will do)",
+                    name.to_ascii_uppercase().replace('-', "_")
                 )));
             }
         }
         for s in &mut gw.services {
-            let over = self.overrides.iter().find(|(n, _)| n.eq_ignore_ascii_case(&s.name));
+            let over = self.overrides.iter().find(|(n, _)| same(n, &s.name));
             s.dev = Some(if let Some((_, addr)) = over {
                 s.instances = vec![*addr];
                 s.discovery = None;

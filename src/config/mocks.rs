@@ -102,10 +102,13 @@ pub(super) fn validate(origin: &str, key: &str, m: &MockSection) -> Result<MockC
         } else if let Some(text) = &r.body {
             (text.clone().into_bytes(), Some("text/plain; charset=utf-8".into()))
         } else if let Some(f) = &r.file {
-            let path = resolve(origin, f);
+            let path = match resolve(origin, f) {
+                Ok(p) => p,
+                Err(why) => return err(&at("file"), why),
+            };
             match read(&path) {
                 Ok(b) => (b, Some(type_of(&path).into())),
-                Err(why) => return err(&at("file"), format!("{}: {why}", path.display())),
+                Err(why) => return err(&at("file"), format!("{f}: {why}")),
             }
         } else {
             (Vec::new(), None)
@@ -138,22 +141,46 @@ pub(super) fn validate(origin: &str, key: &str, m: &MockSection) -> Result<MockC
     Ok(MockConfig { routes })
 }
 
-/// `file` relative to the config file's folder (or as given when absolute,
-/// or when the config did not come from a file).
-fn resolve(origin: &str, file: &str) -> std::path::PathBuf {
-    let p = std::path::Path::new(file);
-    if p.is_absolute() {
-        return p.to_path_buf();
+/// `file` inside the config file's folder: a relative path without `..`,
+/// still inside the folder once symbolic links are followed. A mock's body
+/// is published on the public listener, and mocks may come through the
+/// admin API: a path outside the folder (`/proc/self/environ`,
+/// `../../etc/passwd`) would publish any file the gateway can read.
+fn resolve(origin: &str, file: &str) -> Result<std::path::PathBuf, String> {
+    use std::path::{Component, Path};
+    let p = Path::new(file);
+    if file.is_empty() || !p.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir)) {
+        return Err(format!("{file:?} must be a path inside the config file's folder (relative, no '..')"));
     }
-    match std::path::Path::new(origin).parent() {
-        Some(dir) if std::path::Path::new(origin).is_file() => dir.join(p),
-        _ => p.to_path_buf(),
+    let config = Path::new(origin);
+    let dir = match config.parent() {
+        Some(dir) if config.is_file() => {
+            if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            }
+        }
+        _ => return Err("a mock file needs the configuration to come from a file (its folder holds the mocks)".into()),
+    };
+    let full = dir.join(p);
+    let (real_dir, real) = match (dir.canonicalize(), full.canonicalize()) {
+        (Ok(d), Ok(f)) => (d, f),
+        (_, Err(e)) => return Err(format!("{file}: {e}")),
+        (Err(e), _) => return Err(format!("{}: {e}", dir.display())),
+    };
+    if !real.starts_with(&real_dir) {
+        return Err(format!("{file:?} leads outside the config file's folder (a symbolic link)"));
     }
+    Ok(real)
 }
 
 fn read(path: &std::path::Path) -> Result<Vec<u8>, String> {
     use std::io::Read;
-    let f = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Without blocking: a FIFO or a device must not hang a load or reload.
+    let f =
+        std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(|e| e.to_string())?;
     let meta = f.metadata().map_err(|e| e.to_string())?;
     if !meta.is_file() {
         return Err("not a regular file".into());

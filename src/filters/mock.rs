@@ -39,10 +39,12 @@ impl Filter for Mock {
     }
 
     fn request(&self, req: &Request<'_>, _ctx: &mut Ctx) -> Action {
+        // Matched as the service would read the path (`/%70rice` is `/price`).
+        let path = decoded(req.path);
         let hit = self
             .routes
             .iter()
-            .find(|r| Self::method_matches(r, req.method) && glob_match_exact(r.path.as_bytes(), req.path.as_bytes()));
+            .find(|r| Self::method_matches(r, req.method) && glob_match_exact(r.path.as_bytes(), path.as_bytes()));
         let mut headers = HeaderEdits::default();
         headers.add("x-wasp-mock", self.service.as_bytes());
         let Some(r) = hit else {
@@ -64,4 +66,28 @@ impl Filter for Mock {
         }
         Action::Respond(Answer { status: r.status, headers, body: r.body.to_vec() })
     }
+}
+
+/// `path` with its percent-escapes decoded once (case kept).
+fn decoded(path: &str) -> std::borrow::Cow<'_, str> {
+    if !path.contains('%') {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let b = path.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(h << 4 | l);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }

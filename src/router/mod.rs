@@ -81,7 +81,7 @@ impl Router {
         }
         let fallback = gateway.dev_fallback.as_ref().map(|f| {
             let config = ServiceConfig {
-                name: "fallback".into(),
+                name: "(fallback)".into(),
                 instances: vec![f.addr],
                 connect_timeout: gateway.timeouts.connect,
                 timeout: gateway.timeouts.upstream,
@@ -97,14 +97,14 @@ impl Router {
                 dev: Some(crate::config::dev::DevRoute::Fallback(Arc::from(f.url.as_str()))),
             };
             Arc::new(Service {
-                name: Arc::from("fallback"),
+                name: Arc::from("(fallback)"),
                 config,
                 strategy: Strategy::Http,
                 // One past the services: no filter chain, its own balance slot.
                 index: gateway.services.len(),
-                stats: registry.service("fallback"),
+                stats: registry.service("(fallback)"),
                 dynamic: None,
-                health: crate::upstream::outlier::service("fallback"),
+                health: crate::upstream::outlier::service("(fallback)"),
             })
         });
         Router { services, unrouted: registry.service(""), endpoints, endpoint_paths, fallback }
@@ -122,7 +122,9 @@ impl Router {
         }
         match (self.services.get(service), &self.fallback) {
             (Some(s), _) => Route::Http(s),
-            (None, Some(f)) if !service.is_empty() => Route::Http(f),
+            // Only a name that could be a service goes on: the name becomes
+            // part of the fallback's request line (it was percent-decoded).
+            (None, Some(f)) if crate::config::valid_service_name(service) => Route::Http(f),
             (None, _) => Route::None,
         }
     }

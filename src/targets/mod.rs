@@ -97,6 +97,8 @@ pub struct Exchange<'a> {
     pub env: Env<'a>,
     pub gateway: &'a GatewayConfig,
     pub service: &'a ServiceConfig,
+    /// The service's name, shared (keys per-worker state that outlives versions).
+    pub service_name: &'a std::sync::Arc<str>,
     /// The service's instances now: its static list, or what discovery found.
     pub instances: &'a [std::net::SocketAddr],
     /// (snapshot version, service position): keys the per-worker round-robin

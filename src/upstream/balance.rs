@@ -28,8 +28,9 @@ struct ServiceState {
     rr: Cell<usize>,
     /// Retry credits, 100 per retry.
     credits: Cell<u32>,
-    /// The circuit: requests at the service's instances, and waiting.
-    circuit: Rc<CircuitState>,
+    /// The circuit: requests at the service's instances, and waiting
+    /// (looked up by name on first use in a version: it outlives versions).
+    circuit: RefCell<Option<Rc<CircuitState>>>,
 }
 
 #[derive(Debug, Default)]
@@ -77,6 +78,9 @@ pub struct Balance {
     /// This worker's current run of consecutive failures per instance
     /// (only instances with one).
     streaks: RefCell<AHashMap<SocketAddr, u32>>,
+    /// Circuits by service name: a reload or an apply must not empty a
+    /// circuit while the requests it counts are still in flight.
+    circuits: RefCell<AHashMap<std::sync::Arc<str>, Rc<CircuitState>>>,
 }
 
 impl Balance {
@@ -125,10 +129,12 @@ impl Balance {
         s.remove(&addr).unwrap_or(0)
     }
 
-    /// Forgets instances `live` no longer names (with the pool's reaping).
+    /// Forgets instances `live` no longer names (with the pool's reaping),
+    /// and circuits nothing uses (a removed service's, once idle).
     pub fn forget(&self, live: impl Fn(&SocketAddr) -> bool) {
         self.latency.borrow_mut().retain(|a, _| live(a));
         self.streaks.borrow_mut().retain(|a, _| live(a));
+        self.circuits.borrow_mut().retain(|_, c| Rc::strong_count(c) > 1 || c.active.get() > 0 || c.pending.get() > 0);
     }
 
     /// A place in the circuit of service `index`: at once while fewer than
@@ -139,10 +145,16 @@ impl Balance {
         &self,
         version: u64,
         index: usize,
+        name: &std::sync::Arc<str>,
         c: &crate::config::resilience::Circuit,
         wait: Duration,
     ) -> Option<Slot> {
-        let s = self.with(version, index, |s| s.circuit.clone());
+        let s = self.with(version, index, |s| {
+            s.circuit
+                .borrow_mut()
+                .get_or_insert_with(|| self.circuits.borrow_mut().entry(name.clone()).or_default().clone())
+                .clone()
+        });
         if s.active.get() < c.max_connections {
             s.active.set(s.active.get() + 1);
             return Some(Slot(s));
@@ -161,6 +173,11 @@ impl Balance {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || monoio::time::timeout(left, freed).await.is_err() {
+                // One last look: a place freed as the wait ran out is taken.
+                if s.active.get() < c.max_connections {
+                    s.active.set(s.active.get() + 1);
+                    return Some(Slot(s.clone()));
+                }
                 return None;
             }
         }
@@ -177,7 +194,7 @@ impl Balance {
         while list.len() <= index {
             // Workers start at different instances.
             let seed = self.seed.get().wrapping_mul(31).wrapping_add(list.len());
-            list.push(ServiceState { rr: Cell::new(seed), credits: Cell::new(RETRY), circuit: Rc::default() });
+            list.push(ServiceState { rr: Cell::new(seed), credits: Cell::new(RETRY), circuit: RefCell::new(None) });
         }
         f(&list[index])
     }

@@ -59,6 +59,9 @@ pub fn sync(gateway: &GatewayConfig, spawn: &dyn Fn(Checker)) {
         if !keep {
             stop.flag.store(true, Relaxed);
             stop.wake.notify_waiters();
+            // What the old checks decided goes with them: an instance they
+            // held out serves again (the new settings, if any, judge anew).
+            super::outlier::service(name).clear_checked();
         }
         keep
     });
@@ -94,31 +97,35 @@ async fn checker(
         let instances: Vec<SocketAddr> =
             if discovered { crate::discovery::live(&name).addrs().to_vec() } else { fixed.clone() };
         service.retain_checked(&instances);
-        let (check, service, name) = (&check, &service, &name);
+        let (check, service, name, stop) = (&check, &service, &name, &stop);
         let round = async move {
             let n = instances.len().max(1) as u32;
             let step = check.interval / n;
             let mut checks = Vec::with_capacity(instances.len());
             for (i, addr) in instances.iter().copied().enumerate() {
                 let (check, service, host) = (check.clone(), service.clone(), name.clone());
+                let stop = stop.clone();
+                // Each check runs to its own timeout (at most one interval),
+                // even past the end of this round: a late instance in the
+                // list is judged like the first. At most two rounds overlap.
                 checks.push(tokio::spawn(async move {
                     // Spread over the interval: instance i at i/n of it.
                     tokio::time::sleep(step * i as u32).await;
+                    if stop.flag.load(Relaxed) {
+                        return;
+                    }
                     let ok = probe(addr, &host, &check).await;
-                    service.checked(addr, ok, check.healthy, check.unhealthy);
+                    // A checker stopped meanwhile no longer decides anything.
+                    if !stop.flag.load(Relaxed) {
+                        service.checked(addr, ok, check.healthy, check.unhealthy);
+                    }
                 }));
             }
             tokio::time::sleep(check.interval).await;
             checks
         };
-        match select(std::pin::pin!(stopped), std::pin::pin!(round)).await {
-            Either::Left(_) => return,
-            Either::Right((checks, _)) => {
-                // A check still running past its timeout is a bug; do not pile them up.
-                for c in checks {
-                    c.abort();
-                }
-            }
+        if let Either::Left(_) = select(std::pin::pin!(stopped), std::pin::pin!(round)).await {
+            return;
         }
     }
 }

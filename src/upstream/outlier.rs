@@ -190,6 +190,18 @@ impl ServiceHealth {
         None
     }
 
+    /// Every instance held out by active checks serves again (the checks
+    /// were removed or replaced).
+    pub fn clear_checked(&self) {
+        for h in self.instances.load().values() {
+            h.check_fails.store(0, Relaxed);
+            h.check_passes.store(0, Relaxed);
+            if h.unhealthy.swap(false, Relaxed) {
+                self.unhealthy.fetch_sub(1, Relaxed);
+            }
+        }
+    }
+
     /// Forgets the check state of instances `live` no longer names (so a
     /// removed unhealthy instance does not keep the slow path on).
     pub fn retain_checked(&self, live: &[SocketAddr]) {

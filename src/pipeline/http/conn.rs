@@ -141,6 +141,7 @@ pub async fn serve_connection(
                             env: w.env(),
                             gateway: &snap.gateway,
                             service: &req.service.config,
+                            service_name: &req.service.name,
                             instances: discovered.as_deref().map_or(&req.service.config.instances[..], |v| &v[..]),
                             balance: (snap.version, req.service.index),
                             pick: req.pick,

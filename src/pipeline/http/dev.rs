@@ -19,7 +19,7 @@ fn colour() -> bool {
 pub fn line(snap: &Snapshot, meta: &Meta, status: u16, micros: u64) {
     let route = meta.service.as_deref().and_then(|name| match snap.router.service(name) {
         Some(s) => s.config.dev.clone(),
-        None if name == "fallback" => snap.router.fallback.as_ref().and_then(|f| f.config.dev.clone()),
+        None if name == "(fallback)" => snap.router.fallback.as_ref().and_then(|f| f.config.dev.clone()),
         None => None,
     });
     let (word, to, paint) = match &route {

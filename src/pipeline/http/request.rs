@@ -375,8 +375,19 @@ pub fn prepare(
         }
     }
 
+    // Dev mode's fallback: a request that came back from the fallback (it
+    // points at this gateway, or at one that falls back here) stops here.
+    if service.config.whole_path && head_value(&head, FALLBACK_HOP).is_some() {
+        fail!(ProxyError::new(
+            ErrorKind::LoopDetected,
+            "the fallback gateway sent the request back (--fallback loops)"
+        ));
+    }
     // Phase: upstream head (not needed when a filter ended the request).
-    let unedited = HeaderEdits::default();
+    let mut unedited = HeaderEdits::default();
+    if service.config.whole_path {
+        unedited.add(FALLBACK_HOP, b"1");
+    }
     let (edits, rewritten, ended, defer_framing) = match filtered.as_deref_mut() {
         None => (&unedited, None, false, false),
         Some(f) => {
@@ -412,6 +423,9 @@ pub fn prepare(
         pick,
     })))
 }
+
+/// Marks a request dev mode sent to its fallback gateway.
+const FALLBACK_HOP: &str = "x-wasp-fallback";
 
 /// [`prepare`] when `scan` says the bytes read since the last look can
 /// change its answer; `Ok(None)` (read more) without parsing otherwise.

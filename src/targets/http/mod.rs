@@ -155,7 +155,9 @@ impl Dispatch for HttpDispatch {
         };
         // The circuit: a place among the service's requests in flight on
         // this worker, or a short wait for one, or `503 overloaded` at once.
-        let Some(_slot) = w.upstream.balance.admit(key.0, key.1, &svc.circuit, svc.connect_timeout).await else {
+        let Some(_slot) =
+            w.upstream.balance.admit(key.0, key.1, x.service_name, &svc.circuit, svc.connect_timeout).await
+        else {
             w.stats.breaker_refused.fetch_add(1, Relaxed);
             return Err(Failed::before(ProxyError::new(
                 ErrorKind::Overloaded,
@@ -298,6 +300,9 @@ impl Dispatch for HttpDispatch {
     }
 }
 
+/// The latency a failed exchange counts as for `p2c`.
+const FAILURE_COST: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// What the answer's head says of the instance, for `p2c` (time to the
 /// head) and outlier detection (a `5xx`, a reset or a timeout is a
 /// failure; a stale pooled connection says nothing of the instance).
@@ -309,15 +314,23 @@ fn observe(
     sent_at: Instant,
     head: &Result<Response, HeadError>,
 ) {
+    let p2c = target.pick == upstream::Pick::P2c;
     match head {
         Ok(r) if r.status < 500 => {
             upstream::connect::succeed(w.upstream, target, addr);
-            if target.pick == upstream::Pick::P2c {
+            if p2c {
                 w.upstream.balance.observe_latency(addr, sent_at.elapsed(), Instant::now());
             }
         }
         Err(HeadError::Stale) if reused => {}
-        _ => upstream::connect::fail(w.upstream, target, addr),
+        _ => {
+            upstream::connect::fail(w.upstream, target, addr);
+            // A failure costs `p2c` as a slow answer would: an instance that
+            // fails fast must not win every comparison.
+            if p2c {
+                w.upstream.balance.observe_latency(addr, sent_at.elapsed().max(FAILURE_COST), Instant::now());
+            }
+        }
     }
 }
 
