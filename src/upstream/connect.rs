@@ -108,14 +108,13 @@ pub async fn connect(c: &Client, stats: &WorkerStats, t: &Target<'_>, fresh: boo
         },
         _ => 0,
     };
-    let ms = super::outlier::now_ms();
     // Two passes from the chosen one, no allocation: instances neither
     // marked down nor ejected first, then the others (a recovered one is
     // found at once, and when every instance is sick, traffic still goes
     // somewhere).
     let candidates = (0..2 * n).filter_map(|k| {
         let addr = t.instances[(start + k) % n];
-        let sick = c.pool.is_down(addr, now) || t.health.is_some_and(|h| h.is_ejected(addr, ms));
+        let sick = c.pool.is_down(addr, now) || t.health.is_some_and(|h| h.is_out(addr, now));
         (sick == (k >= n)).then_some(addr)
     });
     let mut at_cap = false;

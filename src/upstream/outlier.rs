@@ -22,10 +22,19 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+fn start() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
 /// Milliseconds since the process started: ejection times in one atomic.
 pub fn now_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+    ms_at(Instant::now())
+}
+
+/// [`now_ms`] of an instant the caller already has (no clock read).
+pub fn ms_at(at: Instant) -> u64 {
+    at.saturating_duration_since(start()).as_millis() as u64 + 1
 }
 
 #[derive(Debug, Default)]
@@ -161,6 +170,17 @@ impl ServiceHealth {
             return false;
         }
         self.instances.load().get(&addr).is_some_and(|h| h.until.load(Relaxed) > now || h.unhealthy.load(Relaxed))
+    }
+
+    /// [`is_ejected`](Self::is_ejected) at `at`, converting the time only
+    /// when some instance of the service was ever out (the common case
+    /// costs two atomic reads).
+    #[inline]
+    pub fn is_out(&self, addr: SocketAddr, at: Instant) -> bool {
+        if self.until.load(Relaxed) == 0 && self.unhealthy.load(Relaxed) == 0 {
+            return false;
+        }
+        self.is_ejected(addr, ms_at(at))
     }
 
     /// An active check of `addr` passed (`ok`) or failed; `healthy` passes
