@@ -46,7 +46,10 @@ pub struct Slot(Rc<CircuitState>);
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.active.set(self.0.active.get().saturating_sub(1));
-        self.0.freed.notify(1);
+        // Nobody waits in the common case: no notification to pay for.
+        if self.0.pending.get() > 0 {
+            self.0.freed.notify(1);
+        }
     }
 }
 
@@ -141,15 +144,20 @@ impl Balance {
     /// `max_connections` requests are at its instances; else waiting (at
     /// most `max_pending` wait, each at most `wait`) for one to finish.
     /// `None`: refused, answer `503 overloaded` at once.
+    /// A request to the service is about to go out: it earns its share of
+    /// a retry (`percent`), and takes a place in the circuit (one lookup
+    /// of the service's state for both).
     pub async fn admit(
         &self,
         version: u64,
         index: usize,
         name: &std::sync::Arc<str>,
+        percent: u32,
         c: &crate::config::resilience::Circuit,
         wait: Duration,
     ) -> Option<Slot> {
         let s = self.with(version, index, |s| {
+            s.credits.set((s.credits.get() + percent.min(100)).min(MAX_SAVED * RETRY));
             s.circuit
                 .borrow_mut()
                 .get_or_insert_with(|| self.circuits.borrow_mut().entry(name.clone()).or_default().clone())

@@ -164,6 +164,7 @@ pub async fn connect(c: &Client, stats: &WorkerStats, t: &Target<'_>, fresh: boo
 
 /// A failure of `addr` for outlier detection: this worker's run and the
 /// shared count.
+#[cold]
 pub fn fail(c: &Client, t: &Target<'_>, addr: SocketAddr) {
     if let (Some(h), Some(policy)) = (t.health, t.outlier) {
         c.balance.failed(addr);

@@ -164,7 +164,7 @@ impl ServiceHealth {
 
     /// Whether `addr` is out now: ejected, or failing its active checks.
     /// Two atomic reads while nothing is.
-    #[inline]
+    #[inline(never)]
     pub fn is_ejected(&self, addr: SocketAddr, now: u64) -> bool {
         if self.until.load(Relaxed) <= now && self.unhealthy.load(Relaxed) == 0 {
             return false;

@@ -15,7 +15,9 @@ fn colour() -> bool {
     *ON.get_or_init(|| std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
 }
 
-/// The line for one request.
+/// The line for one request. Cold: out of the way of the serving path.
+#[cold]
+#[inline(never)]
 pub fn line(snap: &Snapshot, meta: &Meta, status: u16, micros: u64) {
     let route = meta.service.as_deref().and_then(|name| match snap.router.service(name) {
         Some(s) => s.config.dev.clone(),

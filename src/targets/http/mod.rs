@@ -142,7 +142,6 @@ impl Dispatch for HttpDispatch {
             && x.out.len() - head_bytes <= g.limits.retry_body_bytes
             && idempotent(x.req.method.as_bytes());
         let key = x.balance;
-        w.upstream.balance.earn(key.0, key.1, svc.retry.budget_percent);
         let target = Target {
             instances: x.instances,
             balance: Some(key),
@@ -155,8 +154,11 @@ impl Dispatch for HttpDispatch {
         };
         // The circuit: a place among the service's requests in flight on
         // this worker, or a short wait for one, or `503 overloaded` at once.
-        let Some(_slot) =
-            w.upstream.balance.admit(key.0, key.1, x.service_name, &svc.circuit, svc.connect_timeout).await
+        let Some(_slot) = w
+            .upstream
+            .balance
+            .admit(key.0, key.1, x.service_name, svc.retry.budget_percent, &svc.circuit, svc.connect_timeout)
+            .await
         else {
             w.stats.breaker_refused.fetch_add(1, Relaxed);
             return Err(Failed::before(ProxyError::new(
