@@ -151,6 +151,10 @@ pub struct RetrySection {
     pub attempts: Option<u32>,
     /// Retries stay under this share of the service's requests.
     pub budget_percent: Option<u32>,
+    /// What may be retried: "connect_failure" (another instance when a
+    /// connect fails; the default) and "503" (an answer of 503, only for
+    /// requests the replay rule allows).
+    pub on: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -224,11 +224,17 @@ pub struct RetryPolicy {
     pub attempts: u32,
     /// Retries stay under this share of the service's requests, per worker.
     pub budget_percent: u32,
+    /// `on` has "connect_failure": a failed connect moves on to the next
+    /// instance (not a retry: nothing was sent).
+    pub on_connect_failure: bool,
+    /// `on` has "503": a `503` answer to a replayable request is retried
+    /// on another instance, under `attempts` and the budget.
+    pub on_503: bool,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { attempts: 1, budget_percent: 20 }
+        RetryPolicy { attempts: 1, budget_percent: 20, on_connect_failure: true, on_503: false }
     }
 }
 

@@ -139,9 +139,28 @@ fn retry_policy(
 ) -> Result<RetryPolicy, ConfigError> {
     let d = RetryPolicy::default();
     let Some(r) = r else { return Ok(d) };
+    let (mut on_connect_failure, mut on_503) = (d.on_connect_failure, d.on_503);
+    if let Some(on) = &r.on {
+        on_connect_failure = false;
+        for what in on {
+            match what.as_str() {
+                "connect_failure" => on_connect_failure = true,
+                "503" => on_503 = true,
+                other => {
+                    return src.err(
+                        &format!("{key}.retry.on"),
+                        None,
+                        format!("{other:?} is not \"connect_failure\" or \"503\""),
+                    )
+                }
+            }
+        }
+    }
     let p = RetryPolicy {
         attempts: r.attempts.unwrap_or(d.attempts),
         budget_percent: r.budget_percent.unwrap_or(d.budget_percent),
+        on_connect_failure,
+        on_503,
     };
     if p.attempts > 10 {
         return src.err(&format!("{key}.retry.attempts"), None, "must be between 0 and 10");

@@ -48,6 +48,7 @@ pub async fn call(c: &Client, d: &Deadlines, stats: &WorkerStats, req: CallReque
         instances: std::slice::from_ref(&req.addr),
         balance: None,
         pick: super::Pick::RoundRobin,
+        failover: true,
         health: None,
         outlier: None,
         connect_timeout: req.connect_timeout,

@@ -42,6 +42,9 @@ pub struct Target<'a> {
     /// `None` for a single fixed address.
     pub balance: Option<(u64, usize)>,
     pub pick: Pick,
+    /// `retry.on` has "connect_failure": a failed connect moves on to the
+    /// next instance (nothing was sent); else the first failure is the answer.
+    pub failover: bool,
     /// Instances ejected by outlier detection are tried last.
     pub health: Option<&'a super::outlier::ServiceHealth>,
     pub outlier: Option<&'a crate::config::resilience::Outlier>,
@@ -151,6 +154,9 @@ pub async fn connect(c: &Client, stats: &WorkerStats, t: &Target<'_>, fresh: boo
                 c.pool.mark_down(addr, now);
                 fail(c, t, addr);
             }
+        }
+        if !t.failover {
+            break;
         }
     }
     if at_cap {

@@ -146,6 +146,7 @@ impl Dispatch for HttpDispatch {
             instances: x.instances,
             balance: Some(key),
             pick: x.pick,
+            failover: svc.retry.on_connect_failure,
             health: Some(x.health),
             outlier: Some(&svc.outlier),
             connect_timeout: svc.connect_timeout,
@@ -242,18 +243,43 @@ impl Dispatch for HttpDispatch {
                 break (Sent::Streaming(up), addr, conn.lease);
             }
             let keep = x.keep_client;
-            let head = read_head(&mut up, fd, &uw, svc.timeout, |buf| {
+            // `retry.on = ["503"]`: a 503 to a replayable request is seen
+            // before its head is written for the client, so the request
+            // (still in `x.out`) can go to another instance.
+            let check_503 = Cell::new(svc.retry.on_503 && replayable);
+            let mut parse = |buf: &[u8]| {
+                if check_503.get() && is_503(buf) {
+                    return Ok(Step::Done(None));
+                }
                 // Decided now, not at the request's start: a drain that began
                 // meanwhile closes this connection after the answer.
                 let keep = keep && !w.shutdown.is_triggered();
                 Ok(match parse_response(buf, &x.req, x.gateway, x.response_hook, keep, x.out)? {
-                    Parsed::Final(r) => Step::Done(r),
+                    Parsed::Final(r) => Step::Done(Some(r)),
                     Parsed::Interim(n) => Step::Interim(n),
                     Parsed::Partial => Step::Partial,
                 })
-            })
-            .await;
-            observe(w, &target, addr, reused, sent_at, &head);
+            };
+            let mut head = read_head(&mut up, fd, &uw, svc.timeout, &mut parse).await;
+            if let Ok(None) = head {
+                if may_retry(&mut retries, false) {
+                    observe(w, &target, addr, reused, sent_at, Ok(503));
+                    // Its body unread: the connection goes, not to the pool.
+                    *x.upstream_buf = up.into_parts().1;
+                    fresh = true;
+                    continue;
+                }
+                // No retry left: the 503 is the answer.
+                check_503.set(false);
+                head = read_head(&mut up, fd, &uw, svc.timeout, &mut parse).await;
+            }
+            let head = head.map(|r| r.ok_or(()));
+            let head = match head {
+                Ok(Ok(r)) => Ok(r),
+                Ok(Err(())) => Err(HeadError::Fatal(ProxyError::bad_gateway("the service's answer could not be read"))),
+                Err(e) => Err(e),
+            };
+            observe(w, &target, addr, reused, sent_at, head.as_ref().map(|r| r.status));
             match head {
                 Ok(resp) => break (Sent::Whole(up, resp), addr, conn.lease),
                 Err(HeadError::Stale) if may_retry(&mut retries, reused) => {
@@ -303,6 +329,13 @@ impl Dispatch for HttpDispatch {
     }
 }
 
+/// Whether `buf` starts with a `503` status line.
+fn is_503(buf: &[u8]) -> bool {
+    buf.len() > 12
+        && (buf.starts_with(b"HTTP/1.1 503") || buf.starts_with(b"HTTP/1.0 503"))
+        && matches!(buf[12], b' ' | b'\r')
+}
+
 /// The latency a failed exchange counts as for `p2c`.
 const FAILURE_COST: std::time::Duration = std::time::Duration::from_millis(250);
 
@@ -315,10 +348,10 @@ fn observe(
     addr: std::net::SocketAddr,
     reused: bool,
     sent_at: Option<Instant>,
-    head: &Result<Response, HeadError>,
+    head: Result<u16, &HeadError>,
 ) {
     match head {
-        Ok(r) if r.status < 500 => {
+        Ok(status) if status < 500 => {
             upstream::connect::succeed(w.upstream, target, addr);
             if let Some(at) = sent_at {
                 let now = Instant::now();
@@ -403,7 +436,14 @@ async fn stream_body(
             Either::Right((head, _)) => (head, !body_done.get()),
         }
     };
-    observe(w, target, addr, false, (target.pick == upstream::Pick::P2c).then_some(started), &head);
+    observe(
+        w,
+        target,
+        addr,
+        false,
+        (target.pick == upstream::Pick::P2c).then_some(started),
+        head.as_ref().map(|r| r.status),
+    );
     let resp = match head {
         Ok(r) => r,
         Err(e) => {
