@@ -350,3 +350,28 @@ fn without_connect_failure_in_on_a_dead_instance_is_not_failed_over() {
     }
     assert!(failed >= 1, "a refused connect was failed over although `on` does not list it");
 }
+
+#[test]
+fn the_instance_view_shows_requests_in_flight_and_latency() {
+    let slow = named_after("slow", Duration::from_millis(800));
+    let gw = Gateway::start(&format!(
+        "[server]\nworkers = 2\n[services.shop]\ninstances = [\"{}\"]\nbalance = \"p2c\"\n",
+        slow.addr
+    ));
+    let public = gw.public;
+    let inflight = std::thread::spawn(move || {
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(move || http_get(public, "/shop/").status);
+            }
+        })
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let during = instances_view(&gw, "shop");
+    assert_eq!(during["instances"][0]["in_flight"], 3, "{during}");
+    inflight.join().unwrap();
+    let after = instances_view(&gw, "shop");
+    assert_eq!(after["instances"][0]["in_flight"], 0, "{after}");
+    let ms = after["instances"][0]["latency_ms"].as_f64().unwrap_or(0.0);
+    assert!(ms >= 700.0, "EWMA time to the answer's head: {after}");
+}

@@ -203,6 +203,8 @@ impl Call {
 enum Outcome {
     Done(AdminResponse),
     Applied(Applied),
+    /// `GET /services/{name}/instances`, before the workers' figures are added.
+    Instances(Value),
 }
 
 impl From<AdminResponse> for Outcome {
@@ -248,6 +250,7 @@ pub async fn handle(state: &Arc<AdminState>, req: &AdminRequest) -> Option<Admin
     Some(match control.run(move |c| answer(c, &call)).await {
         Ok(Outcome::Done(res)) => res,
         Ok(Outcome::Applied(a)) => applied(state, a, started).await,
+        Ok(Outcome::Instances(body)) => with_worker_figures(state, body).await,
         Err(gone) => AdminResponse::error(503, "control_unavailable", &gone.to_string()),
     })
 }
@@ -312,7 +315,7 @@ fn entity(control: &Control, kind: Kind, name: &str, rest: &[&str], call: &Call)
         comment: call.comment.clone(),
     };
     match (call.method.as_str(), rest) {
-        ("GET", ["instances"]) if kind == Kind::Service => instances(control, name),
+        ("GET", ["instances"]) if kind == Kind::Service => return instances(control, name),
         ("GET", []) => control.with_store(|store| {
             let Ok(Some(n)) = store.active_version(kind, name) else {
                 return not_found(kind, name);
@@ -414,10 +417,10 @@ fn entity(control: &Control, kind: Kind, name: &str, rest: &[&str], call: &Call)
 /// diff; `413` when either side is over the diff's caps (`control::diff`).
 /// `GET /services/{name}/instances`: what the service routes to now, where
 /// it came from, and when the source last answered.
-fn instances(control: &Control, name: &str) -> AdminResponse {
+fn instances(control: &Control, name: &str) -> Outcome {
     let snap = control.snapshot().load_full();
     let Some(svc) = snap.router.services.get(name) else {
-        return not_found(Kind::Service, name);
+        return not_found(Kind::Service, name).into();
     };
     let ms = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     // Outlier state: ejected (and for how much longer), failures in a row.
@@ -458,6 +461,37 @@ fn instances(control: &Control, name: &str) -> AdminResponse {
             })
         }
     };
+    Outcome::Instances(body)
+}
+
+/// Adds what only the workers know to each instance: requests in flight
+/// (summed over workers) and the EWMA time to the answer's head (averaged
+/// over the workers that measured it; `p2c` services only). Asked of each
+/// worker through its inbox: nothing on the request path pays for it.
+async fn with_worker_figures(state: &AdminState, mut body: Value) -> AdminResponse {
+    let addrs: Vec<std::net::SocketAddr> = body["instances"]
+        .as_array()
+        .map(|l| l.iter().filter_map(|i| i["address"].as_str()?.parse().ok()).collect())
+        .unwrap_or_default();
+    let per_worker = super::push::ask_all(state, |reply| crate::pipeline::ws::push::Command::Upstream {
+        addrs: addrs.clone(),
+        reply,
+    })
+    .await;
+    if let (Some(per_worker), Some(list)) = (per_worker, body["instances"].as_array_mut()) {
+        for (i, inst) in list.iter_mut().enumerate() {
+            let in_flight: usize = per_worker.iter().filter_map(|w| w.get(i)).map(|f| f.0).sum();
+            let measured: Vec<f64> =
+                per_worker.iter().filter_map(|w| w.get(i)).map(|f| f.1).filter(|l| *l > 0.0).collect();
+            inst["in_flight"] = in_flight.into();
+            inst["latency_ms"] = if measured.is_empty() {
+                Value::Null
+            } else {
+                let ms = measured.iter().sum::<f64>() / measured.len() as f64 / 1000.0;
+                ((ms * 100.0).round() / 100.0).into()
+            };
+        }
+    }
     AdminResponse::json(200, body.to_string())
 }
 

@@ -79,6 +79,13 @@ pub enum Command {
     Sync {
         reply: flume::Sender<u64>,
     },
+    /// This worker's requests in flight to each address, and its EWMA of
+    /// their time to the answer's head (µs; 0 when not measured: only
+    /// `p2c` services are timed).
+    Upstream {
+        addrs: Vec<std::net::SocketAddr>,
+        reply: flume::Sender<Vec<(usize, f64)>>,
+    },
 }
 
 fn opcode(body: &[u8]) -> u8 {
@@ -154,6 +161,11 @@ pub fn handle(w: &Worker, cmd: Command) {
         }
         Command::Sync { reply } => {
             let _ = reply.send(w.snapshot.load().version);
+        }
+        Command::Upstream { addrs, reply } => {
+            let now = std::time::Instant::now();
+            let u = &w.upstream;
+            let _ = reply.send(addrs.iter().map(|a| (u.pool.in_use(*a), u.balance.latency_us(*a, now))).collect());
         }
         Command::CloseAll { code, reason } => {
             for c in w.ws.all(None) {
