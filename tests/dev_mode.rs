@@ -259,3 +259,26 @@ fn every_file_in_config_validates() {
     }
     assert!(checked >= 2, "default.toml and example.toml at least");
 }
+
+#[test]
+fn a_mock_can_stand_in_for_a_slow_service_without_holding_the_worker() {
+    let gw = Gateway::start(
+        "[server]\nworkers = 1\n[services.slow.mock]\nroutes = [{ path = \"/slow\", body = \"late\", delay = \"400ms\" }, { path = \"/fast\", body = \"now\" }]\n",
+    );
+    let public = gw.public;
+    let started = std::time::Instant::now();
+    let slow = std::thread::spawn(move || (get(public, "/slow/slow").text(), std::time::Instant::now()));
+    std::thread::sleep(Duration::from_millis(50));
+    // The one worker answers another request meanwhile.
+    assert_eq!(get(gw.public, "/slow/fast").text(), "now");
+    let fast_done = started.elapsed();
+    let (text, at) = slow.join().unwrap();
+    assert_eq!(text, "late");
+    assert!(at.duration_since(started) >= Duration::from_millis(400));
+    assert!(fast_done < Duration::from_millis(350), "the worker was held: {fast_done:?}");
+    let dir = temp_dir("mock-delay");
+    let p = dir.join("c.toml");
+    std::fs::write(&p, "[services.s.mock]\nroutes = [{ delay = \"2m\" }]\n").unwrap();
+    let out = Command::new(wasp_bin()).args(["check", "--config"]).arg(&p).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("services.s.mock.routes.0.delay"));
+}

@@ -43,6 +43,8 @@ pub struct MockRouteSection {
     pub content_type: Option<String>,
     #[serde(default)]
     pub headers: indexmap::IndexMap<String, String>,
+    /// Answer after this long ("20ms"): a stand-in for a slow service.
+    pub delay: Option<String>,
 }
 
 /// A service's mock, validated.
@@ -60,6 +62,7 @@ pub struct MockRoute {
     pub content_type: Option<String>,
     pub headers: Vec<(String, String)>,
     pub body: Arc<[u8]>,
+    pub delay: std::time::Duration,
 }
 
 /// Routes a mock may have.
@@ -136,7 +139,15 @@ pub(super) fn validate(origin: &str, key: &str, m: &MockSection) -> Result<MockC
             }
             headers.push((lower, value.clone()));
         }
-        routes.push(MockRoute { method, path, status, content_type, headers, body: body.into() });
+        let delay = match &r.delay {
+            None => std::time::Duration::ZERO,
+            Some(t) => match super::parse_duration(t) {
+                Ok(d) if d <= std::time::Duration::from_secs(60) => d,
+                Ok(_) => return err(&at("delay"), "must be at most 60s".into()),
+                Err(e) => return err(&at("delay"), e),
+            },
+        };
+        routes.push(MockRoute { method, path, status, content_type, headers, body: body.into(), delay });
     }
     Ok(MockConfig { routes })
 }

@@ -56,7 +56,12 @@ impl Filter for Mock {
                     self.service, req.method, req.path
                 ),
             });
-            return Action::Respond(Answer { status: 404, headers, body: body.to_string().into_bytes() });
+            return Action::Respond(Answer {
+                status: 404,
+                headers,
+                body: body.to_string().into_bytes(),
+                ..Answer::default()
+            });
         };
         if let Some(t) = &r.content_type {
             headers.add("content-type", t.as_bytes());
@@ -64,7 +69,7 @@ impl Filter for Mock {
         for (name, value) in &r.headers {
             headers.add(name, value.as_bytes());
         }
-        Action::Respond(Answer { status: r.status, headers, body: r.body.to_vec() })
+        Action::Respond(Answer { status: r.status, headers, body: r.body.to_vec(), delay: r.delay })
     }
 }
 

@@ -152,6 +152,9 @@ pub struct Answer {
     /// Headers besides framing and `x-request-id`, which the gateway writes.
     pub headers: HeaderEdits,
     pub body: Vec<u8>,
+    /// Written after this long (a mock standing in for a slow service);
+    /// the worker is not held meanwhile.
+    pub delay: std::time::Duration,
 }
 
 /// The request as filters see it. Borrows the client's read buffer: nothing

@@ -158,6 +158,9 @@ pub async fn serve_connection(
                 }
             }
             Some(Early::Respond(a)) => {
+                if !a.delay.is_zero() {
+                    monoio::time::sleep(a.delay).await;
+                }
                 // The client's body (if any) is not read: close after the answer.
                 let keep = keep_client && req.body == RequestBody::None;
                 match answer(&w, &mut client.stream, &mut out, a, &req.meta, keep, hook).await {
