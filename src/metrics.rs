@@ -67,8 +67,6 @@ pub struct WorkerStats {
     /// Requests that failed and could have been retried, but the retry
     /// budget or the attempts cap said no.
     pub retries_refused: AtomicU64,
-    /// Requests refused by a service's circuit (`503 overloaded`).
-    pub breaker_refused: AtomicU64,
     /// Idle upstream connections closed by the reaper.
     pub pool_reaped: AtomicU64,
     /// The snapshot version this worker acknowledged from its own loop
@@ -245,8 +243,6 @@ impl Registry {
             "wasp_upstream_retries_total{{result=\"refused\"}} {}",
             sum(&|w| w.retries_refused.load(Relaxed))
         );
-        o.push_str("# HELP wasp_circuit_refused_total Requests answered 503 overloaded because a service's circuit was full.\n# TYPE wasp_circuit_refused_total counter\n");
-        let _ = writeln!(o, "wasp_circuit_refused_total {}", sum(&|w| w.breaker_refused.load(Relaxed)));
         o.push_str("# HELP wasp_upstream_pool_reaped_total Idle upstream connections closed because they expired, were closed by the service or left the configuration.\n# TYPE wasp_upstream_pool_reaped_total counter\n");
         let _ = writeln!(o, "wasp_upstream_pool_reaped_total {}", sum(&|w| w.pool_reaped.load(Relaxed)));
         o.push_str("# HELP wasp_upstream_connects_total New connections opened to services.\n# TYPE wasp_upstream_connects_total counter\n");

@@ -196,7 +196,7 @@ fn the_circuit_answers_overloaded_at_once_instead_of_queueing() {
         assert!(r.1.contains("\"error\":\"overloaded\""), "{r:?}");
         assert!(r.2 < Duration::from_millis(1000), "refused at once, not after waiting: {r:?}");
     }
-    assert!(metric(&gw, "wasp_circuit_refused_total", "") >= 3);
+    assert!(metric(&gw, "wasp_circuit_refused_total", "service=\"shop\"") >= 3);
 }
 
 #[test]

@@ -78,6 +78,8 @@ pub struct ServiceHealth {
     pub unhealthy: std::sync::atomic::AtomicUsize,
     pub checks_passed: AtomicU64,
     pub checks_failed: AtomicU64,
+    /// Requests its circuit refused (`503 overloaded`), every worker.
+    pub circuit_refused: AtomicU64,
 }
 
 fn table() -> &'static Mutex<AHashMap<String, Arc<ServiceHealth>>> {
@@ -114,6 +116,13 @@ pub fn render(out: &mut String) {
             "wasp_outlier_ejections_total{{service=\"{name}\",result=\"refused\"}} {}",
             h.refused.load(Relaxed)
         );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP wasp_circuit_refused_total Requests answered 503 overloaded because the service's circuit was full.\n# TYPE wasp_circuit_refused_total counter"
+    );
+    for (name, h) in &all {
+        let _ = writeln!(out, "wasp_circuit_refused_total{{service=\"{name}\"}} {}", h.circuit_refused.load(Relaxed));
     }
     let _ = writeln!(
         out,

@@ -161,7 +161,7 @@ impl Dispatch for HttpDispatch {
             .admit(key.0, key.1, x.service_name, svc.retry.budget_percent, &svc.circuit, svc.connect_timeout)
             .await
         else {
-            w.stats.breaker_refused.fetch_add(1, Relaxed);
+            x.health.circuit_refused.fetch_add(1, Relaxed);
             return Err(Failed::before(ProxyError::new(
                 ErrorKind::Overloaded,
                 "the service has as many requests in flight as its circuit allows (services.NAME.circuit)",
