@@ -461,6 +461,10 @@ fn instances(control: &Control, name: &str) -> Outcome {
             })
         }
     };
+    let mut body = body;
+    // Timed only for `p2c` services; another service sharing an address
+    // must not show their figure.
+    body["latency_measured"] = (svc.config.balance == crate::config::resilience::Balance::P2c).into();
     Outcome::Instances(body)
 }
 
@@ -473,6 +477,8 @@ async fn with_worker_figures(state: &AdminState, mut body: Value) -> AdminRespon
         .as_array()
         .map(|l| l.iter().filter_map(|i| i["address"].as_str()?.parse().ok()).collect())
         .unwrap_or_default();
+    let timed =
+        body.as_object_mut().and_then(|o| o.remove("latency_measured")).and_then(|v| v.as_bool()).unwrap_or(false);
     let per_worker = super::push::ask_all(state, |reply| crate::pipeline::ws::push::Command::Upstream {
         addrs: addrs.clone(),
         reply,
@@ -484,7 +490,7 @@ async fn with_worker_figures(state: &AdminState, mut body: Value) -> AdminRespon
             let measured: Vec<f64> =
                 per_worker.iter().filter_map(|w| w.get(i)).map(|f| f.1).filter(|l| *l > 0.0).collect();
             inst["in_flight"] = in_flight.into();
-            inst["latency_ms"] = if measured.is_empty() {
+            inst["latency_ms"] = if !timed || measured.is_empty() {
                 Value::Null
             } else {
                 let ms = measured.iter().sum::<f64>() / measured.len() as f64 / 1000.0;

@@ -76,7 +76,9 @@ fn query_param(q: &str, name: &str) -> Option<String> {
 async fn ask<T>(state: &AdminState, worker: usize, make: impl FnOnce(flume::Sender<T>) -> Command) -> Option<T> {
     let inbox = state.inboxes.get(worker)?;
     let (tx, rx) = flume::bounded(1);
-    inbox.send(make(tx)).ok()?;
+    // Awaited, never blocking: a stalled worker's full inbox must not stop
+    // the admin thread (health probes, metrics) from answering.
+    monoio::time::timeout(WORKER_ANSWER, inbox.send_async(make(tx))).await.ok()?.ok()?;
     monoio::time::timeout(WORKER_ANSWER, rx.recv_async()).await.ok()?.ok()
 }
 
@@ -84,7 +86,7 @@ pub(crate) async fn ask_all<T>(state: &AdminState, make: impl Fn(flume::Sender<T
     let mut rxs = Vec::new();
     for inbox in &state.inboxes {
         let (tx, rx) = flume::bounded(1);
-        inbox.send(make(tx)).ok()?;
+        monoio::time::timeout(WORKER_ANSWER, inbox.send_async(make(tx))).await.ok()?.ok()?;
         rxs.push(rx);
     }
     let mut out = Vec::new();

@@ -55,7 +55,7 @@ pub async fn call(c: &Client, d: &Deadlines, stats: &WorkerStats, req: CallReque
         pool_idle: req.pool_idle,
         max_conns: req.max_conns,
     };
-    let conn = connect(c, stats, &target, false).await?;
+    let conn = connect(c, stats, &target, false, None).await?;
     // Held until this exchange ends, however it ends.
     let _lease = conn.lease;
     let fd = conn.stream.as_raw_fd();

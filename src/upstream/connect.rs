@@ -83,7 +83,17 @@ pub struct Conn {
 /// service closed it or sent bytes nobody asked for: a request is not
 /// written on a connection already known to be dead, and a client does not
 /// read what a service sent after another client's answer.
-pub async fn connect(c: &Client, stats: &WorkerStats, t: &Target<'_>, fresh: bool) -> Result<Conn, ProxyError> {
+///
+/// `avoid`: an instance that just failed this request (a `503` retried, a
+/// failed write): tried last, and the others are tried whatever `failover`
+/// says — a retry goes to another instance.
+pub async fn connect(
+    c: &Client,
+    stats: &WorkerStats,
+    t: &Target<'_>,
+    fresh: bool,
+    avoid: Option<SocketAddr>,
+) -> Result<Conn, ProxyError> {
     let n = t.instances.len();
     if n == 0 {
         return Err(ProxyError::new(ErrorKind::NoInstance, "the service has no instances"));
@@ -117,7 +127,7 @@ pub async fn connect(c: &Client, stats: &WorkerStats, t: &Target<'_>, fresh: boo
     // somewhere).
     let candidates = (0..2 * n).filter_map(|k| {
         let addr = t.instances[(start + k) % n];
-        let sick = c.pool.is_down(addr, now) || t.health.is_some_and(|h| h.is_out(addr, now));
+        let sick = avoid == Some(addr) || c.pool.is_down(addr, now) || t.health.is_some_and(|h| h.is_out(addr, now));
         (sick == (k >= n)).then_some(addr)
     });
     let mut at_cap = false;
@@ -155,7 +165,7 @@ pub async fn connect(c: &Client, stats: &WorkerStats, t: &Target<'_>, fresh: boo
                 fail(c, t, addr);
             }
         }
-        if !t.failover {
+        if !t.failover && avoid.is_none() {
             break;
         }
     }

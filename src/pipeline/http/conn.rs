@@ -161,8 +161,9 @@ pub async fn serve_connection(
                 if !a.delay.is_zero() {
                     monoio::time::sleep(a.delay).await;
                 }
-                // The client's body (if any) is not read: close after the answer.
-                let keep = keep_client && req.body == RequestBody::None;
+                // The client's body (if any) is not read: close after the
+                // answer; so does a drain that began during a mock's delay.
+                let keep = keep_client && req.body == RequestBody::None && !w.shutdown.is_triggered();
                 match answer(&w, &mut client.stream, &mut out, a, &req.meta, keep, hook).await {
                     Ok(()) => Ok(Outcome {
                         status: a.status,

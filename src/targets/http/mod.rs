@@ -174,6 +174,8 @@ impl Dispatch for HttpDispatch {
         let uw = w.deadlines.watch();
         let mut retries = 0u32;
         let mut fresh = false;
+        // The instance that just failed this request, for its retry.
+        let mut avoid = None;
         let mut sent_continue = false;
         // May a request that failed after its write go out again? A retry
         // after a *pooled* connection failed is the stale keep-alive case
@@ -199,7 +201,7 @@ impl Dispatch for HttpDispatch {
             // closed or wrote to unasked (late bytes after a HEAD answer, an
             // idle-timeout 408) is never written on, so no request goes out
             // on a dead connection and no client reads another's bytes.
-            let conn = upstream::connect(w.upstream, w.stats, &target, fresh).await.map_err(Failed::before)?;
+            let conn = upstream::connect(w.upstream, w.stats, &target, fresh, avoid).await.map_err(Failed::before)?;
             if x.req.expect_continue && !body.is_done() && !sent_continue {
                 // The service is reachable: now let the client send its body.
                 let mut cont = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
@@ -228,6 +230,7 @@ impl Dispatch for HttpDispatch {
                 *x.upstream_buf = up.into_parts().1;
                 if !reused {
                     upstream::connect::fail(w.upstream, &target, addr);
+                    avoid = Some(addr);
                 }
                 if uw.fired().is_none() && may_retry(&mut retries, reused) {
                     fresh = true;
@@ -264,9 +267,11 @@ impl Dispatch for HttpDispatch {
             if let Ok(None) = head {
                 if may_retry(&mut retries, false) {
                     observe(w, &target, addr, reused, sent_at, Ok(503));
-                    // Its body unread: the connection goes, not to the pool.
+                    // Its body unread: the connection goes, not to the pool;
+                    // the retry goes to another instance.
                     *x.upstream_buf = up.into_parts().1;
                     fresh = true;
+                    avoid = Some(addr);
                     continue;
                 }
                 // No retry left: the 503 is the answer.
