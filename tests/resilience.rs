@@ -144,6 +144,8 @@ fn a_failing_instance_is_ejected_then_tried_again() {
         view["instances"].as_array().unwrap().iter().find(|i| i["address"] == bad.addr.to_string()).cloned().unwrap();
     assert_eq!(bad_view["state"], "ejected", "{view}");
     assert!(metric(&gw, "wasp_outlier_ejections_total", "service=\"shop\",result=\"ejected\"") >= 1);
+    assert_eq!(metric(&gw, "wasp_instances", "service=\"shop\",state=\"ejected\""), 1);
+    assert_eq!(metric(&gw, "wasp_instances", "service=\"shop\",state=\"serving\""), 2);
     // After the ejection it is tried again (and fails again: out for longer).
     std::thread::sleep(Duration::from_millis(1700));
     let _ = load(gw.public, "/shop/", 30, 1, |_| String::new());

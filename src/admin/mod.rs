@@ -95,6 +95,7 @@ pub async fn handle(state: Arc<AdminState>, req: AdminRequest) -> AdminResponse 
                 let mut text = state.registry.render(state.snapshot.load().version);
                 crate::discovery::render(&mut text);
                 crate::upstream::outlier::render(&mut text);
+                instances_by_state(&state, &mut text);
                 text.into_bytes()
             },
             allow: None,
@@ -103,5 +104,35 @@ pub async fn handle(state: Arc<AdminState>, req: AdminRequest) -> AdminResponse 
             AdminResponse::method_not_allowed("GET, HEAD")
         }
         _ => AdminResponse::error(404, "not_found", "no such admin endpoint"),
+    }
+}
+
+/// `wasp_instances{service,state}`: each service's instances now (static or
+/// discovered) by state — `serving`, `ejected` (outlier detection) or
+/// `unhealthy` (active checks).
+fn instances_by_state(state: &AdminState, out: &mut String) {
+    use std::fmt::Write;
+    let snap = state.snapshot.load();
+    let mut services: Vec<_> = snap.router.services.values().collect();
+    if services.is_empty() {
+        return;
+    }
+    services.sort_by(|a, b| a.name.cmp(&b.name));
+    let now = crate::upstream::outlier::now_ms();
+    let _ = writeln!(out, "# HELP wasp_instances A service's instances now, by state.\n# TYPE wasp_instances gauge");
+    for s in services {
+        let discovered = s.dynamic.as_ref().map(|d| d.addrs());
+        let list = discovered.as_deref().map_or(&s.config.instances[..], |v| &v[..]);
+        let (mut serving, mut ejected, mut unhealthy) = (0, 0, 0);
+        for a in list {
+            match s.health.get(a) {
+                Some(h) if h.unhealthy.load(std::sync::atomic::Ordering::Relaxed) => unhealthy += 1,
+                Some(h) if h.ejected_until() > now => ejected += 1,
+                _ => serving += 1,
+            }
+        }
+        for (st, n) in [("serving", serving), ("ejected", ejected), ("unhealthy", unhealthy)] {
+            let _ = writeln!(out, "wasp_instances{{service=\"{}\",state=\"{st}\"}} {n}", s.name);
+        }
     }
 }
