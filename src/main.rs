@@ -13,44 +13,42 @@ struct Cli {
     command: Command,
 }
 
+/// What `serve` and `dev` share: the file and the command-line overrides.
+#[derive(clap::Args)]
+struct RunArgs {
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Public listener, overrides server.listen.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Admin listener, overrides server.admin_listen.
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+    /// Worker threads (0 = one per core), overrides server.workers.
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway (on the built-in default config when --config is absent).
     Serve {
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        /// Public listener, overrides server.listen.
-        #[arg(long)]
-        listen: Option<SocketAddr>,
-        /// Admin listener, overrides server.admin_listen.
-        #[arg(long)]
-        admin_listen: Option<SocketAddr>,
-        /// Worker threads (0 = one per core), overrides server.workers.
-        #[arg(long)]
-        workers: Option<usize>,
+        #[command(flatten)]
+        run: RunArgs,
     },
     /// Runs one developer's service behind the gateway: `--override` sends
     /// a service to a local process, `--fallback` sends every other one to
     /// another gateway, `[services.X.mock]` answers for the rest; a line
     /// per request on the console.
     Dev {
-        #[arg(long, short)]
-        config: Option<PathBuf>,
         /// SERVICE=HOST:PORT (repeatable; also WASP_OVERRIDE_SERVICE=HOST:PORT).
         #[arg(long = "override", value_name = "SERVICE=HOST:PORT")]
         overrides: Vec<String>,
         /// Another gateway for every service not overridden or mocked: http://HOST:PORT.
         #[arg(long)]
         fallback: Option<String>,
-        /// Public listener, overrides server.listen.
-        #[arg(long)]
-        listen: Option<SocketAddr>,
-        /// Admin listener, overrides server.admin_listen.
-        #[arg(long)]
-        admin_listen: Option<SocketAddr>,
-        /// Worker threads (0 = one per core), overrides server.workers.
-        #[arg(long)]
-        workers: Option<usize>,
+        #[command(flatten)]
+        run: RunArgs,
     },
     /// Services' and endpoints' versions, through the admin API.
     Config {
@@ -89,7 +87,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { config, listen, admin_listen, workers } => {
+        Command::Serve { run: RunArgs { config, listen, admin_listen, workers } } => {
             match server::serve(config, Overrides { listen, admin_listen, workers }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -98,7 +96,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Dev { config, overrides, fallback, listen, admin_listen, workers } => {
+        Command::Dev { overrides, fallback, run: RunArgs { config, listen, admin_listen, workers } } => {
             let dev = wasp::config::dev::DevMode::new(
                 &overrides,
                 // Variables that are not text are not ours (and must not panic).
