@@ -140,22 +140,25 @@ impl Balance {
         self.circuits.borrow_mut().retain(|_, c| Rc::strong_count(c) > 1 || c.active.get() > 0 || c.pending.get() > 0);
     }
 
-    /// A place in the circuit of service `index`: at once while fewer than
-    /// `max_connections` requests are at its instances; else waiting (at
-    /// most `max_pending` wait, each at most `wait`) for one to finish.
-    /// `None`: refused, answer `503 overloaded` at once.
     /// A request to the service is about to go out: it earns its share of
-    /// a retry (`percent`), and takes a place in the circuit (one lookup
-    /// of the service's state for both).
-    pub async fn admit(
+    /// a retry (`percent`) and asks for a place in the circuit of service
+    /// `index` (one lookup of the service's state for both): at once while
+    /// fewer than `max_connections` requests are at its instances; else a
+    /// wait (at most `max_pending` wait) for one to finish; else refused
+    /// (`503 overloaded` at once).
+    ///
+    /// Synchronous in the common case (a place is free): `Ok(slot)`;
+    /// `Err(Some(wait))` when the caller must await [`Wait::place`], and
+    /// `Err(None)` when refused. The wait is a future of its own so the
+    /// request path does not build one when nothing waits.
+    pub fn admit(
         &self,
         version: u64,
         index: usize,
         name: &std::sync::Arc<str>,
         percent: u32,
         c: &crate::config::resilience::Circuit,
-        wait: Duration,
-    ) -> Option<Slot> {
+    ) -> Result<Slot, Option<Wait>> {
         let s = self.with(version, index, |s| {
             s.credits.set((s.credits.get() + percent.min(100)).min(MAX_SAVED * RETRY));
             s.circuit
@@ -165,24 +168,38 @@ impl Balance {
         });
         if s.active.get() < c.max_connections {
             s.active.set(s.active.get() + 1);
-            return Some(Slot(s));
+            return Ok(Slot(s));
         }
         if s.pending.get() >= c.max_pending {
-            return None;
+            return Err(None);
         }
+        Err(Some(Wait { s, max: c.max_connections }))
+    }
+}
+
+/// A request waiting for a place in a full circuit.
+pub struct Wait {
+    s: Rc<CircuitState>,
+    max: usize,
+}
+
+impl Wait {
+    /// Waits at most `wait` for a place; `None` when none came.
+    pub async fn place(self, wait: Duration) -> Option<Slot> {
+        let Wait { s, max } = self;
         s.pending.set(s.pending.get() + 1);
         let _pending = Pending(&s.pending);
         let deadline = Instant::now() + wait;
         loop {
             let freed = s.freed.listen();
-            if s.active.get() < c.max_connections {
+            if s.active.get() < max {
                 s.active.set(s.active.get() + 1);
                 return Some(Slot(s.clone()));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || monoio::time::timeout(left, freed).await.is_err() {
                 // One last look: a place freed as the wait ran out is taken.
-                if s.active.get() < c.max_connections {
+                if s.active.get() < max {
                     s.active.set(s.active.get() + 1);
                     return Some(Slot(s.clone()));
                 }
@@ -190,7 +207,9 @@ impl Balance {
             }
         }
     }
+}
 
+impl Balance {
     /// Runs `f` on the state of service number `index` in snapshot `version`.
     /// A new snapshot version starts every service afresh (indexes move).
     fn with<T>(&self, version: u64, index: usize, f: impl FnOnce(&ServiceState) -> T) -> T {

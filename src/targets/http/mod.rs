@@ -155,12 +155,13 @@ impl Dispatch for HttpDispatch {
         };
         // The circuit: a place among the service's requests in flight on
         // this worker, or a short wait for one, or `503 overloaded` at once.
-        let Some(_slot) = w
-            .upstream
-            .balance
-            .admit(key.0, key.1, x.service_name, svc.retry.budget_percent, &svc.circuit, svc.connect_timeout)
-            .await
-        else {
+        let admitted =
+            match w.upstream.balance.admit(key.0, key.1, x.service_name, svc.retry.budget_percent, &svc.circuit) {
+                Ok(slot) => Some(slot),
+                Err(Some(wait)) => wait.place(svc.connect_timeout).await,
+                Err(None) => None,
+            };
+        let Some(_slot) = admitted else {
             x.health.circuit_refused.fetch_add(1, Relaxed);
             return Err(Failed::before(ProxyError::new(
                 ErrorKind::Overloaded,
@@ -278,15 +279,15 @@ impl Dispatch for HttpDispatch {
                 check_503.set(false);
                 head = read_head(&mut up, fd, &uw, svc.timeout, &mut parse).await;
             }
-            let head = head.map(|r| r.ok_or(()));
-            let head = match head {
-                Ok(Ok(r)) => Ok(r),
-                Ok(Err(())) => Err(HeadError::Fatal(ProxyError::bad_gateway("the service's answer could not be read"))),
-                Err(e) => Err(e),
-            };
-            observe(w, &target, addr, reused, sent_at, head.as_ref().map(|r| r.status));
+            // No copy of the answer's head on the way: matched where it lies.
+            observe(w, &target, addr, reused, sent_at, head.as_ref().map(|r| r.as_ref().map_or(503, |r| r.status)));
             match head {
-                Ok(resp) => break (Sent::Whole(up, resp), addr, conn.lease),
+                Ok(Some(resp)) => break (Sent::Whole(up, resp), addr, conn.lease),
+                // Only with the 503 check on, which the second read turns off.
+                Ok(None) => {
+                    w.stats.upstream_errors.fetch_add(1, Relaxed);
+                    return Err(Failed::before(ProxyError::bad_gateway("the service's answer could not be read")));
+                }
                 Err(HeadError::Stale) if may_retry(&mut retries, reused) => {
                     *x.upstream_buf = up.into_parts().1;
                     fresh = true;
