@@ -377,3 +377,30 @@ fn the_instance_view_shows_requests_in_flight_and_latency() {
     let ms = after["instances"][0]["latency_ms"].as_f64().unwrap_or(0.0);
     assert!(ms >= 700.0, "EWMA time to the answer's head: {after}");
 }
+
+#[test]
+fn hash_spreads_the_keys_of_an_instance_that_is_out_over_the_others() {
+    let (a, b) = (named_after("a", Duration::ZERO), named_after("b", Duration::ZERO));
+    let dead = dead_addr();
+    // The dead instance sits between the two live ones in the list: the
+    // next-in-list rule would hand all its keys to `b`.
+    let gw = Gateway::start(&format!(
+        "[server]\nworkers = 1\n[services.shop]\ninstances = [\"{}\", \"{dead}\", \"{}\"]\nbalance = {{ hash = \"header:X-User\" }}\n",
+        a.addr, b.addr
+    ));
+    let users = 600;
+    let mut to_a = 0;
+    for u in 0..users {
+        let r = raw(
+            gw.public,
+            format!("GET /shop/ HTTP/1.1\r\nHost: t\r\nX-User: u{u}\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        if r.text() == "a" {
+            to_a += 1;
+        }
+    }
+    // Each live instance: its own third plus half of the dead one's.
+    let share = to_a as f64 / users as f64;
+    assert!((0.40..0.60).contains(&share), "a took {to_a} of {users} keys");
+}

@@ -117,16 +117,32 @@ pub async fn connect(
                     i
                 }
             }
-            Pick::Hash(key) => (0..n).max_by_key(|k| rendezvous(key, &t.instances[*k])).unwrap_or(0),
+            Pick::Hash(_) => 0,
         },
         _ => 0,
     };
-    // Two passes from the chosen one, no allocation: instances neither
-    // marked down nor ejected first, then the others (a recovered one is
-    // found at once, and when every instance is sick, traffic still goes
-    // somewhere).
+    // `hash`: every instance in rendezvous order, so when a key's instance
+    // is out its keys spread over the others as evenly as the hash does
+    // (the next in the list would take them all). Allocated for `hash`
+    // services only.
+    let ranked: Option<Vec<usize>> = match (t.pick, t.balance) {
+        (Pick::Hash(key), Some(_)) if n > 1 => {
+            let mut order: Vec<usize> = (0..n).collect();
+            order.sort_unstable_by_key(|k| std::cmp::Reverse(rendezvous(key, &t.instances[*k])));
+            Some(order)
+        }
+        _ => None,
+    };
+    let at = |k: usize| match &ranked {
+        Some(order) => order[k % n],
+        None => (start + k) % n,
+    };
+    // Two passes from the chosen one, no allocation (but for `hash`):
+    // instances neither marked down nor ejected first, then the others (a
+    // recovered one is found at once, and when every instance is sick,
+    // traffic still goes somewhere).
     let candidates = (0..2 * n).filter_map(|k| {
-        let addr = t.instances[(start + k) % n];
+        let addr = t.instances[at(k)];
         let sick = avoid == Some(addr) || c.pool.is_down(addr, now) || t.health.is_some_and(|h| h.is_out(addr, now));
         (sick == (k >= n)).then_some(addr)
     });
