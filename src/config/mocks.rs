@@ -187,21 +187,12 @@ fn resolve(origin: &str, file: &str) -> Result<std::path::PathBuf, String> {
 }
 
 fn read(path: &std::path::Path) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    // Without blocking: a FIFO or a device must not hang a load or reload.
-    let f =
-        std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(|e| e.to_string())?;
-    let meta = f.metadata().map_err(|e| e.to_string())?;
-    if !meta.is_file() {
-        return Err("not a regular file".into());
-    }
-    let mut out = Vec::new();
-    f.take(MAX_BODY + 1).read_to_end(&mut out).map_err(|e| e.to_string())?;
-    if out.len() as u64 > MAX_BODY {
-        return Err("larger than 1 MiB".into());
-    }
-    Ok(out)
+    use super::SmallFileError::*;
+    super::read_small_file(path, MAX_BODY).map_err(|e| match e {
+        Io(e) => e.to_string(),
+        NotRegular => "not a regular file".into(),
+        TooLarge => "larger than 1 MiB".into(),
+    })
 }
 
 /// A media type from a file's extension.

@@ -1,6 +1,7 @@
 //! Configuration: strict TOML in (`file`), a validated model out (`model`).
 
 pub mod dev;
+mod discovery;
 mod duration;
 mod endpoints;
 mod file;
@@ -9,7 +10,10 @@ mod mocks;
 mod model;
 pub mod resilience;
 mod services;
+mod small_file;
+pub use small_file::{read_small_file, SmallFileError};
 
+pub use discovery::{ConsulDiscovery, DiscoveryConfig, EtcdDiscovery, EurekaDiscovery};
 pub use duration::parse_duration;
 pub use endpoints::{parse_http_target, EndpointConfig, EndpointMode, HttpTarget, MatchValue, RouteConfig, WsLimits};
 pub use filters::{

@@ -1,11 +1,9 @@
 //! `[services.NAME]`: one service's table validated into a [`ServiceConfig`]
 //! (instances or discovery, timeouts, retry policy, filters).
 
+use super::discovery::{ConsulDiscovery, DiscoveryConfig, EtcdDiscovery, EurekaDiscovery};
 use super::file::{ConsulSection, EtcdSection, EurekaSection, ServiceSection};
-use super::model::{
-    valid_service_name, ConfigError, ConsulDiscovery, DiscoveryConfig, EtcdDiscovery, EurekaDiscovery, RetryPolicy,
-    ServiceConfig, Source, Timeouts,
-};
+use super::model::{valid_service_name, ConfigError, RetryPolicy, ServiceConfig, Source, Timeouts};
 use std::net::{SocketAddr, ToSocketAddrs};
 
 pub(super) fn service(

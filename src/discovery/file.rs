@@ -65,22 +65,12 @@ impl Discovery for File {
 /// file is read (opened without blocking: a FIFO or a device must not
 /// stall the control thread), and at most `MAX_BYTES` of it.
 async fn read(path: &Path) -> Result<Vec<SocketAddr>, String> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let meta = f.metadata().map_err(|e| format!("{}: {e}", path.display()))?;
-    if !meta.is_file() {
-        return Err(format!("{} is not a regular file", path.display()));
-    }
-    let mut text = Vec::new();
-    f.take(MAX_BYTES + 1).read_to_end(&mut text).map_err(|e| format!("{}: {e}", path.display()))?;
-    if text.len() as u64 > MAX_BYTES {
-        return Err(format!("{} is larger than 1 MiB", path.display()));
-    }
+    use crate::config::SmallFileError::*;
+    let text = crate::config::read_small_file(path, MAX_BYTES).map_err(|e| match e {
+        Io(e) => format!("{}: {e}", path.display()),
+        NotRegular => format!("{} is not a regular file", path.display()),
+        TooLarge => format!("{} is larger than 1 MiB", path.display()),
+    })?;
     let list: Vec<String> = serde_json::from_slice(&text)
         .map_err(|e| format!("{}: not a JSON array of \"host:port\" strings: {e}", path.display()))?;
     if list.len() > super::MAX_INSTANCES {

@@ -160,7 +160,7 @@ impl Balance {
         c: &crate::config::resilience::Circuit,
     ) -> Result<Slot, Option<Wait>> {
         let s = self.with(version, index, |s| {
-            s.credits.set((s.credits.get() + percent.min(100)).min(MAX_SAVED * RETRY));
+            earn_in(s, percent);
             s.circuit
                 .borrow_mut()
                 .get_or_insert_with(|| self.circuits.borrow_mut().entry(name.clone()).or_default().clone())
@@ -237,7 +237,7 @@ impl Balance {
 
     /// A request to the service was sent: it earns its share of a retry.
     pub fn earn(&self, version: u64, index: usize, percent: u32) {
-        self.with(version, index, |s| s.credits.set((s.credits.get() + percent.min(100)).min(MAX_SAVED * RETRY)));
+        self.with(version, index, |s| earn_in(s, percent));
     }
 
     /// Spends one retry if the budget has it.
@@ -250,6 +250,11 @@ impl Balance {
             None => false,
         })
     }
+}
+
+/// A request's share of a retry (`percent` credits), up to `MAX_SAVED`.
+fn earn_in(s: &ServiceState, percent: u32) {
+    s.credits.set((s.credits.get() + percent.min(100)).min(MAX_SAVED * RETRY));
 }
 
 /// `v` after `age` of halving every `EWMA_HALF_LIFE`.
