@@ -36,10 +36,12 @@ pub enum ErrorKind {
     Forbidden,
     /// Dev mode: a request came back from the fallback it was sent to.
     LoopDetected,
+    /// Kafka did not confirm a message (broker down, timeout, fatal error).
+    DeliveryFailed,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 15] = [
+    pub const ALL: [ErrorKind; 16] = [
         ErrorKind::BadRequest,
         ErrorKind::UriTooLong,
         ErrorKind::HeadersTooLarge,
@@ -55,6 +57,7 @@ impl ErrorKind {
         ErrorKind::UpgradeRequired,
         ErrorKind::Forbidden,
         ErrorKind::LoopDetected,
+        ErrorKind::DeliveryFailed,
     ];
 
     pub fn status(self) -> u16 {
@@ -66,7 +69,7 @@ impl ErrorKind {
             ErrorKind::UriTooLong => 414,
             ErrorKind::HeadersTooLarge => 431,
             ErrorKind::UnsupportedTransferEncoding => 501,
-            ErrorKind::BadGateway => 502,
+            ErrorKind::BadGateway | ErrorKind::DeliveryFailed => 502,
             ErrorKind::NoInstance | ErrorKind::Overloaded => 503,
             ErrorKind::UpstreamTimeout => 504,
             ErrorKind::ClientGone => 499,
@@ -94,6 +97,7 @@ impl ErrorKind {
             ErrorKind::UpgradeRequired => "upgrade_required",
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::LoopDetected => "loop_detected",
+            ErrorKind::DeliveryFailed => "delivery_failed",
         }
     }
 
@@ -103,7 +107,9 @@ impl ErrorKind {
 
     fn side(self) -> Side {
         match self {
-            ErrorKind::UpstreamTimeout | ErrorKind::BadGateway | ErrorKind::NoInstance => Side::Upstream,
+            ErrorKind::UpstreamTimeout | ErrorKind::BadGateway | ErrorKind::NoInstance | ErrorKind::DeliveryFailed => {
+                Side::Upstream
+            }
             ErrorKind::UnknownService | ErrorKind::Overloaded | ErrorKind::Forbidden | ErrorKind::LoopDetected => {
                 Side::Internal
             }

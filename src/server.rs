@@ -97,6 +97,11 @@ pub fn serve(path: Option<PathBuf>, ov: Overrides) -> Result<(), String> {
         signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT]).map_err(|e| format!("signals: {e}"))?;
 
     let registry = Arc::new(Registry::new(s.workers));
+    // Before the first snapshot: routes and workers find Kafka's settings here.
+    let kafka = crate::kafka::init(s.kafka.clone(), s.node_id);
+    if !s.kafka.push_topics.is_empty() {
+        kafka.want();
+    }
     // Versions of services and endpoints: the file seeds the store, and the
     // routed configuration is built from the store's active versions.
     let store = SqliteStore::open(s.store_path.as_deref()).map_err(|e| e.to_string())?;
@@ -132,6 +137,7 @@ pub fn serve(path: Option<PathBuf>, ov: Overrides) -> Result<(), String> {
         drain_timeout: s.drain_timeout,
     };
     let (supervisor, drivers) = Supervisor::start(settings, listeners, inbox_rxs)?;
+    crate::control::kafka::start(kafka, inboxes.clone(), &control_rt.handle());
     let workers = drivers.len();
 
     let state = Arc::new(AdminState {

@@ -24,6 +24,8 @@ const RANKS: &[(&str, u8)] = &[
     // The data plane, bottom to top.
     ("upstream", 3),
     ("discovery", 3),
+    // The Kafka client: one producer, consumers for the control side.
+    ("kafka", 3),
     ("targets", 4),
     ("router", 5),
     ("filters", 6),

@@ -62,14 +62,18 @@ fn readyz(state: &AdminState) -> AdminResponse {
         .filter(|s| s.dynamic.as_ref().is_some_and(|d| d.state().error.is_some()))
         .map(|s| crate::pipeline::ws::conn::json_string(&s.name))
         .collect();
-    if stale.is_empty() {
-        return AdminResponse::json(200, format!(r#"{{"status":"ready","config_version":{version}}}"#));
+    let mut body = format!(r#"{{"status":"ready","config_version":{version}"#);
+    if !stale.is_empty() {
+        stale.sort();
+        body.push_str(&format!(r#","stale_discovery":[{}]"#, stale.join(",")));
     }
-    stale.sort();
-    AdminResponse::json(
-        200,
-        format!(r#"{{"status":"ready","config_version":{version},"stale_discovery":[{}]}}"#, stale.join(",")),
-    )
+    // Kafka's state is reported, never a reason to be unready: everything
+    // that does not need Kafka serves, and what does answers with errors.
+    if let Some(k) = crate::kafka::client().readiness_json() {
+        body.push_str(&format!(r#","kafka":{k}"#));
+    }
+    body.push('}');
+    AdminResponse::json(200, body)
 }
 
 pub async fn handle(state: Arc<AdminState>, req: AdminRequest) -> AdminResponse {
@@ -95,6 +99,7 @@ pub async fn handle(state: Arc<AdminState>, req: AdminRequest) -> AdminResponse 
                 let mut text = state.registry.render(state.snapshot.load().version);
                 crate::discovery::render(&mut text);
                 crate::upstream::outlier::render(&mut text);
+                crate::kafka::client().render(&mut text);
                 instances_by_state(&state, &mut text);
                 text.into_bytes()
             },

@@ -100,7 +100,8 @@ pub(crate) async fn ask_all<T>(state: &AdminState, make: impl Fn(flume::Sender<T
 pub async fn handle(state: &Arc<AdminState>, req: &AdminRequest) -> Option<AdminResponse> {
     let parts: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
     let m = req.method.as_str();
-    let conn_id = |s: &str| ConnId::parse(s, 0).filter(|id| id.worker() < state.inboxes.len());
+    let node = u16::from(crate::kafka::client().node());
+    let conn_id = |s: &str| ConnId::parse(s, node).filter(|id| id.worker() < state.inboxes.len());
     let res = match (m, parts.as_slice()) {
         ("GET", ["connections"]) => list(state, &req.query).await,
         ("POST", ["connections", id]) => {
@@ -231,7 +232,7 @@ async fn list(state: &AdminState, query: &str) -> AdminResponse {
     };
     let after = match query_param(query, "cursor").filter(|c| !c.is_empty()) {
         None => 0,
-        Some(c) => match ConnId::parse(&c, 0) {
+        Some(c) => match ConnId::parse(&c, u16::from(crate::kafka::client().node())) {
             Some(id) => id.0,
             None => {
                 return AdminResponse::error(422, "invalid_cursor", "cursor is a connection id from a previous page")
@@ -254,7 +255,7 @@ async fn list(state: &AdminState, query: &str) -> AdminResponse {
     let more = all.len() > limit;
     all.truncate(limit);
     let next = match (more, all.last()) {
-        (true, Some((id, _))) => json_string(&ConnId(*id).display(0)),
+        (true, Some((id, _))) => json_string(&ConnId(*id).display(u16::from(crate::kafka::client().node()))),
         _ => "null".to_string(),
     };
     let items: Vec<&str> = all.iter().map(|(_, j)| j.as_str()).collect();

@@ -63,7 +63,9 @@ pub struct RouteConfig {
     pub key: String,
     pub matches: Vec<(JsonPath, MatchValue)>,
     pub http: Vec<HttpTarget>,
-    pub ack: bool,
+    /// Topics the events are produced to (beside `http`).
+    pub kafka: Vec<super::KafkaTarget>,
+    pub ack: super::Ack,
     pub reply: bool,
     pub timeout: Duration,
     /// jq program for the event before it goes to the targets.
@@ -250,7 +252,8 @@ fn route(
         key: rkey.to_string(),
         matches,
         http,
-        ack: r.ack.unwrap_or(false),
+        kafka: super::kafka::targets(src, &format!("{key}.kafka"), &r.kafka)?,
+        ack: super::kafka::ack(src, &format!("{key}.ack"), r.ack.as_ref())?,
         reply: r.reply.unwrap_or(false),
         timeout: src.duration(&format!("{key}.timeout"), &r.timeout, default_timeout)?,
         transform_request: program(

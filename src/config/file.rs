@@ -35,6 +35,8 @@ pub struct FileConfig {
     pub endpoints: BTreeMap<String, EndpointSection>,
     #[serde(default)]
     pub discovery: DiscoveryGlobalSection,
+    #[serde(default)]
+    pub kafka: super::kafka::KafkaSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -51,6 +53,9 @@ pub struct ServerSection {
     pub max_connections_per_worker: Option<usize>,
     /// Peers whose X-Forwarded-* headers are believed ("10.0.0.0/8", "127.0.0.1").
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
+    /// 0..=255, unique per gateway node: in connection ids, Kafka consumer
+    /// groups and bus reply routing.
+    pub node_id: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,6 +87,8 @@ pub struct ServiceSection {
     pub circuit: Option<super::resilience::CircuitSection>,
     pub outlier: Option<super::resilience::OutlierSection>,
     pub health: Option<super::resilience::HealthSection>,
+    /// How requests reach the service when not over HTTP: `{ kafka = {...} }`.
+    pub dispatch: Option<super::kafka::DispatchSection>,
 }
 
 /// `discovery = { file = "/etc/wasp/shop.json" }` (one registry per service).
@@ -235,9 +242,13 @@ pub struct EndpointSection {
 pub struct RouteSection {
     #[serde(default)]
     pub http: Vec<Spanned<String>>,
+    /// Topics the route's events are produced to.
+    #[serde(default)]
+    pub kafka: Vec<super::kafka::KafkaTargetSection>,
     #[serde(rename = "match")]
     pub matches: Option<indexmap::IndexMap<String, toml::Value>>,
-    pub ack: Option<bool>,
+    /// `false`, `true` (at once) or `"delivered"` (after every target confirmed).
+    pub ack: Option<super::kafka::AckSection>,
     pub reply: Option<bool>,
     pub timeout: Option<Spanned<String>>,
     /// jq programs for the event sent to targets and the reply sent back.

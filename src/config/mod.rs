@@ -6,6 +6,7 @@ mod duration;
 mod endpoints;
 mod file;
 mod filters;
+mod kafka;
 mod mocks;
 mod model;
 pub mod resilience;
@@ -20,5 +21,6 @@ pub use filters::{
     Conditions, CorsConfig, FilterConfig, HeaderRules, PathPattern, RecordConfig, RewriteConfig, RouteRule,
     SplitConfig, Sticky, TransformConfig, WhenSource,
 };
+pub use kafka::{topic_error, Ack, BusConfig, KafkaConfig, KafkaTarget};
 pub use mocks::{MockConfig, MockRoute};
 pub use model::*;

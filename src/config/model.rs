@@ -78,6 +78,10 @@ pub struct ServerConfig {
     pub admin_allowed_hosts: Vec<String>,
     /// Where versions of the dynamic configuration live; `None`: in memory.
     pub store_path: Option<std::path::PathBuf>,
+    /// This node's number among gateways sharing Kafka topics.
+    pub node_id: u8,
+    /// The Kafka client (used only when a route, a service or push needs it).
+    pub kafka: super::KafkaConfig,
 }
 
 /// Limits that keep one client from costing the gateway more than its share.
@@ -147,6 +151,8 @@ pub struct ServiceConfig {
     pub outlier: super::resilience::Outlier,
     /// Active checks (none unless configured).
     pub health: Option<super::resilience::HealthCheck>,
+    /// `dispatch = { kafka = ... }`: requests travel over Kafka, not HTTP.
+    pub bus: Option<super::BusConfig>,
 }
 
 /// `[services.X.retry]`: how many times, and how often overall, a request
@@ -383,6 +389,11 @@ impl Config {
                 }
             },
             store_path: file.store.path.as_ref().map(std::path::PathBuf::from),
+            node_id: match s.node_id.unwrap_or(0) {
+                n @ 0..=255 => n as u8,
+                _ => return src.err("server.node_id", None, "must be between 0 and 255"),
+            },
+            kafka: super::kafka::kafka(src, &file.kafka)?,
         };
 
         let l = &file.limits;

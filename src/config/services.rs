@@ -109,8 +109,16 @@ pub(super) fn service(
             }
         }
     };
+    let bus = match &svc.dispatch {
+        None => None,
+        Some(d) => super::kafka::bus(src, &format!("{key}.dispatch"), d)?,
+    };
+    if bus.is_some() && (!instances.is_empty() || discovery.is_some()) {
+        return src.err(&format!("{key}.dispatch"), None, "a service reached over Kafka has no instances or discovery");
+    }
     Ok(ServiceConfig {
         name: name.to_string(),
+        bus,
         discovery,
         instances,
         connect_timeout: src.duration(&format!("{key}.connect_timeout"), &svc.connect_timeout, t.connect)?,

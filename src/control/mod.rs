@@ -15,6 +15,7 @@
 //! thread ([`runtime`]): callers on the admin listener await [`Control::run`].
 
 pub mod diff;
+pub mod kafka;
 pub mod runtime;
 
 use crate::config::{Config, ConfigError};
@@ -312,6 +313,7 @@ impl Control {
     fn sync_discovery(&self, gateway: &crate::config::GatewayConfig) {
         crate::discovery::sync(gateway, self.jobs.http(), &|w| self.jobs.spawn_detached(w));
         crate::upstream::health::sync(gateway, &|c| self.jobs.spawn_detached(c));
+        crate::kafka::client().sync(gateway);
     }
 
     fn swap(&self, config: Config) -> u64 {

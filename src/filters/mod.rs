@@ -250,7 +250,11 @@ impl Chain {
         // Stable: `cors` first, the rest in the order written.
         built.sort_by_key(|f| f.kind() != "cors");
         // A mock answers last, after every filter the real service would have.
-        if let Some(m) = service.mock.as_ref().filter(|_| service.instances.is_empty() && service.discovery.is_none()) {
+        if let Some(m) = service
+            .mock
+            .as_ref()
+            .filter(|_| service.instances.is_empty() && service.discovery.is_none() && service.bus.is_none())
+        {
             built.push(Box::new(mock::Mock::new(&service.name, &m.routes)));
         }
         Chain::from_filters(&service.name, built, registry)

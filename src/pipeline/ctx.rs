@@ -33,6 +33,10 @@ pub struct Worker {
     pub ws_bufs: std::cell::RefCell<Vec<Vec<u8>>>,
     /// Node number printed in connection ids.
     pub node: u16,
+    /// The process's Kafka client.
+    pub kafka: &'static crate::kafka::Kafka,
+    /// Bus requests of this worker waiting for their replies.
+    pub bus: crate::targets::bus::Waits,
 }
 
 impl Worker {
@@ -43,6 +47,8 @@ impl Worker {
             deadlines: &self.deadlines,
             stats: &self.stats,
             shutdown: &self.shutdown,
+            kafka: self.kafka,
+            bus: &self.bus,
         }
     }
 
@@ -53,6 +59,7 @@ impl Worker {
         shutdown: Arc<Shutdown>,
         seed: u32,
     ) -> Self {
+        let kafka: &'static crate::kafka::Kafka = crate::kafka::client();
         Worker {
             id,
             snapshot,
@@ -65,7 +72,9 @@ impl Worker {
             open: Cell::new(0),
             ws: Default::default(),
             ws_bufs: Default::default(),
-            node: 0,
+            node: u16::from(kafka.node()),
+            kafka,
+            bus: crate::targets::bus::Waits::new(kafka.node(), id, u64::from(seed)),
         }
     }
 }

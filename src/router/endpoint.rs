@@ -2,7 +2,7 @@
 
 use crate::config::{EndpointConfig, GatewayConfig, MatchValue, RouteConfig};
 use crate::proto::jq::Program;
-use crate::targets::{HttpRoute, RouteTarget};
+use crate::targets::{HttpRoute, KafkaRoute, RouteTarget};
 
 /// A program validated at load; one that no longer compiles is logged and
 /// left out (the route then forwards events untransformed).
@@ -50,10 +50,12 @@ impl Endpoint {
                 request_program: r.transform_request.as_deref().and_then(compiled),
                 reply_program: r.transform_reply.as_deref().and_then(compiled),
                 config: r.clone(),
+                // HTTP targets first: `reply` answers with the first target's.
                 targets: r
                     .http
                     .iter()
                     .map(|t| Arc::new(HttpRoute::new(t.clone(), gateway)) as Arc<dyn RouteTarget>)
+                    .chain(r.kafka.iter().map(|t| Arc::new(KafkaRoute::new(t.clone())) as Arc<dyn RouteTarget>))
                     .collect(),
             })
             .collect();

@@ -63,7 +63,7 @@ impl Router {
                 let svc = Service {
                     name: name.clone(),
                     config: s.clone(),
-                    strategy: Strategy::Http,
+                    strategy: if s.bus.is_some() { Strategy::Bus } else { Strategy::Http },
                     index,
                     stats: registry.service(&s.name),
                     dynamic: s.discovery.as_ref().map(|_| crate::discovery::live(&s.name)),
@@ -94,6 +94,7 @@ impl Router {
                 circuit: Default::default(),
                 outlier: Default::default(),
                 health: None,
+                bus: None,
                 dev: Some(crate::config::dev::DevRoute::Fallback(Arc::from(f.url.as_str()))),
             };
             Arc::new(Service {

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 /// Where a WebSocket event of a route goes. Built once per snapshot (so
 /// `Send + Sync`); `deliver` runs on a worker (its future is not `Send`).
-/// A Kafka topic is another implementation, in a file of its own.
 pub trait RouteTarget: Send + Sync + std::fmt::Debug {
     /// Names the target in error events and logs (`http://host:port/path`).
     fn name(&self) -> &str;
@@ -38,6 +37,8 @@ const MAX_ANSWER: usize = 4 * 1024 * 1024;
 
 /// What the gateway tells a target about the event.
 pub struct EventInfo<'a> {
+    /// The event as the client sent it (keys and headers are read from it).
+    pub event: &'a [u8],
     /// Headers the route takes from the event (`headers`), validated.
     pub headers: &'a [(String, String)],
     pub connection_id: &'a str,

@@ -5,17 +5,23 @@
 //! - [`Dispatch`]: how an HTTP request reaches its service and how the answer
 //!   comes back ([`http::HttpDispatch`] today). The strategy is chosen per
 //!   service ([`Strategy`]); the request loop does not know which one runs.
+//!   A service with `dispatch = { kafka = ... }` uses [`bus::BusDispatch`].
 //! - [`RouteTarget`]: where a WebSocket event of a route goes
-//!   ([`http_route::HttpRoute`] today; a Kafka topic is another file here).
+//!   ([`http_route::HttpRoute`], [`kafka_route::KafkaRoute`]).
 //!
 //! Targets see the worker only through [`Env`] and the request only through
 //! [`RequestFacts`]: they sit below the router, the filters and the pipeline.
 
+pub mod bus;
 pub mod http;
 pub mod http_route;
+pub mod kafka_route;
+pub mod whole_body;
 
+pub use bus::BusDispatch;
 pub use http::HttpDispatch;
 pub use http_route::{Delivered, EventInfo, HttpRoute, RouteTarget};
+pub use kafka_route::KafkaRoute;
 
 use crate::config::{GatewayConfig, ServiceConfig};
 use crate::deadline::Deadlines;
@@ -27,11 +33,12 @@ use crate::proto::http1::inline::{Method, RequestId};
 use crate::proto::http1::RequestBody;
 use crate::shutdown::Shutdown;
 
-/// How a service's requests leave the gateway. HTTP is the first strategy;
-/// a message-bus strategy is another variant here and a file beside `http`.
+/// How a service's requests leave the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
     Http,
+    /// Over Kafka: a request message, a reply message.
+    Bus,
 }
 
 /// The parts of a worker a target uses.
@@ -44,6 +51,10 @@ pub struct Env<'a> {
     pub stats: &'a WorkerStats,
     /// Read at the answer: a drain that began meanwhile closes connections.
     pub shutdown: &'a Shutdown,
+    /// The process's Kafka producer (shared by every worker).
+    pub kafka: &'a crate::kafka::Kafka,
+    /// This worker's bus requests waiting for replies.
+    pub bus: &'a bus::Waits,
 }
 
 /// What a target needs to know of the client's request (the head itself
@@ -161,5 +172,6 @@ pub trait Dispatch {
 pub async fn dispatch(strategy: Strategy, x: &mut Exchange<'_>) -> Result<Outcome, Failed> {
     match strategy {
         Strategy::Http => HttpDispatch.dispatch(x).await,
+        Strategy::Bus => BusDispatch.dispatch(x).await,
     }
 }

@@ -11,7 +11,6 @@ use crate::filters::{Filter, Side};
 use crate::io::{flush, BufStream};
 use crate::pipeline::ctx::Worker;
 use crate::pipeline::snapshot::Snapshot;
-use crate::proto::http1::chunked::{ChunkError, ChunkedDecoder};
 use crate::proto::http1::{itoa, RequestBody};
 use crate::proto::jq::RunError;
 use std::os::fd::AsRawFd;
@@ -45,7 +44,7 @@ pub async fn transform_request(
             .await
             .map_err(|_| ProxyError::new(ErrorKind::ClientGone, "client closed the connection"))?;
     }
-    let input = read_whole(w, snap, client, body, max).await?;
+    let input = crate::targets::whole_body::read_whole(w.env(), &snap.gateway, client, body, max).await?;
     let output = program.run(&input, usize::try_from(max).unwrap_or(usize::MAX)).map_err(|e| {
         filter.body_outcome(Side::Request, "failed");
         match e {
@@ -59,60 +58,4 @@ pub async fn transform_request(
     out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(&output);
     Ok(())
-}
-
-/// The whole request body, de-chunked, at most `max` bytes.
-async fn read_whole(
-    w: &Worker,
-    snap: &Snapshot,
-    client: &mut BufStream,
-    body: RequestBody,
-    max: u64,
-) -> Result<Vec<u8>, ProxyError> {
-    let fd = client.stream.as_raw_fd();
-    let t = snap.gateway.timeouts.header_read;
-    let watch = w.deadlines.watch();
-    let gone = || ProxyError::new(ErrorKind::ClientGone, "client closed the connection");
-    macro_rules! more {
-        () => {
-            match watch.run(fd, crate::deadline::Phase::ClientBody, t, client.fill()).await {
-                Ok(n) if n > 0 => {}
-                _ if watch.fired().is_some() => {
-                    return Err(crate::upstream::timed_out(crate::deadline::Phase::ClientBody))
-                }
-                _ => return Err(gone()),
-            }
-        };
-    }
-    match body {
-        RequestBody::None => Ok(Vec::new()),
-        RequestBody::Length(n) => {
-            let n = usize::try_from(n)
-                .map_err(|_| ProxyError::new(ErrorKind::BodyTooLarge, "request body exceeds the size limit"))?;
-            client.reserve_reads(n.min(1 << 20));
-            while client.data().len() < n {
-                more!();
-            }
-            let bytes = client.data()[..n].to_vec();
-            client.consume(n);
-            Ok(bytes)
-        }
-        RequestBody::Chunked => {
-            let mut dec = ChunkedDecoder::new(max);
-            let mut bytes = Vec::new();
-            loop {
-                let used = dec.decode(client.data(), &mut bytes, false).map_err(|e| match e {
-                    ChunkError::TooLarge => {
-                        ProxyError::new(ErrorKind::BodyTooLarge, "request body exceeds the size limit")
-                    }
-                    _ => ProxyError::bad_request(e.message()),
-                })?;
-                client.consume(used);
-                if dec.is_done() {
-                    return Ok(bytes);
-                }
-                more!();
-            }
-        }
-    }
 }

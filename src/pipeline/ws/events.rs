@@ -2,6 +2,7 @@
 //! the route's backends in parallel, send back the reply or an error event.
 //! Also the `$connect`, `$disconnect` and `$error` calls.
 
+use crate::config::Ack;
 use crate::error::{ErrorKind, ProxyError};
 use crate::pipeline::ctx::{BusyRc, Worker};
 use crate::pipeline::ws::conn::{json_string, WsConn};
@@ -84,10 +85,8 @@ pub fn on_event(w: &Rc<Worker>, conn: &Rc<WsConn>, _at_connect: &Arc<Endpoint>, 
         notify_error(w, conn, &ep, e, rid);
         return;
     };
-    if route.ack {
-        let id = event_id(&msg.data).unwrap_or_else(|| json_string(rid));
-        let ack = format!(r#"{{"type":"ack","route":{},"id":{id}}}"#, json_string(&route.key));
-        let _ = conn.send(OP_TEXT, ack.as_bytes());
+    if route.ack == Ack::Routed || route.ack == Ack::Delivered && route.targets.is_empty() {
+        send_ack(conn, route, &msg.data, rid);
     }
     if route.targets.is_empty() {
         return;
@@ -116,10 +115,20 @@ pub fn on_event(w: &Rc<Worker>, conn: &Rc<WsConn>, _at_connect: &Arc<Endpoint>, 
         if crate::pipeline::ws::session::injected_fault(&msg.data, b"\"__wasp_fault/event\"") {
             panic!("injected fault: websocket event task (WASP_DEBUG_FAULTS)");
         }
+        if crate::pipeline::ws::session::injected_fault(&msg.data, b"\"__wasp_fault/kafka_fatal\"") {
+            w.kafka.inject_fatal();
+        }
         if let Some(route) = ep.route(&route_key) {
             forward(&w, &conn, &ep, route, &msg.data, &rid).await;
         }
     });
+}
+
+/// `{"type":"ack","route":KEY,"id":ID}`: the event's own `id`, else the request id.
+fn send_ack(conn: &WsConn, route: &Route, event: &[u8], rid: &str) {
+    let id = event_id(event).unwrap_or_else(|| json_string(rid));
+    let ack = format!(r#"{{"type":"ack","route":{},"id":{id}}}"#, json_string(&route.key));
+    let _ = conn.send(OP_TEXT, ack.as_bytes());
 }
 
 /// Counts what the calls' results say about flooding: a call refused at the
@@ -147,6 +156,7 @@ async fn forward(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, route: &
     };
     let headers = event_headers(route, event);
     let info = EventInfo {
+        event,
         headers: &headers,
         connection_id: &conn_id,
         endpoint: ep.name(),
@@ -173,13 +183,21 @@ async fn forward(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, route: &
     }
     let failed = results.iter().zip(&route.targets).find_map(|(r, t)| match r {
         Ok(a) if (200..300).contains(&a.status) => None,
-        Ok(a) => Some((a.status, format!("{} answered {}", t.name(), a.status))),
-        Err(e) => Some((e.status(), format!("{}: {}", t.name(), e.message))),
+        Ok(a) => Some((a.status, false, format!("{} answered {}", t.name(), a.status))),
+        Err(e) => Some((e.status(), e.kind == ErrorKind::DeliveryFailed, format!("{}: {}", t.name(), e.message))),
     });
-    if let Some((status, message)) = failed {
-        let e = error_event("integration_failed", &message, Some(&route.key), rid, Some(status));
-        let _ = conn.send(OP_TEXT, &e);
-        notify_error(w, conn, ep, e, rid);
+    match failed {
+        // Every target confirmed: now the sender may count on it.
+        None if route.ack == Ack::Delivered => send_ack(conn, route, event, rid),
+        None => {}
+        Some((status, kafka, message)) => {
+            // Under `ack = "delivered"` any failure means "not delivered";
+            // otherwise a Kafka target that did not take the event does.
+            let code = if kafka || route.ack == Ack::Delivered { "delivery_failed" } else { "integration_failed" };
+            let e = error_event(code, &message, Some(&route.key), rid, Some(status));
+            let _ = conn.send(OP_TEXT, &e);
+            notify_error(w, conn, ep, e, rid);
+        }
     }
 }
 
@@ -237,8 +255,14 @@ fn notify_error(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, error: Ve
         let _reserved = reserved;
         let Some(route) = ep.route("$error") else { return };
         let conn_id = conn.id.display(w.node);
-        let info =
-            EventInfo { headers: &[], connection_id: &conn_id, endpoint: ep.name(), route: "$error", request_id: &rid };
+        let info = EventInfo {
+            event: &error,
+            headers: &[],
+            connection_id: &conn_id,
+            endpoint: ep.name(),
+            route: "$error",
+            request_id: &rid,
+        };
         let calls = route.targets.iter().map(|t| t.deliver(w.env(), &info, &error, route.timeout));
         let results = join_all(calls).await;
         tally(&conn, &results);
@@ -266,8 +290,14 @@ pub async fn on_connect(
     let Some(route) = ep.route("$connect").filter(|r| !r.targets.is_empty()) else {
         return Ok(Vec::new());
     };
-    let info =
-        EventInfo { headers: &[], connection_id: conn_id, endpoint: ep.name(), route: "$connect", request_id: rid };
+    let info = EventInfo {
+        event: body,
+        headers: &[],
+        connection_id: conn_id,
+        endpoint: ep.name(),
+        route: "$connect",
+        request_id: rid,
+    };
     let results = join_all(route.targets.iter().map(|t| t.deliver(w.env(), &info, body, route.timeout))).await;
     let mut groups = Vec::new();
     for r in results {
@@ -308,6 +338,7 @@ pub fn on_disconnect(w: &Rc<Worker>, conn: Rc<WsConn>, ep: Arc<Endpoint>, code: 
         let bytes = cost(body.len(), route.targets.len());
         let _reserved = Reserved::wait(&conn, bytes, ep.config.limits.max_inflight_bytes).await;
         let info = EventInfo {
+            event: body.as_bytes(),
             headers: &[],
             connection_id: &conn_id,
             endpoint: ep.name(),

@@ -86,6 +86,11 @@ pub enum Command {
         addrs: Vec<std::net::SocketAddr>,
         reply: flume::Sender<Vec<(usize, f64)>>,
     },
+    /// A bus reply for this worker's request `n` (from the reply consumer).
+    BusReply {
+        n: u64,
+        reply: crate::kafka::bus::Reply,
+    },
 }
 
 fn opcode(body: &[u8]) -> u8 {
@@ -166,6 +171,13 @@ pub fn handle(w: &Worker, cmd: Command) {
             let now = std::time::Instant::now();
             let u = &w.upstream;
             let _ = reply.send(addrs.iter().map(|a| (u.pool.in_use(*a), u.balance.latency_us(*a, now))).collect());
+        }
+        Command::BusReply { n, reply } => {
+            if !w.bus.complete(n, reply) {
+                // Late (the request timed out or its client left) or a
+                // predecessor's: nobody waits for it.
+                w.kafka.stats.bus_unmatched.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
         Command::CloseAll { code, reason } => {
             for c in w.ws.all(None) {

@@ -1,0 +1,69 @@
+//! A request body read whole (de-chunked, bounded): for a `transform`
+//! filter's program and for the bus, which carries a body as one message.
+
+use super::Env;
+use crate::config::GatewayConfig;
+use crate::error::{ErrorKind, ProxyError};
+use crate::io::BufStream;
+use crate::proto::http1::chunked::{ChunkError, ChunkedDecoder};
+use crate::proto::http1::RequestBody;
+use std::os::fd::AsRawFd;
+
+/// The whole request body, de-chunked, at most `max` bytes.
+pub async fn read_whole(
+    env: Env<'_>,
+    g: &GatewayConfig,
+    client: &mut BufStream,
+    body: RequestBody,
+    max: u64,
+) -> Result<Vec<u8>, ProxyError> {
+    let fd = client.stream.as_raw_fd();
+    let t = g.timeouts.header_read;
+    let watch = env.deadlines.watch();
+    let gone = || ProxyError::new(ErrorKind::ClientGone, "client closed the connection");
+    macro_rules! more {
+        () => {
+            match watch.run(fd, crate::deadline::Phase::ClientBody, t, client.fill()).await {
+                Ok(n) if n > 0 => {}
+                _ if watch.fired().is_some() => {
+                    return Err(crate::upstream::timed_out(crate::deadline::Phase::ClientBody))
+                }
+                _ => return Err(gone()),
+            }
+        };
+    }
+    match body {
+        RequestBody::None => Ok(Vec::new()),
+        RequestBody::Length(n) => {
+            if n > max {
+                return Err(ProxyError::new(ErrorKind::BodyTooLarge, "request body exceeds the size limit"));
+            }
+            let n = usize::try_from(n)
+                .map_err(|_| ProxyError::new(ErrorKind::BodyTooLarge, "request body exceeds the size limit"))?;
+            client.reserve_reads(n.min(1 << 20));
+            while client.data().len() < n {
+                more!();
+            }
+            let bytes = client.data()[..n].to_vec();
+            client.consume(n);
+            Ok(bytes)
+        }
+        RequestBody::Chunked => {
+            let mut dec = ChunkedDecoder::new(max);
+            let mut bytes = Vec::new();
+            loop {
+                let used = dec.decode(client.data(), &mut bytes, false).map_err(|e| match e {
+                    ChunkError::TooLarge => {
+                        ProxyError::new(ErrorKind::BodyTooLarge, "request body exceeds the size limit")
+                    }
+                    _ => ProxyError::bad_request(e.message()),
+                })?;
+                client.consume(used);
+                if dec.is_done() {
+                    return Ok(bytes);
+                }
+                more!();
+            }
+        }
+    }
+}
