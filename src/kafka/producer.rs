@@ -66,11 +66,16 @@ impl ClientContext for Callbacks {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        // librdkafka reports a fatal error as `_FATAL`, or as the error
+        // that caused it with the client marked fatal: both are looked at.
+        let fatal = error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal)
+            || self.kafka.upgrade().is_some_and(|k| k.slot.load().as_ref().is_some_and(|p| p.is_fatal()));
+        if fatal {
+            tracing::error!(reason, "kafka producer: fatal error; a new producer replaces it");
+            let _ = self.keeper.try_send(Ask::Fatal(self.generation));
+            return;
+        }
         match error.rdkafka_error_code() {
-            Some(RDKafkaErrorCode::Fatal) => {
-                tracing::error!(reason, "kafka producer: fatal error; a new producer replaces it");
-                let _ = self.keeper.try_send(Ask::Fatal(self.generation));
-            }
             Some(RDKafkaErrorCode::AllBrokersDown) => {
                 if let Some(k) = self.kafka.upgrade() {
                     k.state.brokers.store(super::DOWN, Relaxed);
@@ -98,6 +103,11 @@ impl ProducerContext for Callbacks {
             Err((e, _)) => {
                 if let Some(k) = &k {
                     k.stats.failed.fetch_add(1, Relaxed);
+                    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal)
+                        || k.slot.load().as_ref().is_some_and(|p| p.is_fatal())
+                    {
+                        let _ = self.keeper.try_send(Ask::Fatal(self.generation));
+                    }
                 }
                 Err(e.to_string())
             }
@@ -135,6 +145,11 @@ impl Producer {
                 _ => SendError::Unavailable(e.to_string()),
             }),
         }
+    }
+
+    /// librdkafka marked this client unusable (`rd_kafka_fatal_error`).
+    fn is_fatal(&self) -> bool {
+        self.inner.client().fatal_error().is_some()
     }
 
     pub(super) fn in_flight(&self) -> i64 {

@@ -22,6 +22,11 @@ pub trait RouteTarget: Send + Sync + std::fmt::Debug {
     /// Names the target in error events and logs (`http://host:port/path`).
     fn name(&self) -> &str;
 
+    /// A Kafka topic: its failures are reported as `delivery_failed`.
+    fn is_kafka(&self) -> bool {
+        false
+    }
+
     /// Delivers one event within `timeout`; the answer, for targets that have one.
     fn deliver<'a>(
         &'a self,

@@ -49,6 +49,10 @@ impl RouteTarget for KafkaRoute {
         &self.name
     }
 
+    fn is_kafka(&self) -> bool {
+        true
+    }
+
     fn deliver<'a>(
         &'a self,
         env: Env<'a>,

@@ -2,6 +2,7 @@
 //! origins on loopback sockets, and raw clients that state the exact bytes.
 #![allow(dead_code)]
 
+pub mod kafka;
 pub mod ws;
 
 use std::io::{BufRead, BufReader, Read, Write};

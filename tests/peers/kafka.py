@@ -27,7 +27,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 
 def create(brokers, specs):
-    admin = AdminClient({"bootstrap.servers": brokers})
+    admin = AdminClient({"bootstrap.servers": brokers, "log_level": 2})
     topics = []
     for s in specs:
         name, _, parts = s.partition(":")
@@ -63,7 +63,7 @@ def text(b):
 
 
 def read(brokers, topic, count, seconds):
-    c = Consumer({"bootstrap.servers": brokers, "group.id": "wasp-test-reader", "enable.auto.commit": False})
+    c = Consumer({"bootstrap.servers": brokers, "group.id": "wasp-test-reader", "enable.auto.commit": False, "log_level": 2})
     assign_all(c, topic, -2)  # OFFSET_BEGINNING
     n = 0
     until = time.time() + seconds
@@ -83,7 +83,7 @@ def read(brokers, topic, count, seconds):
 
 
 def produce(brokers, topic):
-    p = Producer({"bootstrap.servers": brokers, "linger.ms": 0})
+    p = Producer({"bootstrap.servers": brokers, "linger.ms": 0, "log_level": 2})
     n = 0
     for line in sys.stdin:
         if not line.strip():
@@ -98,13 +98,13 @@ def produce(brokers, topic):
 
 def serve(brokers, topic, mode):
     c = Consumer({"bootstrap.servers": brokers, "group.id": "wasp-test-service", "enable.auto.commit": False,
-                  "fetch.wait.max.ms": 10})
+                  "fetch.wait.max.ms": 10, "log_level": 2})
     assign_all(c, topic, -1)  # OFFSET_END: only what comes after "ready"
     # Resolve the end offsets now, so nothing produced after "ready" is missed.
     for tp in c.assignment():
         lo, hi = c.get_watermark_offsets(tp, timeout=10)
         c.seek(TopicPartition(tp.topic, tp.partition, hi))
-    p = Producer({"bootstrap.servers": brokers, "linger.ms": 0})
+    p = Producer({"bootstrap.servers": brokers, "linger.ms": 0, "log_level": 2})
     print("ready", flush=True)
     while True:
         m = c.poll(0.05)

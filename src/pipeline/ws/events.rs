@@ -184,7 +184,7 @@ async fn forward(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, route: &
     let failed = results.iter().zip(&route.targets).find_map(|(r, t)| match r {
         Ok(a) if (200..300).contains(&a.status) => None,
         Ok(a) => Some((a.status, false, format!("{} answered {}", t.name(), a.status))),
-        Err(e) => Some((e.status(), e.kind == ErrorKind::DeliveryFailed, format!("{}: {}", t.name(), e.message))),
+        Err(e) => Some((e.status(), t.is_kafka(), format!("{}: {}", t.name(), e.message))),
     });
     match failed {
         // Every target confirmed: now the sender may count on it.
@@ -194,7 +194,13 @@ async fn forward(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, route: &
             // Under `ack = "delivered"` any failure means "not delivered";
             // otherwise a Kafka target that did not take the event does.
             let code = if kafka || route.ack == Ack::Delivered { "delivery_failed" } else { "integration_failed" };
-            let e = error_event(code, &message, Some(&route.key), rid, Some(status));
+            let mut e = error_event(code, &message, Some(&route.key), rid, Some(status));
+            // The event's own `id`, as in its ack: the client knows which
+            // event this is about without keeping request ids.
+            if let Some(id) = event_id(event) {
+                e.pop();
+                e.extend_from_slice(format!(r#","id":{id}}}"#).as_bytes());
+            }
             let _ = conn.send(OP_TEXT, &e);
             notify_error(w, conn, ep, e, rid);
         }
