@@ -280,6 +280,12 @@ dispatch = {{ kafka = {{ topic = "bills", reply_topic = "bills.replies", timeout
 dispatch = {{ kafka = {{ topic = "quiet", reply_topic = "quiet.replies", timeout = "1s" }} }}
 [services.fire]
 dispatch = {{ kafka = {{ topic = "fire" }} }}
+[services.shaped]
+dispatch = {{ kafka = {{ topic = "bills", reply_topic = "bills.replies" }} }}
+[[services.shaped.filters]]
+kind = "transform"
+request_body = '{{total: (.amount * 2)}}'
+response_body = '{{wrapped: .body}}'
 "#,
         kafka_section(&b, "max_message_bytes = 2048")
     ));
@@ -304,6 +310,16 @@ dispatch = {{ kafka = {{ topic = "fire" }} }}
     assert_eq!(got["headers"]["http-content-type"], "application/json");
     assert!(got["headers"].get("http-x-internal-secret").is_none(), "protected headers never leave: {got}");
     assert!(got["headers"].get("http-content-length").is_none());
+
+    // A service's filters run as for HTTP: the transformed body travels,
+    // the reply is transformed on its way back.
+    let r = raw(
+        gw.public,
+        b"POST /shaped/t HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{\"amount\":5}",
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v: Value = serde_json::from_slice(&r.body).expect("json");
+    assert_eq!(v["wrapped"], r#"{"total":10}"#, "{v}");
 
     // No reply in time: 504 with the gateway's JSON.
     let started = Instant::now();
@@ -335,7 +351,7 @@ dispatch = {{ kafka = {{ topic = "fire" }} }}
     );
     assert_eq!(r.status, 413, "{}", r.text());
     assert_eq!(b.read("fire", 5, 3.0).len(), 1, "nothing over the limit was produced");
-    assert_eq!(metric(&gw, "wasp_bus_requests_total", "outcome=\"replied\""), 1);
+    assert_eq!(metric(&gw, "wasp_bus_requests_total", "outcome=\"replied\""), 2);
     assert_eq!(metric(&gw, "wasp_bus_requests_total", "outcome=\"timeout\""), 1);
     assert_eq!(metric(&gw, "wasp_bus_requests_total", "outcome=\"accepted\""), 1);
     assert_eq!(metric(&gw, "wasp_bus_requests_total", "outcome=\"too_large\""), 2);

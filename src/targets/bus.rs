@@ -89,6 +89,9 @@ impl Drop for Waiting<'_> {
 
 /// The request as HTTP dispatch would send it, read back from the head.
 struct Head {
+    /// Bytes after the head already in `out`: a body the pipeline read
+    /// whole and transformed (the request then has no body left to read).
+    len: usize,
     method: String,
     path: String,
     query: String,
@@ -100,7 +103,10 @@ fn read_head(out: &[u8]) -> Result<Head, ProxyError> {
     let mut req = httparse::Request::new(&mut storage);
     // The pipeline wrote this head itself: a failure here is our bug.
     let bad = || ProxyError::new(ErrorKind::BadGateway, "the request could not be put on the bus");
-    req.parse(out).map_err(|_| bad())?;
+    let len = match req.parse(out) {
+        Ok(httparse::Status::Complete(n)) => n,
+        _ => return Err(bad()),
+    };
     let target = req.path.ok_or_else(bad)?;
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let headers = req
@@ -111,6 +117,7 @@ fn read_head(out: &[u8]) -> Result<Head, ProxyError> {
         .map(|h| (format!("{}{}", wire::HTTP_PREFIX, h.name.to_ascii_lowercase()), h.value.to_vec()))
         .collect();
     Ok(Head {
+        len,
         method: req.method.ok_or_else(bad)?.to_string(),
         path: path.to_string(),
         query: query.to_string(),
@@ -141,12 +148,24 @@ impl Dispatch for BusDispatch {
             x.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
             write_client(x).await?;
         }
-        let body = super::whole_body::read_whole(env, x.gateway, x.client, x.req.body, max).await.map_err(|e| {
-            if e.kind == ErrorKind::BodyTooLarge {
-                stats.bus_too_large.fetch_add(1, Relaxed);
-            }
-            Failed::before(e)
-        })?;
+        let body = if x.req.body == RequestBody::None {
+            // A transformed body is already here, after the head.
+            x.out[head.len..].to_vec()
+        } else {
+            super::whole_body::read_whole(env, x.gateway, x.client, x.req.body, max).await.map_err(|e| {
+                if e.kind == ErrorKind::BodyTooLarge {
+                    stats.bus_too_large.fetch_add(1, Relaxed);
+                }
+                Failed::before(e)
+            })?
+        };
+        if body.len() as u64 > max {
+            stats.bus_too_large.fetch_add(1, Relaxed);
+            return Err(Failed::before(ProxyError::new(
+                ErrorKind::BodyTooLarge,
+                "the request body is larger than kafka.max_message_bytes",
+            )));
+        }
         let (correlation, waiting) = env.bus.register();
         let reply_to = bus.reply_topic.as_deref().map(|t| wire::reply_to(t, env.kafka.node()));
         let mut headers: Vec<(&str, &[u8])> = vec![
