@@ -99,8 +99,8 @@ pub fn serve(path: Option<PathBuf>, ov: Overrides) -> Result<(), String> {
     let registry = Arc::new(Registry::new(s.workers));
     // Before the first snapshot: routes and workers find Kafka's settings here.
     let kafka = crate::kafka::init(s.kafka.clone(), s.node_id);
-    if !s.kafka.push_topics.is_empty() {
-        kafka.want();
+    if !s.kafka.push_topics.is_empty() || crate::kafka::needed_by(&config.gateway) {
+        kafka.start_producer();
     }
     // Versions of services and endpoints: the file seeds the store, and the
     // routed configuration is built from the store's active versions.

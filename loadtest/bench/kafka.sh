@@ -31,6 +31,7 @@ workers = 1
 access = false
 [kafka]
 brokers = "127.0.0.1:$port"
+fetch_wait = "${FETCH_WAIT:-100ms}"
 [kafka.push]
 topics = ["bench.push"]
 [endpoints.acked]

@@ -296,11 +296,13 @@ fn event_headers(
         if n.is_empty() || n.len() > 256 || !n.iter().all(|b| is_tchar(*b)) {
             return src.err(&format!("{key}.headers"), None, format!("{name:?} is not a header name"));
         }
-        if is_hop_by_hop(n) || is_regenerated(n) || is_gateway_header(n) || is_name(n, b"content-type") {
+        // `wasp-*` (and `wasp_*`): the names the gateway gives Kafka messages.
+        let wasp = n.len() > 5 && n[..4].eq_ignore_ascii_case(b"wasp") && (n[4] == b'-' || n[4] == b'_');
+        if wasp || is_hop_by_hop(n) || is_regenerated(n) || is_gateway_header(n) || is_name(n, b"content-type") {
             return src.err(
                 &format!("{key}.headers"),
                 None,
-                format!("{name:?} is set by the gateway itself (framing, forwarding, ids, X-Wasp-*)"),
+                format!("{name:?} is set by the gateway itself (framing, forwarding, ids, X-Wasp-*, wasp-*)"),
             );
         }
         let p = JsonPath::parse(path).or_else(|m| src.err(&format!("{key}.headers"), None, m))?;

@@ -21,6 +21,9 @@ pub struct KafkaSection {
     pub max_message_bytes: Option<usize>,
     /// Messages waiting in the producer's queue, at most (backpressure past it).
     pub queue_messages: Option<usize>,
+    /// librdkafka's `fetch.wait.max.ms` for wasp's consumers: how long a
+    /// broker may hold a fetch that has nothing new.
+    pub fetch_wait: Option<toml::Spanned<String>>,
     pub push: Option<KafkaPushSection>,
 }
 
@@ -73,6 +76,7 @@ pub struct KafkaConfig {
     pub delivery_timeout: Duration,
     pub max_message_bytes: usize,
     pub queue_messages: usize,
+    pub fetch_wait: Duration,
     pub push_topics: Vec<String>,
 }
 
@@ -158,11 +162,15 @@ pub(super) fn kafka(src: &Source<'_>, k: &KafkaSection) -> Result<KafkaConfig, C
     if !(1..=10_000_000).contains(&queue_messages) {
         return src.err("kafka.queue_messages", None, "must be between 1 and 10000000");
     }
+    let fetch_wait = src.duration("kafka.fetch_wait", &k.fetch_wait, Duration::from_millis(100))?;
+    if fetch_wait > Duration::from_secs(10) {
+        return src.err("kafka.fetch_wait", None, "must be at most 10s");
+    }
     let mut push_topics = Vec::new();
     for (i, t) in k.push.iter().flat_map(|p| &p.topics).enumerate() {
         push_topics.push(topic(src, &format!("kafka.push.topics.{i}"), Some(t))?);
     }
-    Ok(KafkaConfig { brokers, client_id, delivery_timeout, max_message_bytes, queue_messages, push_topics })
+    Ok(KafkaConfig { brokers, client_id, delivery_timeout, max_message_bytes, queue_messages, fetch_wait, push_topics })
 }
 
 pub(super) fn ack(src: &Source<'_>, key: &str, a: Option<&AckSection>) -> Result<Ack, ConfigError> {

@@ -32,22 +32,40 @@ pub fn start(kafka: &'static Arc<Kafka>, inboxes: Vec<flume::Sender<Command>>, j
     let inboxes: Inboxes = Arc::new(inboxes);
     if !kafka.config().push_topics.is_empty() {
         let (k, ib) = (kafka.clone(), inboxes.clone());
-        let topics = kafka.config().push_topics.clone();
-        jobs.spawn_detached(async move {
-            tail::run(k.clone(), Which::Push, move || topics.clone(), |m| push(k.clone(), ib.clone(), m)).await
-        });
+        jobs.spawn_detached(supervised(Which::Push, move || {
+            let (k, ib) = (k.clone(), ib.clone());
+            let topics = k.config().push_topics.clone();
+            async move {
+                tail::run(k.clone(), Which::Push, move || topics.clone(), |m| push(k.clone(), ib.clone(), m)).await
+            }
+        }));
     }
     let (k, ib) = (kafka.clone(), inboxes);
-    jobs.spawn_detached(async move {
-        let topics = k.clone();
-        tail::run(
-            k.clone(),
-            Which::Replies,
-            move || topics.reply_topics().to_vec(),
-            |m| reply(k.clone(), ib.clone(), m),
-        )
-        .await
-    });
+    jobs.spawn_detached(supervised(Which::Replies, move || {
+        let (k, ib) = (k.clone(), ib.clone());
+        async move {
+            let topics = k.clone();
+            let handle = |m| reply(k.clone(), ib.clone(), m);
+            tail::run(k.clone(), Which::Replies, move || topics.reply_topics().to_vec(), handle).await
+        }
+    }));
+}
+
+/// Runs a consumer again if it panics (a bug must not end push or replies
+/// for the rest of the process's life; tokio would end the task quietly).
+async fn supervised<F, Fut>(which: Which, make: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    use futures_util::FutureExt;
+    loop {
+        if std::panic::AssertUnwindSafe(make()).catch_unwind().await.is_ok() {
+            return;
+        }
+        tracing::error!(consumer = ?which, "kafka consumer panicked; started again in 1 s");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 async fn ask<T>(inbox: &flume::Sender<Command>, make: impl FnOnce(flume::Sender<T>) -> Command) -> Option<T> {
@@ -67,7 +85,9 @@ async fn push(k: Arc<Kafka>, inboxes: Inboxes, m: Msg) {
     let body = Arc::new(m.payload.clone());
     if let Some(id) = m.header("wasp-connection-id").and_then(text) {
         // Another node's connection: that node reads this message too.
-        if id.len() == 20 && u16::from_str_radix(&id[..4], 16).is_ok_and(|n| n != node) {
+        // (Checked as bytes first: the value may hold any UTF-8.)
+        let hex = id.len() == 20 && id.bytes().all(|b| b.is_ascii_hexdigit());
+        if hex && u16::from_str_radix(&id[..4], 16).is_ok_and(|n| n != node) {
             return;
         }
         let Some(id) = ConnId::parse(id, node).filter(|id| id.worker() < inboxes.len()) else {

@@ -78,12 +78,19 @@ pub fn parse_reply<'a>(
     let mut id = None;
     let mut status = None;
     let mut out = Vec::new();
+    let mut connection = Vec::new();
     for (name, value) in headers {
         let value = value.unwrap_or_default();
         if name.eq_ignore_ascii_case(CORRELATION_ID) {
             id = Some(value.to_vec());
         } else if name.eq_ignore_ascii_case(STATUS) {
             status = std::str::from_utf8(value).ok().and_then(|s| s.trim().parse::<u16>().ok());
+        } else if name.len() > HTTP_PREFIX.len()
+            && name.as_bytes()[HTTP_PREFIX.len()..].eq_ignore_ascii_case(b"connection")
+            && name.as_bytes()[..HTTP_PREFIX.len()].eq_ignore_ascii_case(HTTP_PREFIX.as_bytes())
+        {
+            connection.extend_from_slice(value);
+            connection.push(b',');
         } else if name.len() > HTTP_PREFIX.len()
             && name.as_bytes()[..HTTP_PREFIX.len()].eq_ignore_ascii_case(HTTP_PREFIX.as_bytes())
         {
@@ -96,6 +103,10 @@ pub fn parse_reply<'a>(
             }
         }
     }
+    // Names a `Connection` header lists are hop-by-hop too (RFC 9110 §7.6.1).
+    let named: Vec<Vec<u8>> =
+        connection.split(|b| *b == b',').map(|t| t.trim_ascii().to_vec()).filter(|t| !t.is_empty()).collect();
+    out.retain(|(n, _)| !named.iter().any(|c| c.eq_ignore_ascii_case(n.as_bytes())));
     let id = id.ok_or("no wasp-correlation-id header")?;
     let status = match status {
         Some(s @ 200..=599) => s,
@@ -132,6 +143,8 @@ mod tests {
             ("httpé-x", Some(&b"v"[..])),
             ("http-é", Some(&b"v"[..])),
             ("other", Some(&b"v"[..])),
+            ("http-connection", Some(&b"x-keep, close"[..])),
+            ("http-x-keep", Some(&b"1"[..])),
         ];
         let (id, r) = parse_reply(h.into_iter(), b"{}".to_vec()).expect("a reply");
         assert_eq!(id, b"abc");

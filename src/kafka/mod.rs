@@ -106,6 +106,10 @@ pub struct Kafka {
     wanted: AtomicBool,
     /// The reply topics of the bus services of the running snapshot.
     reply_topics: ArcSwap<Vec<String>>,
+    /// Reply topics the reply consumer reads now (positions resolved): a
+    /// request is produced only once its reply topic is among them, so a
+    /// reply can never come before the consumer looks.
+    replies_ready: ArcSwap<Vec<String>>,
     pub stats: Stats,
     pub state: State,
 }
@@ -164,8 +168,34 @@ impl Kafka {
         }
     }
 
+    /// Whether a producer exists now.
+    pub fn has_producer(&self) -> bool {
+        self.slot.load().is_some()
+    }
+
+    /// At start, off the workers: creates the producer and waits (at most
+    /// 5 s) until it exists, so the first events do not find none.
+    pub fn start_producer(&self) {
+        self.want();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !self.has_producer() && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+
     pub fn reply_topics(&self) -> Arc<Vec<String>> {
         self.reply_topics.load_full()
+    }
+
+    /// Whether replies on `topic` are being read (see `replies_ready`).
+    pub fn replies_ready(&self, topic: &str) -> bool {
+        self.replies_ready.load().iter().any(|t| t == topic)
+    }
+
+    pub(crate) fn set_replies_ready(&self, topics: Vec<String>) {
+        if **self.replies_ready.load() != topics {
+            self.replies_ready.store(Arc::new(topics));
+        }
     }
 
     /// Enqueues one message; the returned [`Delivery`] resolves with the

@@ -65,6 +65,16 @@ impl ClientContext for Callbacks {
         }
     }
 
+    /// Every 2 s: a broker connection that is up again says the brokers are
+    /// back, even on a node that has nothing to send.
+    fn stats(&self, s: rdkafka::Statistics) {
+        if s.brokers.values().any(|b| b.state == "UP") {
+            if let Some(k) = self.kafka.upgrade() {
+                k.state.brokers.store(super::UP, Relaxed);
+            }
+        }
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         // librdkafka reports a fatal error as `_FATAL`, or as the error
         // that caused it with the client marked fatal: both are looked at.
@@ -187,7 +197,8 @@ fn build(k: &Arc<Kafka>, keeper: &crossbeam_channel::Sender<Ask>, generation: u6
         .set("message.max.bytes", (c.max_message_bytes + 64 * 1024).to_string())
         // A broker that comes back is found within a second or two, not ten.
         .set("reconnect.backoff.ms", "100")
-        .set("reconnect.backoff.max.ms", "2000");
+        .set("reconnect.backoff.max.ms", "2000")
+        .set("statistics.interval.ms", "2000");
     let callbacks = Callbacks { kafka: Arc::downgrade(k), keeper: keeper.clone(), generation };
     cfg.create_with_context::<_, ThreadedProducer<Callbacks>>(callbacks)
         .map(|inner| Producer { inner })
@@ -204,6 +215,7 @@ pub(super) fn start(config: crate::config::KafkaConfig, node: u8) -> Arc<Kafka> 
         keeper: tx.clone(),
         wanted: Default::default(),
         reply_topics: Default::default(),
+        replies_ready: Default::default(),
         stats: Default::default(),
         state: Default::default(),
     });

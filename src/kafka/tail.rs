@@ -17,7 +17,7 @@ use super::Kafka;
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 use std::future::Future;
@@ -126,29 +126,41 @@ fn consumer(k: &Arc<Kafka>, which: Which) -> Result<Tail, String> {
         .set("statistics.interval.ms", "5000")
         .set("reconnect.backoff.ms", "100")
         .set("reconnect.backoff.max.ms", "2000")
-        .set("fetch.wait.max.ms", "100")
+        .set("fetch.wait.max.ms", c.fetch_wait.as_millis().max(1).to_string())
         .set("fetch.message.max.bytes", (c.max_message_bytes + 64 * 1024).to_string());
     cfg.create_with_context(Callbacks { kafka: Arc::downgrade(k), which }).map_err(|e| e.to_string())
 }
 
 /// Where each partition of `topics` is read from: where the consumer is
 /// (partitions it reads already), else the committed offset (push), else
-/// the end. Blocking: run off the control thread's loop.
-fn plan(c: &Tail, topics: &[String], which: Which) -> Result<TopicPartitionList, String> {
+/// the end; and the topics that cannot be read yet (missing, no
+/// partitions), which do not hold the others back. Blocking: run off the
+/// control thread's loop.
+fn plan(c: &Tail, topics: &[String], which: Which) -> Result<(TopicPartitionList, Vec<String>), String> {
     let timeout = Duration::from_secs(5);
     let mut all = TopicPartitionList::new();
+    let mut problems = Vec::new();
     for t in topics {
         let md = c.fetch_metadata(Some(t), timeout).map_err(|e| format!("metadata of {t}: {e}"))?;
-        let Some(topic) = md.topics().first() else { return Err(format!("topic {t}: no metadata")) };
-        if let Some(e) = topic.error() {
-            return Err(format!("topic {t}: {:?}", rdkafka::error::RDKafkaErrorCode::from(e)));
+        match md.topics().first() {
+            None => problems.push(format!("topic {t}: no metadata")),
+            Some(topic) if topic.error().is_some() => problems.push(format!(
+                "topic {t}: {:?}",
+                topic
+                    .error()
+                    .map(rdkafka::error::RDKafkaErrorCode::from)
+                    .unwrap_or(rdkafka::error::RDKafkaErrorCode::Unknown)
+            )),
+            Some(topic) if topic.partitions().is_empty() => problems.push(format!("topic {t}: no partitions")),
+            Some(topic) => {
+                for p in topic.partitions() {
+                    all.add_partition(t, p.id());
+                }
+            }
         }
-        if topic.partitions().is_empty() {
-            return Err(format!("topic {t}: no partitions"));
-        }
-        for p in topic.partitions() {
-            all.add_partition(t, p.id());
-        }
+    }
+    if all.count() == 0 {
+        return Err(problems.join("; "));
     }
     let current = c.position().unwrap_or_default();
     let committed = match which {
@@ -169,7 +181,45 @@ fn plan(c: &Tail, topics: &[String], which: Which) -> Result<TopicPartitionList,
         };
         out.add_partition_offset(e.topic(), e.partition(), Offset::Offset(offset)).map_err(|e| e.to_string())?;
     }
-    Ok(out)
+    Ok((out, problems))
+}
+
+/// Headers a message may carry that wasp reads, at most.
+const MAX_HEADERS: usize = 256;
+
+/// A message's headers, names decoded lossily. Read through librdkafka's C
+/// API because rdkafka's own accessors panic on a name that is not UTF-8,
+/// and any producer can send one: one such message would end the consumer.
+#[allow(unsafe_code)]
+fn headers_of(m: &BorrowedMessage<'_>) -> Vec<(String, Option<Vec<u8>>)> {
+    use rdkafka::bindings as rd;
+    let mut hdrs: *mut rd::rd_kafka_headers_t = std::ptr::null_mut();
+    // SAFETY: `m.ptr()` is a valid message while `m` lives; librdkafka
+    // stores in `hdrs` a pointer to headers the message owns (not freed here).
+    let err = unsafe { rd::rd_kafka_message_headers(m.ptr(), &mut hdrs) };
+    if err != rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR || hdrs.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: `hdrs` is valid while `m` lives (above).
+    let count = unsafe { rd::rd_kafka_header_cnt(hdrs) };
+    let mut out = Vec::with_capacity(count.min(MAX_HEADERS));
+    for i in 0..count.min(MAX_HEADERS) {
+        let (mut name, mut value, mut size) = (std::ptr::null(), std::ptr::null(), 0usize);
+        // SAFETY: `hdrs` is valid and `i` is below its count; the out
+        // pointers are valid for writes.
+        let err = unsafe { rd::rd_kafka_header_get_all(hdrs, i, &mut name, &mut value, &mut size) };
+        if err != rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR || name.is_null() {
+            continue;
+        }
+        // SAFETY: `name` is a NUL-terminated string owned by `hdrs`;
+        // `value` is null or points to `size` bytes owned by `hdrs`. Both
+        // are copied before `m` can go.
+        let key = unsafe { std::ffi::CStr::from_ptr(name) }.to_string_lossy().into_owned();
+        let value =
+            (!value.is_null()).then(|| unsafe { std::slice::from_raw_parts(value.cast::<u8>(), size) }.to_vec());
+        out.push((key, value));
+    }
+    out
 }
 
 /// How often the topics and their partition counts are looked at again.
@@ -197,9 +247,14 @@ where
     let mut assigned: Vec<String> = Vec::new();
     let mut checked = Instant::now();
     let mut ready = false;
+    // Some topics could not be read at the last look: look again sooner.
+    let mut incomplete = false;
     loop {
         let want = topics();
         if want.is_empty() {
+            if which == Which::Replies {
+                kafka.set_replies_ready(Vec::new());
+            }
             if !assigned.is_empty() {
                 let _ = consumer.unassign();
                 assigned.clear();
@@ -208,11 +263,12 @@ where
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
-        if !ready || want != assigned || checked.elapsed() > RECHECK {
+        let due = checked.elapsed() > if incomplete { Duration::from_secs(1) } else { RECHECK };
+        if !ready || want != assigned || due {
             checked = Instant::now();
             let (c, w) = (consumer.clone(), want.clone());
             match tokio::task::spawn_blocking(move || plan(&c, &w, which).map(|p| (p, c))).await {
-                Ok(Ok((tpl, c))) => {
+                Ok(Ok(((tpl, problems), c))) => {
                     let same = c.assignment().is_ok_and(|a| a.count() == tpl.count()) && want == assigned && ready;
                     if !same {
                         if let Err(e) = c.assign(&tpl) {
@@ -222,12 +278,24 @@ where
                         }
                         tracing::info!(consumer = which.name(), topics = ?want, partitions = tpl.count(), "kafka consumer assigned");
                     }
+                    if which == Which::Replies {
+                        let mut ok: Vec<String> = tpl.elements().iter().map(|e| e.topic().to_string()).collect();
+                        ok.dedup();
+                        kafka.set_replies_ready(ok);
+                    }
                     assigned = want;
                     ready = true;
-                    which.set_state(&kafka, "consuming".into());
+                    incomplete = !problems.is_empty();
+                    which.set_state(
+                        &kafka,
+                        if incomplete { format!("consuming; {}", problems.join("; ")) } else { "consuming".into() },
+                    );
                 }
                 Ok(Err(e)) => {
                     ready = false;
+                    if which == Which::Replies {
+                        kafka.set_replies_ready(Vec::new());
+                    }
                     which.set_state(&kafka, format!("waiting: {e}"));
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
@@ -246,17 +314,16 @@ where
                     topic: m.topic().to_string(),
                     partition: m.partition(),
                     offset: m.offset(),
-                    headers: m
-                        .headers()
-                        .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect())
-                        .unwrap_or_default(),
+                    headers: headers_of(&m),
                     payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
                 };
                 drop(m);
                 let (topic, partition, offset) = (msg.topic.clone(), msg.partition, msg.offset);
                 handle(msg).await;
                 if which == Which::Push {
-                    if let Err(e) = consumer.store_offset(&topic, partition, offset + 1) {
+                    // librdkafka commits the stored offset + 1 (the next to
+                    // read): the message's own offset is what is stored.
+                    if let Err(e) = consumer.store_offset(&topic, partition, offset) {
                         tracing::debug!(error = %e, "kafka: offset not stored");
                     }
                 }

@@ -166,6 +166,25 @@ impl Dispatch for BusDispatch {
                 "the request body is larger than kafka.max_message_bytes",
             )));
         }
+        let started = Instant::now();
+        if let Some(topic) = &bus.reply_topic {
+            // A reply topic the consumer does not read yet (just added by an
+            // apply, or its broker unreachable): producing now could lose
+            // the reply. Wait, within the request's time.
+            while !env.kafka.replies_ready(topic) {
+                if started.elapsed() >= bus.timeout {
+                    stats.bus_timeout.fetch_add(1, Relaxed);
+                    return Err(Failed::before(ProxyError::new(
+                        ErrorKind::UpstreamTimeout,
+                        "the reply topic is not being read yet; the request was not sent",
+                    )));
+                }
+                monoio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+        if !env.kafka.has_producer() {
+            super::kafka_route::producer_ready(env, bus.timeout.min(std::time::Duration::from_secs(2))).await;
+        }
         let (correlation, waiting) = env.bus.register();
         let reply_to = bus.reply_topic.as_deref().map(|t| wire::reply_to(t, env.kafka.node()));
         let mut headers: Vec<(&str, &[u8])> = vec![
@@ -179,7 +198,6 @@ impl Dispatch for BusDispatch {
             headers.insert(1, (wire::REPLY_TO, r.as_bytes()));
         }
         headers.extend(head.headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())));
-        let started = Instant::now();
         let delivery = match env.kafka.send(&bus.topic, None, &body, &headers) {
             Ok(d) => d,
             Err(e) => {
@@ -274,22 +292,38 @@ async fn answer(x: &mut Exchange<'_>, reply: &Reply) -> Result<Outcome, Failed> 
     raw.extend_from_slice(b" ");
     raw.extend_from_slice(crate::error::reason(reply.status).as_bytes());
     raw.extend_from_slice(b"\r\n");
-    for (n, v) in &reply.headers {
+    // Within the limits the response parser holds any answer to, with room
+    // for what the gateway adds: a service's extra headers are dropped, its
+    // answer still goes through.
+    let limits = &x.gateway.limits;
+    let mut room = limits.max_header_bytes.saturating_sub(1024);
+    for (n, v) in reply.headers.iter().take(limits.max_headers.saturating_sub(8)) {
+        let size = n.len() + v.len() + 4;
+        if size > room {
+            break;
+        }
+        room -= size;
         raw.extend_from_slice(n.as_bytes());
         raw.extend_from_slice(b": ");
         raw.extend_from_slice(v);
         raw.extend_from_slice(b"\r\n");
     }
-    raw.extend_from_slice(b"content-length: ");
-    raw.extend_from_slice(itoa(reply.body.len() as u64, &mut [0u8; 20]));
-    raw.extend_from_slice(b"\r\n\r\n");
+    // 204 and 304 have no body (RFC 9110 §6.4.1): a reply's bytes there
+    // would reach the client as the start of another response.
+    let no_body = matches!(reply.status, 204 | 304);
+    if !no_body {
+        raw.extend_from_slice(b"content-length: ");
+        raw.extend_from_slice(itoa(reply.body.len() as u64, &mut [0u8; 20]));
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"\r\n");
     let keep = x.keep_client && !x.env.shutdown.is_triggered();
     let resp = match parse_response(&raw, &x.req, x.gateway, x.response_hook, keep, x.out) {
         Ok(Parsed::Final(r)) => r,
         Ok(_) => return Err(Failed::before(ProxyError::bad_gateway("the service's reply could not be framed"))),
         Err(e) => return Err(Failed::before(e)),
     };
-    let mut bytes = reply.body.len() as u64;
+    let mut bytes = if no_body { 0 } else { reply.body.len() as u64 };
     if resp.transform {
         // The response program runs on the whole body: the head is finished here.
         let program = x.response_hook.and_then(|h| h.body_program());
@@ -308,7 +342,7 @@ async fn answer(x: &mut Exchange<'_>, reply: &Reply) -> Result<Outcome, Failed> 
         x.out.extend_from_slice(itoa(bytes, &mut [0u8; 20]));
         x.out.extend_from_slice(b"\r\n\r\n");
         x.out.extend_from_slice(&body);
-    } else if !x.req.is_head {
+    } else if !x.req.is_head && !no_body {
         x.out.extend_from_slice(&reply.body);
     }
     let status = resp.status;

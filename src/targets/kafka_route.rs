@@ -39,6 +39,17 @@ impl KafkaRoute {
     }
 }
 
+/// A configuration applied a moment ago may be the first to need Kafka:
+/// its producer is being created (by the keeper thread, in milliseconds).
+/// Waits for it, without blocking the worker, at most `within`.
+pub async fn producer_ready(env: Env<'_>, within: Duration) {
+    let until = std::time::Instant::now() + within;
+    while !env.kafka.has_producer() && std::time::Instant::now() < until {
+        env.kafka.want();
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// The error a failed send or delivery becomes (the event's error names it).
 pub fn delivery_error(message: &'static str) -> ProxyError {
     ProxyError::new(ErrorKind::DeliveryFailed, message)
@@ -68,7 +79,17 @@ impl RouteTarget for KafkaRoute {
                 ("wasp-route", info.route.as_bytes()),
                 ("wasp-request-id", info.request_id.as_bytes()),
             ];
-            headers.extend(info.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
+            // The route's own headers cannot take the gateway's names (refused
+            // at load); kept out here too, so no reader sees two values.
+            headers.extend(
+                info.headers
+                    .iter()
+                    .filter(|(n, _)| !n.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("wasp-")))
+                    .map(|(n, v)| (n.as_str(), v.as_bytes())),
+            );
+            if !env.kafka.has_producer() {
+                producer_ready(env, timeout.min(Duration::from_secs(2))).await;
+            }
             let sent = env.kafka.send(&self.target.topic, key.as_deref(), body, &headers);
             let delivery = match sent {
                 Ok(d) => d,

@@ -117,8 +117,7 @@ def serve(brokers, topic, mode):
             push_topic = mode.split(":", 1)[1]
             p.produce(push_topic, value=m.value(),
                       headers=[("wasp-connection-id", h.get("wasp-connection-id", b""))])
-            p.poll(0)
-            p.flush(5)
+            p.poll(0)  # delivery reports; the producer sends on its own thread
             continue
         reply_to = h.get("wasp-reply-to", b"").decode()
         if not reply_to:
