@@ -36,12 +36,13 @@ pub fn tansu_bin() -> PathBuf {
     PathBuf::from("tansu")
 }
 
-/// A tansu built with PostgreSQL storage (`WASP_TEST_TANSU_PG`), for tests
-/// that restart the broker (memory storage forgets topics).
-pub fn tansu_pg_bin() -> PathBuf {
-    std::env::var_os("WASP_TEST_TANSU_PG")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/wasp/tansu/bin/tansu"))
+/// A tansu built with SQLite storage (`WASP_TEST_TANSU_LITE`; `.ci/run`
+/// builds it), for tests that restart the broker: memory storage forgets
+/// topics, and PostgreSQL storage needs a schema tansu's crate does not ship.
+pub fn tansu_lite_bin() -> PathBuf {
+    std::env::var_os("WASP_TEST_TANSU_LITE").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/wasp/tansu-lite/bin/tansu")
+    })
 }
 
 fn free_port() -> u16 {
@@ -54,6 +55,8 @@ pub struct Broker {
     bin: PathBuf,
     storage: String,
     pub port: u16,
+    /// The working folder (SQLite storage lives there).
+    dir: Option<PathBuf>,
 }
 
 impl Broker {
@@ -62,24 +65,22 @@ impl Broker {
         Self::start(tansu_bin(), "memory://tansu/".into(), free_port())
     }
 
-    /// Topics kept in the PostgreSQL database `db` (created fresh).
-    pub fn postgres(db: &str) -> Broker {
-        let sql = |q: &str| {
-            let ok = Command::new("psql")
-                .args(["-h", "127.0.0.1", "-U", "postgres", "-q", "-c", q])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(ok || q.starts_with("drop"), "psql {q}");
+    /// Topics kept in an SQLite file in a fresh folder: they outlive the broker.
+    pub fn persistent() -> Broker {
+        let dir = super::temp_dir("tansu");
+        let mut b = Broker {
+            child: None,
+            bin: tansu_lite_bin(),
+            storage: "sqlite://tansu.db".into(),
+            port: free_port(),
+            dir: Some(dir),
         };
-        sql(&format!("drop database if exists {db}"));
-        sql(&format!("create database {db}"));
-        Self::start(tansu_pg_bin(), format!("postgres://postgres@127.0.0.1/{db}"), free_port())
+        b.resume();
+        b
     }
 
     fn start(bin: PathBuf, storage: String, port: u16) -> Broker {
-        let mut b = Broker { child: None, bin, storage, port };
+        let mut b = Broker { child: None, bin, storage, port, dir: None };
         b.resume();
         b
     }
@@ -91,7 +92,11 @@ impl Broker {
     /// Starts the broker again (same port, same storage).
     pub fn resume(&mut self) {
         let url = format!("tcp://127.0.0.1:{}", self.port);
-        let child = Command::new(&self.bin)
+        let mut cmd = Command::new(&self.bin);
+        if let Some(d) = &self.dir {
+            cmd.current_dir(d);
+        }
+        let child = cmd
             .args([
                 "broker",
                 "--listener-url",
@@ -102,7 +107,15 @@ impl Broker {
                 &self.storage,
             ])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(match &self.dir {
+                Some(d) => std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(d.join("tansu.log"))
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+                None => Stdio::null(),
+            })
             .spawn()
             .unwrap_or_else(|e| panic!("start tansu ({}): {e}", self.bin.display()));
         self.child = Some(child);
