@@ -3,7 +3,7 @@
 //! Kafka-based services around it.
 
 mod common;
-use common::kafka::{wait_ready_body, Broker};
+use common::kafka::{admin, wait_ready_body, Broker};
 use common::ws::WsClient;
 use common::*;
 use serde_json::{json, Value};
@@ -25,18 +25,6 @@ fn drain(ws: &mut WsClient, want: usize, secs: u64) -> Vec<Value> {
         }
     }
     out
-}
-
-fn admin(gw: &Gateway, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let r = raw(
-        gw.admin,
-        format!(
-            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    );
-    (r.status, serde_json::from_slice(&r.body).unwrap_or(Value::Null))
 }
 
 #[test]

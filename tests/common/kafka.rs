@@ -214,3 +214,16 @@ pub fn wait_ready_body(admin: std::net::SocketAddr, needle: &str, timeout: Durat
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// An admin API call with a JSON body: the status and the JSON answer.
+pub fn admin(gw: &super::Gateway, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let r = super::raw(
+        gw.admin,
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    (r.status, serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null))
+}
