@@ -38,10 +38,12 @@ pub enum ErrorKind {
     LoopDetected,
     /// Kafka did not confirm a message (broker down, timeout, fatal error).
     DeliveryFailed,
+    /// No credential, or one that is not valid.
+    Unauthorized,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 16] = [
+    pub const ALL: [ErrorKind; 17] = [
         ErrorKind::BadRequest,
         ErrorKind::UriTooLong,
         ErrorKind::HeadersTooLarge,
@@ -58,12 +60,14 @@ impl ErrorKind {
         ErrorKind::Forbidden,
         ErrorKind::LoopDetected,
         ErrorKind::DeliveryFailed,
+        ErrorKind::Unauthorized,
     ];
 
     pub fn status(self) -> u16 {
         match self {
             ErrorKind::BadRequest => 400,
             ErrorKind::HeaderTimeout => 408,
+            ErrorKind::Unauthorized => 401,
             ErrorKind::UnknownService => 404,
             ErrorKind::BodyTooLarge => 413,
             ErrorKind::UriTooLong => 414,
@@ -98,6 +102,7 @@ impl ErrorKind {
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::LoopDetected => "loop_detected",
             ErrorKind::DeliveryFailed => "delivery_failed",
+            ErrorKind::Unauthorized => "unauthorized",
         }
     }
 

@@ -12,6 +12,7 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod control;

@@ -98,6 +98,9 @@ pub fn serve(path: Option<PathBuf>, ov: Overrides) -> Result<(), String> {
 
     let registry = Arc::new(Registry::new(s.workers));
     // Before the first snapshot: routes and workers find Kafka's settings here.
+    if !crate::auth::init_secret(&s.key_secret_env) {
+        tracing::info!(env = %s.key_secret_env, "no API key secret (32 bytes or more) in the environment: API keys can be neither created nor checked");
+    }
     let kafka = crate::kafka::init(s.kafka.clone(), s.node_id);
     if !s.kafka.push_topics.is_empty() || crate::kafka::needed_by(&config.gateway) {
         kafka.start_producer();

@@ -24,6 +24,8 @@ const RANKS: &[(&str, u8)] = &[
     // The data plane, bottom to top.
     ("upstream", 3),
     ("discovery", 3),
+    // Who is calling: the API key index (filters and upgrades read it).
+    ("auth", 3),
     // The Kafka client: one producer, consumers for the control side.
     ("kafka", 3),
     ("targets", 4),

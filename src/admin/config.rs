@@ -34,6 +34,7 @@ fn kind_of(segment: &str) -> Option<Kind> {
     match segment {
         "services" => Some(Kind::Service),
         "endpoints" => Some(Kind::Endpoint),
+        "consumers" => Some(Kind::Consumer),
         _ => None,
     }
 }
@@ -70,7 +71,7 @@ fn find_key(v: &Value, key: &str, at: &str) -> Option<String> {
 /// `{"services":…,"endpoints":…}` document when `whole`).
 fn pointer_of(message: &str, doc: &Value, whole: bool) -> String {
     // "… services.echo.instances (line 3): …" → /instances (or /services/echo/instances).
-    for table in ["services.", "endpoints."] {
+    for table in ["services.", "endpoints.", "consumers."] {
         if let Some(i) = message.find(table) {
             let rest = &message[i..];
             let end = rest.find([' ', ':']).unwrap_or(rest.len());
@@ -298,6 +299,43 @@ fn applied_or(r: Result<Applied, ApplyError>, doc: &Value, whole: bool) -> Outco
     }
 }
 
+/// `POST /consumers/{name}/keys` (201, the key shown this once), `GET` (ids
+/// and creation times), `DELETE /consumers/{name}/keys/{id}` (revoke).
+fn keys(control: &Control, consumer: &str, rest: &[&str], call: &Call) -> AdminResponse {
+    let failed = |e: ApplyError| match e {
+        ApplyError::NotFound(m) => AdminResponse::error(404, "not_found", &m),
+        ApplyError::Invalid(c) => AdminResponse::error(409, "no_key_secret", &c.0),
+        ApplyError::Store(m) => AdminResponse::error(500, "store_failed", &m),
+    };
+    match (call.method.as_str(), rest) {
+        ("POST", []) => match control.key_create(consumer) {
+            Ok((id, key, created)) => AdminResponse::json(
+                201,
+                format!(r#"{{"id":{},"key":{},"created_ms":{created}}}"#, json_string(&id), json_string(&key)),
+            ),
+            Err(e) => failed(e),
+        },
+        ("GET", []) => match control.key_list(consumer) {
+            Ok(list) => {
+                let items: Vec<String> = list
+                    .iter()
+                    .map(|k| format!(r#"{{"id":{},"created_ms":{}}}"#, json_string(&k.id), k.created_ms))
+                    .collect();
+                AdminResponse::json(200, format!(r#"{{"keys":[{}]}}"#, items.join(",")))
+            }
+            Err(e) => failed(e),
+        },
+        ("DELETE", [id]) => match control.key_revoke(consumer, id) {
+            Ok(true) => AdminResponse::json(200, r#"{"revoked":true}"#),
+            Ok(false) => AdminResponse::error(404, "not_found", "no such key"),
+            Err(e) => failed(e),
+        },
+        (_, []) => AdminResponse::method_not_allowed("GET, POST"),
+        (_, [_]) => AdminResponse::method_not_allowed("DELETE"),
+        _ => AdminResponse::error(404, "not_found", "no such admin endpoint"),
+    }
+}
+
 fn not_found(kind: Kind, name: &str) -> AdminResponse {
     AdminResponse::error(404, "not_found", &format!("no {} named {name:?}", kind.as_str()))
 }
@@ -316,6 +354,7 @@ fn entity(control: &Control, kind: Kind, name: &str, rest: &[&str], call: &Call)
     };
     match (call.method.as_str(), rest) {
         ("GET", ["instances"]) if kind == Kind::Service => return instances(control, name),
+        (_, ["keys", ..]) if kind == Kind::Consumer => return keys(control, name, &rest[1..], call).into(),
         ("GET", []) => control.with_store(|store| {
             let Ok(Some(n)) = store.active_version(kind, name) else {
                 return not_found(kind, name);
@@ -538,7 +577,12 @@ fn export(control: &Control) -> AdminResponse {
     };
     AdminResponse::json(
         200,
-        format!(r#"{{"services":{},"endpoints":{}}}"#, section(Kind::Service), section(Kind::Endpoint)),
+        format!(
+            r#"{{"services":{},"endpoints":{},"consumers":{}}}"#,
+            section(Kind::Service),
+            section(Kind::Endpoint),
+            section(Kind::Consumer)
+        ),
     )
 }
 
@@ -546,13 +590,16 @@ fn export(control: &Control) -> AdminResponse {
 fn document_changes(store: &dyn ConfigStore, doc: &Value, call: &Call) -> Result<Vec<Change>, AdminResponse> {
     let (author, comment) = (&call.author, &call.comment);
     let Value::Object(top) = doc else { return Err(invalid("", "the body must be a JSON object")) };
-    if let Some(k) = top.keys().find(|k| *k != "services" && *k != "endpoints") {
-        return Err(invalid(&format!("/{k}"), "unknown field: the document has \"services\" and \"endpoints\""));
+    if let Some(k) = top.keys().find(|k| !["services", "endpoints", "consumers"].contains(&k.as_str())) {
+        return Err(invalid(
+            &format!("/{k}"),
+            "unknown field: the document has \"services\", \"endpoints\" and \"consumers\"",
+        ));
     }
     let active = store.active().map_err(store_err)?;
 
     let mut changes = Vec::new();
-    for (section, kind) in [("services", Kind::Service), ("endpoints", Kind::Endpoint)] {
+    for (section, kind) in [("services", Kind::Service), ("endpoints", Kind::Endpoint), ("consumers", Kind::Consumer)] {
         let entries = match top.get(section) {
             None => serde_json::Map::new(),
             Some(Value::Object(m)) => m.clone(),

@@ -85,6 +85,8 @@ pub struct EndpointConfig {
     /// In the order written.
     pub routes: Vec<RouteConfig>,
     pub limits: WsLimits,
+    /// Who may upgrade.
+    pub auth: super::auth::Auth,
 }
 
 /// Parses `http://host:port/path` (no TLS, no user info) and resolves it once.
@@ -208,7 +210,8 @@ pub(super) fn endpoint(
     for (rkey, r) in &e.routes {
         routes.push(route(src, &format!("{key}.routes.\"{rkey}\""), rkey, r, default_timeout)?);
     }
-    Ok(EndpointConfig { name: name.to_string(), path: path.clone(), route_selection, mode, routes, limits })
+    let auth = super::auth::auth(src, &format!("{key}.auth"), e.auth.as_ref())?;
+    Ok(EndpointConfig { name: name.to_string(), path: path.clone(), route_selection, mode, routes, limits, auth })
 }
 
 fn route(

@@ -37,6 +37,11 @@ pub struct FileConfig {
     pub discovery: DiscoveryGlobalSection,
     #[serde(default)]
     pub kafka: super::kafka::KafkaSection,
+    #[serde(default)]
+    pub auth: super::auth::AuthSection,
+    /// Who calls through the gateway, by name.
+    #[serde(default)]
+    pub consumers: BTreeMap<String, super::auth::ConsumerSection>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -89,6 +94,8 @@ pub struct ServiceSection {
     pub health: Option<super::resilience::HealthSection>,
     /// How requests reach the service when not over HTTP: `{ kafka = {...} }`.
     pub dispatch: Option<super::kafka::DispatchSection>,
+    /// `"none"` (default) or `{ api_key = { header = "X-Api-Key" } }`.
+    pub auth: Option<super::auth::AuthChoice>,
 }
 
 /// `discovery = { file = "/etc/wasp/shop.json" }` (one registry per service).
@@ -235,6 +242,8 @@ pub struct EndpointSection {
     /// Routes in the order written: `match` routes are tried in this order.
     #[serde(default)]
     pub routes: indexmap::IndexMap<String, RouteSection>,
+    /// Who may upgrade: `"none"` (default) or `{ api_key = {...} }`.
+    pub auth: Option<super::auth::AuthChoice>,
 }
 
 #[derive(Debug, Deserialize)]

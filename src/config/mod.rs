@@ -1,5 +1,6 @@
 //! Configuration: strict TOML in (`file`), a validated model out (`model`).
 
+pub mod auth;
 pub mod dev;
 mod discovery;
 mod duration;

@@ -82,6 +82,8 @@ pub struct ServerConfig {
     pub node_id: u8,
     /// The Kafka client (used only when a route, a service or push needs it).
     pub kafka: super::KafkaConfig,
+    /// The environment variable holding the API keys' HMAC secret.
+    pub key_secret_env: String,
 }
 
 /// Limits that keep one client from costing the gateway more than its share.
@@ -153,6 +155,8 @@ pub struct ServiceConfig {
     pub health: Option<super::resilience::HealthCheck>,
     /// `dispatch = { kafka = ... }`: requests travel over Kafka, not HTTP.
     pub bus: Option<super::BusConfig>,
+    /// Who may call it.
+    pub auth: super::auth::Auth,
 }
 
 /// `[services.X.retry]`: how many times, and how often overall, a request
@@ -220,6 +224,8 @@ pub struct GatewayConfig {
     pub dev_fallback: Option<super::dev::Fallback>,
     /// Dev mode: a console line per request.
     pub dev_console: bool,
+    /// Who calls through the gateway (API keys belong to one).
+    pub consumers: Vec<super::auth::ConsumerConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -394,6 +400,7 @@ impl Config {
                 _ => return src.err("server.node_id", None, "must be between 0 and 255"),
             },
             kafka: super::kafka::kafka(src, &file.kafka)?,
+            key_secret_env: super::auth::key_secret_env(src, &file.auth)?,
         };
 
         let l = &file.limits;
@@ -548,6 +555,10 @@ impl Config {
             endpoints.push(ep);
         }
 
+        let mut consumers = Vec::new();
+        for (name, c) in &file.consumers {
+            consumers.push(super::auth::consumer(src, name, c)?);
+        }
         let record_dir = file.log.record_dir.as_deref().map(std::path::PathBuf::from);
         if let Some(d) = &record_dir {
             if !d.is_absolute() {
@@ -576,6 +587,7 @@ impl Config {
                 record_queue,
                 dev_fallback: None,
                 dev_console: false,
+                consumers,
             },
         })
     }

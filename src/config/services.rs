@@ -118,6 +118,7 @@ pub(super) fn service(
     }
     Ok(ServiceConfig {
         name: name.to_string(),
+        auth: super::auth::auth(src, &format!("{key}.auth"), svc.auth.as_ref())?,
         bus,
         discovery,
         instances,

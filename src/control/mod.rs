@@ -92,6 +92,7 @@ fn kind_table(kind: Kind) -> &'static str {
     match kind {
         Kind::Service => "services",
         Kind::Endpoint => "endpoints",
+        Kind::Consumer => "consumers",
     }
 }
 
@@ -100,7 +101,7 @@ fn split(text: &str, origin: &str) -> Result<(Base, Vec<Entity>), ConfigError> {
     let mut table: toml::Table =
         text.parse().map_err(|e: toml::de::Error| ConfigError(format!("{origin}: {}", e.message())))?;
     let mut entities = Vec::new();
-    for kind in [Kind::Service, Kind::Endpoint] {
+    for kind in Kind::ALL {
         if let Some(toml::Value::Table(t)) = table.remove(kind_table(kind)) {
             for (name, v) in t {
                 entities.push((kind, name, entity_json(&v)?));
@@ -113,7 +114,7 @@ fn split(text: &str, origin: &str) -> Result<(Base, Vec<Entity>), ConfigError> {
 /// Builds and validates the whole configuration: base + entities.
 fn assemble(base: &Base, entities: &[Entity]) -> Result<Config, ConfigError> {
     let mut table = base.table.clone();
-    for kind in [Kind::Service, Kind::Endpoint] {
+    for kind in Kind::ALL {
         let mut t = toml::Table::new();
         for (k, name, json) in entities.iter().filter(|(k, _, _)| *k == kind) {
             let v: toml::Value =
@@ -277,12 +278,55 @@ impl Control {
         }
         let config = assemble(&state.base, &entities).map_err(ApplyError::Invalid)?;
         state.store.activate(kind, name, version).map_err(|e| ApplyError::Store(e.0))?;
+        publish_keys(state.store.as_ref(), &config.gateway);
         let snapshot_version = self.swap(config);
         Ok(Applied {
             snapshot_version,
             changed: vec![(kind, name.to_string(), version)],
             apply_us: started.elapsed().as_micros() as u64,
         })
+    }
+
+    /// A new API key for `consumer`: `(id, key, created_ms)`. The key is
+    /// shown here once; the store keeps only its HMAC.
+    pub fn key_create(&self, consumer: &str) -> Result<(String, String, u64), ApplyError> {
+        let mut state = self.lock();
+        let gateway = self.snapshot.load().gateway.clone();
+        if !gateway.consumers.iter().any(|c| c.name == consumer) {
+            return Err(ApplyError::NotFound(format!("no consumer named {consumer:?}")));
+        }
+        let (id, key) = crate::auth::new_key().map_err(ApplyError::Store)?;
+        let Some(digest) = crate::auth::digest(key.as_bytes()) else {
+            return Err(ApplyError::Invalid(ConfigError(
+                "auth.key_secret_env: the key secret is not set (at least 32 bytes in the environment variable it names, at start)".into(),
+            )));
+        };
+        let created_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let stored = crate::store::StoredKey {
+            id: id.clone(),
+            consumer: consumer.to_string(),
+            hmac: crate::auth::to_hex(&digest),
+            created_ms,
+        };
+        state.store.key_add(&stored).map_err(|e| ApplyError::Store(e.0))?;
+        publish_keys(state.store.as_ref(), &gateway);
+        Ok((id, key, created_ms))
+    }
+
+    /// The live keys of `consumer` (ids and creation times; never the keys).
+    pub fn key_list(&self, consumer: &str) -> Result<Vec<crate::store::StoredKey>, ApplyError> {
+        self.lock().store.keys(Some(consumer)).map_err(|e| ApplyError::Store(e.0))
+    }
+
+    /// Revokes a key; effective on every worker at its next request.
+    pub fn key_revoke(&self, consumer: &str, id: &str) -> Result<bool, ApplyError> {
+        let mut state = self.lock();
+        let found = state.store.key_revoke(consumer, id).map_err(|e| ApplyError::Store(e.0))?;
+        publish_keys(state.store.as_ref(), &self.snapshot.load().gateway);
+        Ok(found)
     }
 
     /// Validates changes against the active set without storing anything.
@@ -305,6 +349,8 @@ impl Control {
             if changes.is_empty() { Vec::new() } else { store.commit(&changes).map_err(|e| ApplyError::Store(e.0))? };
         let unchanged = changes.is_empty() && self.snapshot.load().gateway == config.gateway;
         let snapshot_version = if unchanged { self.snapshot.load().version } else { self.swap(config.clone()) };
+        // A consumer deleted or brought back changes which keys are live.
+        publish_keys(store.as_ref(), &config.gateway);
         let changed = changes.iter().zip(numbers).map(|(c, n)| (c.kind, c.name.clone(), n)).collect();
         Ok((Applied { snapshot_version, changed, apply_us: started.elapsed().as_micros() as u64 }, config))
     }
@@ -326,6 +372,17 @@ impl Control {
             self.registry.worker(i).snapshot_ack.publish();
         }
         version
+    }
+}
+
+/// Publishes the API key index: live keys of consumers that exist.
+fn publish_keys(store: &dyn ConfigStore, g: &crate::config::GatewayConfig) {
+    match store.keys(None) {
+        Ok(keys) => crate::auth::publish(
+            keys.into_iter().filter(|k| g.consumers.iter().any(|c| c.name == k.consumer)).map(|k| (k.hmac, k.consumer)),
+        ),
+        // The last index stays (revocations since are not seen): say so.
+        Err(e) => tracing::error!(error = %e, "API keys could not be read; the last list stays in force"),
     }
 }
 

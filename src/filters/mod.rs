@@ -30,6 +30,7 @@
 //! ARCHITECTURE.md, "Writing a filter").
 
 pub mod access;
+pub mod api_key;
 pub mod cors;
 pub mod headers;
 pub mod mock;
@@ -196,6 +197,9 @@ pub struct Ctx {
     /// The service-relative path sent instead of the client's (the query
     /// string is kept as sent).
     pub path: Option<String>,
+    /// The query string sent (and logged) instead of the client's, without
+    /// `?` (empty: none): a credential taken out of it.
+    pub query: Option<String>,
     /// Whatever a filter keeps between its request and response phases,
     /// one value per type.
     state: Vec<(TypeId, Box<dyn Any>)>,
@@ -249,6 +253,12 @@ impl Chain {
             service.filters.iter().map(|f| build(f, &service.name, gateway, registry)).collect();
         // Stable: `cors` first, the rest in the order written.
         built.sort_by_key(|f| f.kind() != "cors");
+        // Who is calling, right after CORS: before any filter that routes,
+        // records or answers for the service.
+        if let crate::config::auth::Auth::ApiKey(a) = &service.auth {
+            let at = built.iter().take_while(|f| f.kind() == "cors").count();
+            built.insert(at, Box::new(api_key::ApiKey::new(a)));
+        }
         // A mock answers last, after every filter the real service would have.
         if let Some(m) = service
             .mock

@@ -95,6 +95,7 @@ impl Router {
                 outlier: Default::default(),
                 health: None,
                 bus: None,
+                auth: Default::default(),
                 dev: Some(crate::config::dev::DevRoute::Fallback(Arc::from(f.url.as_str()))),
             };
             Arc::new(Service {

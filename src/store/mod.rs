@@ -16,13 +16,18 @@ use std::fmt;
 pub enum Kind {
     Service,
     Endpoint,
+    /// Who calls through the gateway (API keys belong to one).
+    Consumer,
 }
 
 impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Service, Kind::Endpoint, Kind::Consumer];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Service => "service",
             Kind::Endpoint => "endpoint",
+            Kind::Consumer => "consumer",
         }
     }
 
@@ -30,9 +35,20 @@ impl Kind {
         match s {
             "service" => Some(Kind::Service),
             "endpoint" => Some(Kind::Endpoint),
+            "consumer" => Some(Kind::Consumer),
             _ => None,
         }
     }
+}
+
+/// An API key as stored: its id, its consumer and its HMAC, never the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub id: String,
+    pub consumer: String,
+    /// HMAC-SHA-256 of the key under the gateway's secret, hex.
+    pub hmac: String,
+    pub created_ms: u64,
 }
 
 /// What is known about one version.
@@ -94,4 +110,12 @@ pub trait ConfigStore: Send {
     fn commit(&mut self, changes: &[Change]) -> Result<Vec<u64>, StoreError>;
     /// Makes an existing version active again (nothing new is recorded).
     fn activate(&mut self, kind: Kind, name: &str, version: u64) -> Result<(), StoreError>;
+
+    /// Records a new API key (its HMAC). Keys are not versions: applying an
+    /// old consumer version never brings a revoked key back.
+    fn key_add(&mut self, key: &StoredKey) -> Result<(), StoreError>;
+    /// Keys not revoked, of one consumer or of all.
+    fn keys(&self, consumer: Option<&str>) -> Result<Vec<StoredKey>, StoreError>;
+    /// Revokes a key; `false` when the consumer has no such key.
+    fn key_revoke(&mut self, consumer: &str, id: &str) -> Result<bool, StoreError>;
 }

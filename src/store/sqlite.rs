@@ -1,6 +1,6 @@
 //! The SQLite store: one file (or memory), WAL, synchronous writes.
 
-use super::{content_hash, Change, ConfigStore, Kind, StoreError, Version, VersionMeta};
+use super::{content_hash, Change, ConfigStore, Kind, StoreError, StoredKey, Version, VersionMeta};
 use rusqlite::{params, Connection, OptionalExtension};
 
 pub struct SqliteStore {
@@ -34,7 +34,10 @@ impl SqliteStore {
                  PRIMARY KEY (kind, name, version));
              CREATE TABLE IF NOT EXISTS active (
                  kind TEXT NOT NULL, name TEXT NOT NULL, version INTEGER NOT NULL,
-                 PRIMARY KEY (kind, name));",
+                 PRIMARY KEY (kind, name));
+             CREATE TABLE IF NOT EXISTS api_keys (
+                 id TEXT PRIMARY KEY, consumer TEXT NOT NULL, hmac TEXT NOT NULL UNIQUE,
+                 created_ms INTEGER NOT NULL, revoked_ms INTEGER);",
         )
         .map_err(err)?;
         Ok(SqliteStore { db })
@@ -161,6 +164,47 @@ impl ConfigStore for SqliteStore {
         )
         .map_err(err)?;
         tx.commit().map_err(err)
+    }
+
+    fn key_add(&mut self, key: &StoredKey) -> Result<(), StoreError> {
+        self.db
+            .execute(
+                "INSERT INTO api_keys (id, consumer, hmac, created_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![key.id, key.consumer, key.hmac, key.created_ms as i64],
+            )
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    fn keys(&self, consumer: Option<&str>) -> Result<Vec<StoredKey>, StoreError> {
+        let mut st = self
+            .db
+            .prepare(
+                "SELECT id, consumer, hmac, created_ms FROM api_keys
+                 WHERE revoked_ms IS NULL AND (?1 IS NULL OR consumer = ?1) ORDER BY created_ms, id",
+            )
+            .map_err(err)?;
+        let rows = st
+            .query_map(params![consumer], |r| {
+                Ok(StoredKey {
+                    id: r.get(0)?,
+                    consumer: r.get(1)?,
+                    hmac: r.get(2)?,
+                    created_ms: r.get::<_, i64>(3)? as u64,
+                })
+            })
+            .map_err(err)?;
+        rows.map(|r| r.map_err(err)).collect()
+    }
+
+    fn key_revoke(&mut self, consumer: &str, id: &str) -> Result<bool, StoreError> {
+        self.db
+            .execute(
+                "UPDATE api_keys SET revoked_ms = ?3 WHERE consumer = ?1 AND id = ?2 AND revoked_ms IS NULL",
+                params![consumer, id, now_ms() as i64],
+            )
+            .map(|n| n > 0)
+            .map_err(err)
     }
 }
 

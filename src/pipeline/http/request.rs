@@ -388,18 +388,31 @@ pub fn prepare(
     if service.config.whole_path {
         unedited.add(FALLBACK_HOP, b"1");
     }
-    let (edits, rewritten, ended, defer_framing) = match filtered.as_deref_mut() {
-        None => (&unedited, None, false, false),
+    let (edits, rewritten, new_query, ended, defer_framing) = match filtered.as_deref_mut() {
+        None => (&unedited, None, None, false, false),
         Some(f) => {
             let path = f.ctx.path.take();
-            (&f.ctx.headers, path, f.early.is_some(), f.transform_request)
+            (&f.ctx.headers, path, f.ctx.query.take(), f.early.is_some(), f.transform_request)
         }
     };
+    if let Some(q) = &new_query {
+        // A credential left the query: the access log does not see it either.
+        if let Some(t) = meta.target.as_mut() {
+            let base = t.split('?').next().unwrap_or_default().to_string();
+            *t = if q.is_empty() { base } else { format!("{base}?{q}") };
+        }
+    }
     if !ended {
-        let mut target: Cow<'_, str> = match (rewritten, query) {
-            (None, _) => Cow::Borrowed(&routed.upstream_target),
-            (Some(p), None) => Cow::Owned(p),
-            (Some(p), Some(q)) => Cow::Owned(format!("{p}?{q}")),
+        let query = match &new_query {
+            None => query,
+            Some(q) => (!q.is_empty()).then_some(q.as_str()),
+        };
+        let mut target: Cow<'_, str> = match (rewritten, query, &new_query) {
+            (None, _, None) => Cow::Borrowed(&routed.upstream_target),
+            (None, None, Some(_)) => Cow::Owned(path.to_string()),
+            (None, Some(q), Some(_)) => Cow::Owned(format!("{path}?{q}")),
+            (Some(p), None, _) => Cow::Owned(p),
+            (Some(p), Some(q), _) => Cow::Owned(format!("{p}?{q}")),
         };
         if service.config.whole_path {
             // Dev mode's fallback: the other gateway routes by the name too.

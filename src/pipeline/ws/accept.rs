@@ -38,7 +38,7 @@ pub async fn handshake(
     snap: &Snapshot,
     mut client: BufStream,
     peer: SocketAddr,
-    up: WsUpgrade,
+    mut up: WsUpgrade,
 ) -> Option<Session> {
     let started = Instant::now();
     let ep = up.endpoint.clone();
@@ -46,16 +46,63 @@ pub async fn handshake(
     let id_text = id.display(w.node);
     let rid = up.meta.request_id;
 
+    // Who is calling (endpoint `auth`): the credential leaves the headers and
+    // the query `$connect` sees, whatever the outcome.
+    let consumer = match &ep.config.auth {
+        crate::config::auth::Auth::None => None,
+        crate::config::auth::Auth::ApiKey(a) => {
+            let mut key = None;
+            if let Some(h) = &a.header {
+                if let Some(i) = up.headers.iter().position(|(n, _)| n == h) {
+                    key = Some(up.headers.remove(i).1);
+                }
+            }
+            if let Some(q) = &a.query {
+                let (v, rest) = crate::filters::api_key::take_param(&up.query, q);
+                if v.is_some() {
+                    // Nor does the access log.
+                    if let Some(t) = up.meta.target.as_mut() {
+                        let base = t.split('?').next().unwrap_or_default().to_string();
+                        *t = if rest.is_empty() { base } else { format!("{base}?{rest}") };
+                    }
+                }
+                key = key.or(v.map(str::to_string));
+                up.query = rest;
+            }
+            match key.as_deref().filter(|k| !k.is_empty()).and_then(|k| crate::auth::lookup(k.as_bytes())) {
+                Some(c) => Some(c),
+                None => {
+                    let message = if key.is_some() { "the API key is not valid" } else { "an API key is required" };
+                    let body = format!(
+                        r#"{{"error":"unauthorized","status":401,"message":"{message}","request_id":"{}"}}"#,
+                        rid.as_str()
+                    );
+                    let mut out = format!(
+                        "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\nwww-authenticate: ApiKey\r\ncontent-length: {}\r\nx-request-id: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len(),
+                        rid.as_str()
+                    )
+                    .into_bytes();
+                    let _ = write_with_deadline(w, snap, &mut client.stream, &mut out).await;
+                    w.stats.error(ErrorKind::Unauthorized);
+                    finish(w, snap, &up.meta, 401, 0, started);
+                    return None;
+                }
+            }
+        }
+    };
+
     let headers: Vec<String> =
         up.headers.iter().map(|(n, v)| format!("{}:{}", json_string(n), json_string(v))).collect();
+    let consumer_json = consumer.as_deref().map_or("null".to_string(), json_string);
     let connect_body = format!(
-        r#"{{"connection_id":"{id_text}","endpoint":{},"path":{},"query":{},"remote_addr":"{peer}","headers":{{{}}}}}"#,
+        r#"{{"connection_id":"{id_text}","endpoint":{},"path":{},"query":{},"remote_addr":"{peer}","consumer":{consumer_json},"headers":{{{}}}}}"#,
         json_string(ep.name()),
         json_string(&up.path),
         json_string(&up.query),
         headers.join(",")
     );
-    let groups = match on_connect(w, &ep, &id_text, rid.as_str(), connect_body.as_bytes()).await {
+    let groups = match on_connect(w, &ep, &id_text, rid.as_str(), connect_body.as_bytes(), consumer.as_deref()).await {
         Ok(g) => g,
         Err((status, message)) => {
             let body = format!(
@@ -85,7 +132,9 @@ pub async fn handshake(
     finish(w, snap, &up.meta, 101, 0, started);
 
     let (stream, leftover) = client.into_leftover();
-    let conn = Rc::new(WsConn::new(id, w.node, w.ws.endpoint_name(ep.name()), peer, &ep.config.limits));
+    let mut conn = WsConn::new(id, w.node, w.ws.endpoint_name(ep.name()), peer, &ep.config.limits);
+    conn.consumer = consumer;
+    let conn = Rc::new(conn);
     w.ws.insert(conn.clone());
     for g in &groups {
         w.ws.join(id, g);

@@ -80,6 +80,8 @@ pub struct WsConn {
     pub id: ConnId,
     pub endpoint: Rc<str>,
     pub peer: SocketAddr,
+    /// The consumer whose API key opened the connection (endpoint `auth`).
+    pub consumer: Option<std::sync::Arc<str>>,
     pub connected_at_ms: u64,
     pub last_active_ms: Cell<u64>,
     pub groups: RefCell<Vec<Rc<str>>>,
@@ -153,6 +155,7 @@ impl WsConn {
             id,
             endpoint,
             peer,
+            consumer: None,
             connected_at_ms: now,
             last_active_ms: Cell::new(now),
             groups: RefCell::new(Vec::new()),

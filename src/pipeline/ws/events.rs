@@ -162,6 +162,7 @@ async fn forward(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, route: &
         endpoint: ep.name(),
         route: &route.key,
         request_id: rid,
+        consumer: conn.consumer.as_deref(),
     };
     let calls = route.targets.iter().map(|t| t.deliver(w.env(), &info, &body, route.timeout));
     let results: Vec<Result<Delivered, ProxyError>> = join_all(calls).await;
@@ -268,6 +269,7 @@ fn notify_error(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, error: Ve
             endpoint: ep.name(),
             route: "$error",
             request_id: &rid,
+            consumer: conn.consumer.as_deref(),
         };
         let calls = route.targets.iter().map(|t| t.deliver(w.env(), &info, &error, route.timeout));
         let results = join_all(calls).await;
@@ -292,6 +294,7 @@ pub async fn on_connect(
     conn_id: &str,
     rid: &str,
     body: &[u8],
+    consumer: Option<&str>,
 ) -> Result<Vec<String>, (u16, String)> {
     let Some(route) = ep.route("$connect").filter(|r| !r.targets.is_empty()) else {
         return Ok(Vec::new());
@@ -303,6 +306,7 @@ pub async fn on_connect(
         endpoint: ep.name(),
         route: "$connect",
         request_id: rid,
+        consumer,
     };
     let results = join_all(route.targets.iter().map(|t| t.deliver(w.env(), &info, body, route.timeout))).await;
     let mut groups = Vec::new();
@@ -350,6 +354,7 @@ pub fn on_disconnect(w: &Rc<Worker>, conn: Rc<WsConn>, ep: Arc<Endpoint>, code: 
             endpoint: ep.name(),
             route: "$disconnect",
             request_id: rid.as_str(),
+            consumer: conn.consumer.as_deref(),
         };
         for r in join_all(route.targets.iter().map(|t| t.deliver(w.env(), &info, body.as_bytes(), route.timeout))).await
         {
