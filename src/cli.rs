@@ -28,11 +28,94 @@ pub enum ConfigCmd {
     Validate { file: std::path::PathBuf },
 }
 
+/// `wasp consumers …`: who calls through the gateway.
+#[derive(clap::Subcommand, Debug)]
+pub enum ConsumersCmd {
+    /// Every consumer with its number of live keys.
+    List,
+    /// Create a consumer (or write a new version of it) with no limits.
+    Put { name: String },
+    /// Delete a consumer: its keys stop working at once.
+    Delete { name: String },
+}
+
+/// `wasp keys …`: a consumer's API keys.
+#[derive(clap::Subcommand, Debug)]
+pub enum KeysCmd {
+    /// Make a key: printed this once, never stored in clear.
+    Create { consumer: String },
+    /// The consumer's live keys: ids and creation times.
+    List { consumer: String },
+    /// Revoke a key (every worker, at its next request).
+    Revoke { consumer: String, id: String },
+}
+
+pub fn consumers(client: &AdminClient, cmd: &ConsumersCmd, as_json: bool) -> Result<String, String> {
+    match cmd {
+        ConsumersCmd::List => {
+            let doc = json(&client.call("GET", "/config/export", None)?)?;
+            let names: Vec<String> =
+                doc["consumers"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+            let mut rows = vec![vec!["CONSUMER".into(), "KEYS".into()]];
+            let mut out = Vec::new();
+            for name in names {
+                let v = json(&client.call("GET", &format!("/consumers/{name}/keys"), None)?)?;
+                let n = v["keys"].as_array().map_or(0, Vec::len);
+                rows.push(vec![name.clone(), n.to_string()]);
+                out.push(serde_json::json!({"name": name, "keys": n}));
+            }
+            Ok(if as_json { Value::Array(out).to_string() } else { table(&rows) })
+        }
+        ConsumersCmd::Put { name } => {
+            let v = json(&client.call("PUT", &format!("/consumers/{name}"), Some("{}"))?)?;
+            Ok(if as_json { v.to_string() } else { format!("consumer {name}: version {}", v["applied"][0]["version"]) })
+        }
+        ConsumersCmd::Delete { name } => {
+            let a = client.call("DELETE", &format!("/consumers/{name}"), None)?;
+            let v = json(&a)?;
+            Ok(if as_json { v.to_string() } else { format!("deleted consumer {name}") })
+        }
+    }
+}
+
+pub fn keys(client: &AdminClient, cmd: &KeysCmd, as_json: bool) -> Result<String, String> {
+    match cmd {
+        KeysCmd::Create { consumer } => {
+            let v = json(&client.call("POST", &format!("/consumers/{consumer}/keys"), Some(""))?)?;
+            Ok(if as_json {
+                v.to_string()
+            } else {
+                format!(
+                    "id  {}\nkey {}\n(shown this once: wasp keeps only its HMAC)",
+                    v["id"].as_str().unwrap_or(""),
+                    v["key"].as_str().unwrap_or("")
+                )
+            })
+        }
+        KeysCmd::List { consumer } => {
+            let v = json(&client.call("GET", &format!("/consumers/{consumer}/keys"), None)?)?;
+            if as_json {
+                return Ok(v.to_string());
+            }
+            let mut rows = vec![vec!["ID".into(), "CREATED".into()]];
+            for k in v["keys"].as_array().cloned().unwrap_or_default() {
+                rows.push(vec![k["id"].as_str().unwrap_or("").into(), when(k["created_ms"].as_u64().unwrap_or(0))]);
+            }
+            Ok(table(&rows))
+        }
+        KeysCmd::Revoke { consumer, id } => {
+            let v = json(&client.call("DELETE", &format!("/consumers/{consumer}/keys/{id}"), None)?)?;
+            Ok(if as_json { v.to_string() } else { format!("revoked {id}") })
+        }
+    }
+}
+
 fn plural(kind: &str) -> Result<&'static str, String> {
     match kind {
         "service" | "services" => Ok("services"),
         "endpoint" | "endpoints" => Ok("endpoints"),
-        k => Err(format!("{k:?}: the kind is service or endpoint")),
+        "consumer" | "consumers" => Ok("consumers"),
+        k => Err(format!("{k:?}: the kind is service, endpoint or consumer")),
     }
 }
 
@@ -113,7 +196,7 @@ pub fn run(client: &AdminClient, cmd: &ConfigCmd, as_json: bool) -> Result<Strin
             let doc = json(&client.call("GET", "/config/export", None)?)?;
             let mut rows = vec![vec!["KIND".into(), "NAME".into(), "ACTIVE".into(), "VERSIONS".into()]];
             let mut out = Vec::new();
-            for (section, kind) in [("services", "service"), ("endpoints", "endpoint")] {
+            for (section, kind) in [("services", "service"), ("endpoints", "endpoint"), ("consumers", "consumer")] {
                 for name in doc[section].as_object().map(|m| m.keys().cloned().collect::<Vec<_>>()).unwrap_or_default()
                 {
                     let v = json(&client.call("GET", &format!("/{section}/{name}/versions"), None)?)?;

@@ -64,6 +64,34 @@ enum Command {
         #[command(subcommand)]
         cmd: wasp::cli::ConfigCmd,
     },
+    /// Consumers (who calls through the gateway), through the admin API.
+    Consumers {
+        /// The admin listener (or WASP_ADMIN).
+        #[arg(long, env = "WASP_ADMIN", default_value = "http://127.0.0.1:9901")]
+        admin: String,
+        /// Bearer token (or WASP_ADMIN_TOKEN).
+        #[arg(long, env = "WASP_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Print the API's JSON instead of tables.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        cmd: wasp::cli::ConsumersCmd,
+    },
+    /// A consumer's API keys: create, list, revoke, through the admin API.
+    Keys {
+        /// The admin listener (or WASP_ADMIN).
+        #[arg(long, env = "WASP_ADMIN", default_value = "http://127.0.0.1:9901")]
+        admin: String,
+        /// Bearer token (or WASP_ADMIN_TOKEN).
+        #[arg(long, env = "WASP_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Print the API's JSON instead of tables.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        cmd: wasp::cli::KeysCmd,
+    },
     /// A service's instances now (static or discovered), through the admin API.
     Instances {
         /// The admin listener (or WASP_ADMIN).
@@ -117,6 +145,12 @@ fn main() -> ExitCode {
         }
         Command::Config { admin, token, json, cmd } => {
             printed(wasp::admin::client::AdminClient::new(&admin, token).and_then(|c| wasp::cli::run(&c, &cmd, json)))
+        }
+        Command::Consumers { admin, token, json, cmd } => printed(
+            wasp::admin::client::AdminClient::new(&admin, token).and_then(|c| wasp::cli::consumers(&c, &cmd, json)),
+        ),
+        Command::Keys { admin, token, json, cmd } => {
+            printed(wasp::admin::client::AdminClient::new(&admin, token).and_then(|c| wasp::cli::keys(&c, &cmd, json)))
         }
         Command::Instances { admin, token, json, service } => printed(
             wasp::admin::client::AdminClient::new(&admin, token).and_then(|c| wasp::cli::instances(&c, &service, json)),

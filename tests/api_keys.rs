@@ -215,3 +215,42 @@ http = ["http://{a}/events"]
     assert_eq!(ev.header("x-wasp-consumer").as_deref(), Some("alice"));
     let _ = WsClient::connect_with(gw.public, "/ws/chat", &format!("X-Api-Key: {key}\r\n"));
 }
+
+#[test]
+fn the_cli_makes_lists_and_revokes_keys_and_consumers() {
+    let origin = Origin::echo();
+    let gw = start("", origin.addr);
+    let wasp = |args: &[&str]| -> (bool, String) {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wasp"))
+            .arg(args[0])
+            .args(["--admin", &format!("http://{}", gw.admin)])
+            .args(&args[1..])
+            .env_remove("WASP_ADMIN_TOKEN")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, out) = wasp(&["consumers", "put", "bob"]);
+    assert!(ok, "{out}");
+    let (ok, out) = wasp(&["keys", "create", "bob", "--json"]);
+    assert!(ok, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
+    let (id, key) = (v["id"].as_str().unwrap().to_string(), v["key"].as_str().unwrap().to_string());
+    let r = get(&gw, "/orders/x", Some(&key));
+    assert_eq!(r.status, 200);
+    assert_eq!(origin.last().header("x-wasp-consumer").as_deref(), Some("bob"));
+    let (ok, out) = wasp(&["keys", "list", "bob"]);
+    assert!(ok && out.contains(&id) && !out.contains(&key), "{out}");
+    let (ok, out) = wasp(&["consumers", "list"]);
+    assert!(ok && out.contains("bob") && out.contains("alice"), "{out}");
+    let (ok, out) = wasp(&["keys", "revoke", "bob", &id]);
+    assert!(ok, "{out}");
+    assert_eq!(get(&gw, "/orders/x", Some(&key)).status, 401);
+    let (ok, out) = wasp(&["keys", "revoke", "bob", &id]);
+    assert!(!ok && out.contains("404"), "{out}");
+    let (ok, out) = wasp(&["consumers", "delete", "bob"]);
+    assert!(ok, "{out}");
+}
