@@ -66,6 +66,9 @@ fn a_key_lets_its_consumer_in_and_nothing_else_does() {
     let r = raw(gw.public, format!("GET /orders/q?a=1&api_key={key}&b=2 HTTP/1.1\r\nHost: gw\r\n\r\n").as_bytes());
     assert_eq!(r.status, 200);
     assert_eq!(origin.last().request_line(), "GET /q?a=1&b=2 HTTP/1.1");
+    assert_eq!(metric(&gw, "wasp_auth_total", "method=\"api_key\",result=\"missing\""), 1);
+    assert_eq!(metric(&gw, "wasp_auth_total", "method=\"api_key\",result=\"invalid\""), 1);
+    assert_eq!(metric(&gw, "wasp_auth_total", "method=\"api_key\",result=\"ok\""), 2);
     // Keys of an unknown consumer cannot be made.
     assert_eq!(admin(&gw, "POST", "/consumers/nobody/keys", "").0, 404);
 }

@@ -80,6 +80,34 @@ pub fn publish(keys: impl IntoIterator<Item = (String, String)>) {
     INDEX.store(Arc::new(map));
 }
 
+/// What became of a credential (`wasp_auth_total{method,result}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// No credential where the endpoint or service looks for one.
+    Missing,
+    /// A credential that is not a live key.
+    Invalid,
+}
+
+static COUNTS: [std::sync::atomic::AtomicU64; 3] = [const { std::sync::atomic::AtomicU64::new(0) }; 3];
+
+/// Counts one API key check.
+pub fn count(o: Outcome) {
+    COUNTS[o as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Prometheus lines.
+pub fn render(out: &mut String) {
+    use std::fmt::Write as _;
+    let _ =
+        writeln!(out, "# HELP wasp_auth_total Credential checks by method and result.\n# TYPE wasp_auth_total counter");
+    for (o, name) in [(Outcome::Ok, "ok"), (Outcome::Missing, "missing"), (Outcome::Invalid, "invalid")] {
+        let n = COUNTS[o as usize].load(std::sync::atomic::Ordering::Relaxed);
+        let _ = writeln!(out, "wasp_auth_total{{method=\"api_key\",result=\"{name}\"}} {n}");
+    }
+}
+
 /// A new key and its id: 32 random bytes, URL-safe base64, with a prefix
 /// that tells what it is in a leaked log or a secret scanner.
 pub fn new_key() -> Result<(String, String), String> {

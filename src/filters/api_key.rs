@@ -65,10 +65,12 @@ impl Filter for ApiKey {
             key = key.or(v.map(str::as_bytes));
         }
         let Some(key) = key.filter(|k| !k.is_empty()) else {
+            crate::auth::count(crate::auth::Outcome::Missing);
             return Action::Reject(ProxyError::new(ErrorKind::Unauthorized, "an API key is required"));
         };
         match crate::auth::lookup(key) {
             Some(consumer) => {
+                crate::auth::count(crate::auth::Outcome::Ok);
                 // The service learns who, never the key.
                 if let Some(h) = &self.auth.header {
                     ctx.headers.remove(h);
@@ -77,7 +79,10 @@ impl Filter for ApiKey {
                 ctx.insert(Consumer(consumer));
                 Action::Changed
             }
-            None => Action::Reject(ProxyError::new(ErrorKind::Unauthorized, "the API key is not valid")),
+            None => {
+                crate::auth::count(crate::auth::Outcome::Invalid);
+                Action::Reject(ProxyError::new(ErrorKind::Unauthorized, "the API key is not valid"))
+            }
         }
     }
 

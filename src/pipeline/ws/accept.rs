@@ -69,9 +69,18 @@ pub async fn handshake(
                 key = key.or(v.map(str::to_string));
                 up.query = rest;
             }
-            match key.as_deref().filter(|k| !k.is_empty()).and_then(|k| crate::auth::lookup(k.as_bytes())) {
-                Some(c) => Some(c),
+            let key = key.filter(|k| !k.is_empty());
+            match key.as_deref().and_then(|k| crate::auth::lookup(k.as_bytes())) {
+                Some(c) => {
+                    crate::auth::count(crate::auth::Outcome::Ok);
+                    Some(c)
+                }
                 None => {
+                    crate::auth::count(if key.is_some() {
+                        crate::auth::Outcome::Invalid
+                    } else {
+                        crate::auth::Outcome::Missing
+                    });
                     let message = if key.is_some() { "the API key is not valid" } else { "an API key is required" };
                     let body = format!(
                         r#"{{"error":"unauthorized","status":401,"message":"{message}","request_id":"{}"}}"#,
