@@ -72,6 +72,12 @@ pub fn lookup(key: &[u8]) -> Option<Arc<str>> {
     index.get_key_value(&d).filter(|(k, _)| same(k, &d)).map(|(_, c)| c.clone())
 }
 
+/// Whether the key with this digest is still live (an open WebSocket
+/// connection asks before each event: a revoked key ends it).
+pub fn is_live(d: &Digest) -> bool {
+    INDEX.load().contains_key(d)
+}
+
 /// Replaces the index: `(hmac hex, consumer)` of every live key whose
 /// consumer exists.
 pub fn publish(keys: impl IntoIterator<Item = (String, String)>) {

@@ -115,10 +115,17 @@ pub(super) fn auth(src: &Source<'_>, key: &str, a: Option<&AuthChoice>) -> Resul
         (h, _) => h.as_ref().map(|h| h.to_ascii_lowercase()),
     };
     if let Some(h) = &header {
-        use crate::proto::http1::headers::{is_gateway_header, is_hop_by_hop, is_tchar};
+        use crate::proto::http1::headers::{is_gateway_header, is_hop_by_hop, is_name, is_regenerated, is_tchar};
         let n = h.as_bytes();
-        if n.is_empty() || n.len() > 128 || !n.iter().all(|b| is_tchar(*b)) || is_hop_by_hop(n) || is_gateway_header(n)
-        {
+        // Not a name the gateway writes itself (Host, X-Request-Id, the
+        // forwarding headers, framing): a key there would be forwarded,
+        // logged or echoed as that header.
+        let own = is_hop_by_hop(n)
+            || is_gateway_header(n)
+            || is_regenerated(n)
+            || is_name(n, b"transfer-encoding")
+            || is_name(n, b"content-type");
+        if n.is_empty() || n.len() > 128 || !n.iter().all(|b| is_tchar(*b)) || own {
             return src.err(&format!("{key}.api_key.header"), None, format!("{h:?} cannot carry a key"));
         }
     }

@@ -278,6 +278,7 @@ impl Control {
         }
         let config = assemble(&state.base, &entities).map_err(ApplyError::Invalid)?;
         state.store.activate(kind, name, version).map_err(|e| ApplyError::Store(e.0))?;
+        revoke_deleted(&mut state.store, &config.gateway);
         publish_keys(state.store.as_ref(), &config.gateway);
         let snapshot_version = self.swap(config);
         Ok(Applied {
@@ -348,8 +349,10 @@ impl Control {
         let numbers =
             if changes.is_empty() { Vec::new() } else { store.commit(&changes).map_err(|e| ApplyError::Store(e.0))? };
         let unchanged = changes.is_empty() && self.snapshot.load().gateway == config.gateway;
+        // A deleted consumer's keys are revoked, not hidden: a consumer made
+        // later under the same name starts with none.
+        revoke_deleted(store, &config.gateway);
         let snapshot_version = if unchanged { self.snapshot.load().version } else { self.swap(config.clone()) };
-        // A consumer deleted or brought back changes which keys are live.
         publish_keys(store.as_ref(), &config.gateway);
         let changed = changes.iter().zip(numbers).map(|(c, n)| (c.kind, c.name.clone(), n)).collect();
         Ok((Applied { snapshot_version, changed, apply_us: started.elapsed().as_micros() as u64 }, config))
@@ -372,6 +375,20 @@ impl Control {
             self.registry.worker(i).snapshot_ack.publish();
         }
         version
+    }
+}
+
+/// Revokes the keys of consumers that no longer exist.
+fn revoke_deleted(store: &mut Box<dyn ConfigStore>, g: &crate::config::GatewayConfig) {
+    let Ok(keys) = store.keys(None) else { return };
+    let mut gone: Vec<String> =
+        keys.into_iter().map(|k| k.consumer).filter(|c| !g.consumers.iter().any(|x| &x.name == c)).collect();
+    gone.sort();
+    gone.dedup();
+    for c in gone {
+        if let Err(e) = store.keys_revoke_all(&c) {
+            tracing::error!(consumer = %c, error = %e, "the keys of a deleted consumer could not be revoked");
+        }
     }
 }
 

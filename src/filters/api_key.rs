@@ -20,16 +20,21 @@ pub struct ApiKey {
 /// The consumer a request was let in as (for later phases).
 pub struct Consumer(pub std::sync::Arc<str>);
 
+/// `WWW-Authenticate`: where the key goes (`ApiKey header="x-api-key" query="api_key"`).
+pub fn challenge(auth: &ApiKeyAuth) -> String {
+    let mut c = "ApiKey".to_string();
+    if let Some(h) = &auth.header {
+        c.push_str(&format!(" header=\"{h}\""));
+    }
+    if let Some(q) = &auth.query {
+        c.push_str(&format!(" query=\"{q}\""));
+    }
+    c
+}
+
 impl ApiKey {
     pub fn new(auth: &ApiKeyAuth) -> Self {
-        let mut challenge = b"ApiKey".to_vec();
-        if let Some(h) = &auth.header {
-            challenge.extend_from_slice(format!(" header=\"{h}\"").as_bytes());
-        }
-        if let Some(q) = &auth.query {
-            challenge.extend_from_slice(format!(" query=\"{q}\"").as_bytes());
-        }
-        ApiKey { auth: auth.clone(), challenge }
+        ApiKey { auth: auth.clone(), challenge: challenge(auth).into_bytes() }
     }
 }
 
@@ -75,7 +80,7 @@ impl Filter for ApiKey {
                 if let Some(h) = &self.auth.header {
                     ctx.headers.remove(h);
                 }
-                ctx.headers.add("x-wasp-consumer", consumer.as_bytes());
+                ctx.headers.set("x-wasp-consumer", consumer.as_bytes());
                 ctx.insert(Consumer(consumer));
                 Action::Changed
             }

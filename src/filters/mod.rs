@@ -307,6 +307,12 @@ impl Chain {
         None
     }
 
+    /// The chain's `auth` filter, if any: a routing filter must not hand a
+    /// request on before it (the request phase runs after routing).
+    pub fn auth(&self) -> Option<&dyn Filter> {
+        self.filters.iter().map(|c| c.filter.as_ref()).find(|f| f.kind() == "auth")
+    }
+
     /// The filter whose program transforms JSON request bodies, if any.
     pub fn request_transform(&self) -> Option<&dyn Filter> {
         self.filters.iter().map(|c| c.filter.as_ref()).find(|f| f.request_program().is_some())

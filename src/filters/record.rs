@@ -69,10 +69,12 @@ impl Record {
             || std::str::from_utf8(name).is_ok_and(secret_name)
     }
 
-    fn headers(&self, headers: &[httparse::Header<'_>]) -> serde_json::Value {
+    /// `removed`: headers an earlier filter took out (an `auth` filter's key
+    /// header, whatever its name): written redacted too.
+    fn headers(&self, headers: &[httparse::Header<'_>], removed: &HeaderEdits) -> serde_json::Value {
         let mut m = serde_json::Map::new();
         for h in headers {
-            let v = if self.secret_header(h.name.as_bytes()) {
+            let v = if self.secret_header(h.name.as_bytes()) || removed.removes(h.name.as_bytes()) {
                 REDACTED.to_string()
             } else {
                 String::from_utf8_lossy(crate::proto::http1::headers::trim(h.value)).into_owned()
@@ -211,9 +213,11 @@ impl Filter for Record {
         m.insert("service".into(), serde_json::json!(&*self.service));
         m.insert("method".into(), serde_json::json!(req.method));
         m.insert("path".into(), serde_json::json!(req.path));
-        m.insert("query".into(), serde_json::json!(redact_query(req.query)));
+        // The query as forwarded: an `auth` filter (always before this one)
+        // took its key out, whatever the parameter's name.
+        m.insert("query".into(), serde_json::json!(redact_query(ctx.query.as_deref().unwrap_or(req.query))));
         m.insert("client".into(), serde_json::json!(req.client_ip.map(|ip| ip.to_string())));
-        m.insert("request_headers".into(), self.headers(req.headers));
+        m.insert("request_headers".into(), self.headers(req.headers, &ctx.headers));
         let prefix = &req.body_prefix[..req.body_prefix.len().min(self.body_bytes)];
         m.insert("request_body".into(), serde_json::json!(String::from_utf8_lossy(prefix)));
         ctx.insert(Entry { at_ms: now, line: RefCell::new(m) });
@@ -226,7 +230,7 @@ impl Filter for Record {
 
     fn response(&self, resp: &ResponseView<'_>, ctx: &Ctx, _edits: &mut HeaderEdits) {
         if let Some(e) = ctx.get::<Entry>() {
-            e.line.borrow_mut().insert("response_headers".into(), self.headers(resp.headers));
+            e.line.borrow_mut().insert("response_headers".into(), self.headers(resp.headers, &HeaderEdits::default()));
         }
     }
 

@@ -118,4 +118,7 @@ pub trait ConfigStore: Send {
     fn keys(&self, consumer: Option<&str>) -> Result<Vec<StoredKey>, StoreError>;
     /// Revokes a key; `false` when the consumer has no such key.
     fn key_revoke(&mut self, consumer: &str, id: &str) -> Result<bool, StoreError>;
+    /// Revokes every key of a consumer (it was deleted: one created later
+    /// under the same name starts with none).
+    fn keys_revoke_all(&mut self, consumer: &str) -> Result<usize, StoreError>;
 }

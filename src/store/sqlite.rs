@@ -197,6 +197,15 @@ impl ConfigStore for SqliteStore {
         rows.map(|r| r.map_err(err)).collect()
     }
 
+    fn keys_revoke_all(&mut self, consumer: &str) -> Result<usize, StoreError> {
+        self.db
+            .execute(
+                "UPDATE api_keys SET revoked_ms = ?2 WHERE consumer = ?1 AND revoked_ms IS NULL",
+                params![consumer, now_ms() as i64],
+            )
+            .map_err(err)
+    }
+
     fn key_revoke(&mut self, consumer: &str, id: &str) -> Result<bool, StoreError> {
         self.db
             .execute(

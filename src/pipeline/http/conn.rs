@@ -430,6 +430,37 @@ async fn send(w: &Worker, stream: &mut TcpStream, out: &mut Vec<u8>) -> std::io:
     w.deadlines.watch().run(fd, crate::deadline::Phase::ClientWrite, timeout, flush(stream, out)).await
 }
 
+/// The target as logged: an API key in the query string of a service or
+/// endpoint that takes one there is left out, even from a request refused
+/// before its `auth` ran (a bad head, a missing upgrade).
+pub(crate) fn logged_target<'a>(snap: &Snapshot, meta: &'a Meta) -> std::borrow::Cow<'a, str> {
+    use crate::config::auth::Auth;
+    let Some(t) = meta.target.as_deref() else { return "-".into() };
+    let Some((base, query)) = t.split_once('?') else { return t.into() };
+    let first = base.trim_start_matches('/').split('/').next().unwrap_or_default();
+    let name = meta.service.as_deref().unwrap_or(first);
+    let auth = match snap.router.service(name) {
+        Some(s) => Some(&s.config.auth),
+        None => {
+            snap.router.endpoints.get(name).or_else(|| snap.router.endpoint_paths.get(base)).map(|e| &e.config.auth)
+        }
+    };
+    match auth {
+        Some(Auth::ApiKey(a)) => match &a.query {
+            Some(q) => {
+                let (_, rest) = crate::filters::api_key::take_param(query, q);
+                if rest.is_empty() {
+                    base.to_string().into()
+                } else {
+                    format!("{base}?{rest}").into()
+                }
+            }
+            None => t.into(),
+        },
+        _ => t.into(),
+    }
+}
+
 /// Counts the request and writes its access-log line.
 pub(crate) fn finish(w: &Worker, snap: &Snapshot, meta: &Meta, status: u16, bytes: u64, started: Instant) {
     let micros = started.elapsed().as_micros() as u64;
@@ -441,7 +472,7 @@ pub(crate) fn finish(w: &Worker, snap: &Snapshot, meta: &Meta, status: u16, byte
         tracing::info!(
             target: "wasp::access",
             method = meta.method.as_str(),
-            path = meta.target.as_deref().unwrap_or("-"),
+            path = &*logged_target(snap, meta),
             service = meta.service.as_deref().unwrap_or("-"),
             status,
             bytes,

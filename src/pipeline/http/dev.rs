@@ -31,7 +31,7 @@ pub fn line(snap: &Snapshot, meta: &Meta, status: u16, micros: u64) {
         Some(DevRoute::Instances) => ("instance", "its instances".to_string(), "36"),
         None => ("gateway", "the gateway itself".to_string(), "33"),
     };
-    let target = meta.target.as_deref().unwrap_or("-");
+    let target = super::conn::logged_target(snap, meta);
     let ms = micros as f64 / 1000.0;
     let status_paint = if status >= 500 {
         "31"

@@ -304,15 +304,26 @@ pub fn prepare(
     // Phase: routing filters (`route`, `split`). Apply refuses cycles, so
     // this ends; the bound is one hop per service anyway.
     let mut service = service;
+    // What an `auth` filter of a service left behind said (its consumer,
+    // the key taken out): the request goes on with it.
+    let mut carried: Option<Ctx> = None;
     if first.is_some_and(|c| c.routes()) {
         for _ in 0..snap.router.services.len() {
             let Some(chain) = chain_of(service) else { break };
-            let Some(next) = chain
-                .route(&filter_view(&head, &service.name, path, q, body_prefix, client_ip))
-                .and_then(|to| snap.router.service(to))
-            else {
+            let view = filter_view(&head, &service.name, path, q, body_prefix, client_ip);
+            let Some(next) = chain.route(&view).and_then(|to| snap.router.service(to)) else {
                 break;
             };
+            // Leaving a service that wants a credential: checked here, as
+            // its own request filters would. Without one the request stays
+            // there, and its filters refuse it (with their challenge).
+            if let Some(auth) = chain.auth() {
+                let mut ctx = carried.take().unwrap_or_default();
+                match auth.request(&view, &mut ctx) {
+                    filters::Action::Pass | filters::Action::Changed => carried = Some(ctx),
+                    _ => break,
+                }
+            }
             service = next;
         }
     }
@@ -344,7 +355,8 @@ pub fn prepare(
     // Phase: request filters (of the service the request ended up with).
     let mut filtered = None;
     if let Some(chain) = chain_of(service) {
-        let mut f = Box::new(Filtered { ctx: Ctx::default(), early: None, transform_request: false });
+        let mut f =
+            Box::new(Filtered { ctx: carried.take().unwrap_or_default(), early: None, transform_request: false });
         f.early = match chain.request(&filter_view(&head, &service.name, path, q, body_prefix, client_ip), &mut f.ctx) {
             Flow::Continue => None,
             Flow::Respond(a) => Some(Early::Respond(a)),
@@ -360,6 +372,10 @@ pub fn prepare(
             }
         }
         filtered = Some(f);
+    } else if let Some(ctx) = carried.take() {
+        // Routed from a protected service to one without filters: the
+        // consumer header and the key's removal still apply.
+        filtered = Some(Box::new(Filtered { ctx, early: None, transform_request: false }));
     }
 
     // The body limit, after the filters: a 413 gets the service's response

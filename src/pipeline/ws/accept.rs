@@ -48,14 +48,18 @@ pub async fn handshake(
 
     // Who is calling (endpoint `auth`): the credential leaves the headers and
     // the query `$connect` sees, whatever the outcome.
+    let mut key_digest = None;
     let consumer = match &ep.config.auth {
         crate::config::auth::Auth::None => None,
         crate::config::auth::Auth::ApiKey(a) => {
             let mut key = None;
             if let Some(h) = &a.header {
-                if let Some(i) = up.headers.iter().position(|(n, _)| n == h) {
-                    key = Some(up.headers.remove(i).1);
-                }
+                // Every copy and every `_` alias of the header leaves.
+                let named = |n: &str| {
+                    n.len() == h.len() && n.bytes().zip(h.bytes()).all(|(x, y)| x == y || x == b'_' && y == b'-')
+                };
+                key = up.headers.iter().find(|(n, _)| n == h).map(|(_, v)| v.clone());
+                up.headers.retain(|(n, _)| !named(n));
             }
             if let Some(q) = &a.query {
                 let (v, rest) = crate::filters::api_key::take_param(&up.query, q);
@@ -73,6 +77,7 @@ pub async fn handshake(
             match key.as_deref().and_then(|k| crate::auth::lookup(k.as_bytes())) {
                 Some(c) => {
                     crate::auth::count(crate::auth::Outcome::Ok);
+                    key_digest = key.as_deref().and_then(|k| crate::auth::digest(k.as_bytes())).map(Box::new);
                     Some(c)
                 }
                 None => {
@@ -87,7 +92,8 @@ pub async fn handshake(
                         rid.as_str()
                     );
                     let mut out = format!(
-                        "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\nwww-authenticate: ApiKey\r\ncontent-length: {}\r\nx-request-id: {}\r\nconnection: close\r\n\r\n{body}",
+                        "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\nwww-authenticate: {}\r\ncontent-length: {}\r\nx-request-id: {}\r\nconnection: close\r\n\r\n{body}",
+                        crate::filters::api_key::challenge(a),
                         body.len(),
                         rid.as_str()
                     )
@@ -143,6 +149,7 @@ pub async fn handshake(
     let (stream, leftover) = client.into_leftover();
     let mut conn = WsConn::new(id, w.node, w.ws.endpoint_name(ep.name()), peer, &ep.config.limits);
     conn.consumer = consumer;
+    conn.key = key_digest;
     let conn = Rc::new(conn);
     w.ws.insert(conn.clone());
     for g in &groups {

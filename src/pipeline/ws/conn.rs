@@ -82,6 +82,8 @@ pub struct WsConn {
     pub peer: SocketAddr,
     /// The consumer whose API key opened the connection (endpoint `auth`).
     pub consumer: Option<std::sync::Arc<str>>,
+    /// The HMAC of the key that opened it: checked before each event.
+    pub key: Option<Box<crate::auth::Digest>>,
     pub connected_at_ms: u64,
     pub last_active_ms: Cell<u64>,
     pub groups: RefCell<Vec<Rc<str>>>,
@@ -156,6 +158,7 @@ impl WsConn {
             endpoint,
             peer,
             consumer: None,
+            key: None,
             connected_at_ms: now,
             last_active_ms: Cell::new(now),
             groups: RefCell::new(Vec::new()),

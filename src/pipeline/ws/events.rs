@@ -62,6 +62,16 @@ pub fn on_event(w: &Rc<Worker>, conn: &Rc<WsConn>, _at_connect: &Arc<Endpoint>, 
         return;
     };
     drop(snap);
+    // The key that opened the connection was revoked (or its consumer
+    // deleted): nothing more goes through, and the client is told why.
+    if conn.key.as_deref().is_some_and(|d| !crate::auth::is_live(d)) {
+        let _ = conn.send(
+            OP_TEXT,
+            &error_event("unauthorized", "the API key of this connection was revoked", None, rid, Some(401)),
+        );
+        conn.request_close(crate::proto::ws::frame::close::POLICY, "the API key was revoked");
+        return;
+    }
     if !msg.text {
         let _ =
             conn.send(OP_TEXT, &error_event("binary_not_supported", "events are JSON text messages", None, rid, None));
