@@ -29,6 +29,23 @@ struct RunArgs {
     workers: Option<usize>,
 }
 
+/// Where the admin API is, for the subcommands that talk to it.
+#[derive(clap::Args, Debug)]
+struct AdminArgs {
+    /// The admin listener (or WASP_ADMIN).
+    #[arg(long, env = "WASP_ADMIN", default_value = "http://127.0.0.1:9901")]
+    admin: String,
+    /// Bearer token (or WASP_ADMIN_TOKEN).
+    #[arg(long, env = "WASP_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl AdminArgs {
+    fn client(self) -> Result<wasp::admin::client::AdminClient, String> {
+        wasp::admin::client::AdminClient::new(&self.admin, self.token)
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway (on the built-in default config when --config is absent).
@@ -52,12 +69,8 @@ enum Command {
     },
     /// Services' and endpoints' versions, through the admin API.
     Config {
-        /// The admin listener (or WASP_ADMIN).
-        #[arg(long, env = "WASP_ADMIN", default_value = "http://127.0.0.1:9901")]
-        admin: String,
-        /// Bearer token (or WASP_ADMIN_TOKEN).
-        #[arg(long, env = "WASP_ADMIN_TOKEN", hide_env_values = true)]
-        token: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
         /// Print the API's JSON instead of tables.
         #[arg(long, global = true)]
         json: bool,
@@ -66,12 +79,8 @@ enum Command {
     },
     /// Consumers (who calls through the gateway), through the admin API.
     Consumers {
-        /// The admin listener (or WASP_ADMIN).
-        #[arg(long, env = "WASP_ADMIN", default_value = "http://127.0.0.1:9901")]
-        admin: String,
-        /// Bearer token (or WASP_ADMIN_TOKEN).
-        #[arg(long, env = "WASP_ADMIN_TOKEN", hide_env_values = true)]
-        token: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
         /// Print the API's JSON instead of tables.
         #[arg(long, global = true)]
         json: bool,
@@ -80,12 +89,8 @@ enum Command {
     },
     /// A consumer's API keys: create, list, revoke, through the admin API.
     Keys {
-        /// The admin listener (or WASP_ADMIN).
-        #[arg(long, env = "WASP_ADMIN", default_value = "http://127.0.0.1:9901")]
-        admin: String,
-        /// Bearer token (or WASP_ADMIN_TOKEN).
-        #[arg(long, env = "WASP_ADMIN_TOKEN", hide_env_values = true)]
-        token: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
         /// Print the API's JSON instead of tables.
         #[arg(long, global = true)]
         json: bool,
@@ -94,12 +99,8 @@ enum Command {
     },
     /// A service's instances now (static or discovered), through the admin API.
     Instances {
-        /// The admin listener (or WASP_ADMIN).
-        #[arg(long, env = "WASP_ADMIN", default_value = "http://127.0.0.1:9901")]
-        admin: String,
-        /// Bearer token (or WASP_ADMIN_TOKEN).
-        #[arg(long, env = "WASP_ADMIN_TOKEN", hide_env_values = true)]
-        token: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
         /// Print the API's JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -143,18 +144,14 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Config { admin, token, json, cmd } => {
-            printed(wasp::admin::client::AdminClient::new(&admin, token).and_then(|c| wasp::cli::run(&c, &cmd, json)))
+        Command::Config { admin, json, cmd } => printed(admin.client().and_then(|c| wasp::cli::run(&c, &cmd, json))),
+        Command::Consumers { admin, json, cmd } => {
+            printed(admin.client().and_then(|c| wasp::cli::consumers(&c, &cmd, json)))
         }
-        Command::Consumers { admin, token, json, cmd } => printed(
-            wasp::admin::client::AdminClient::new(&admin, token).and_then(|c| wasp::cli::consumers(&c, &cmd, json)),
-        ),
-        Command::Keys { admin, token, json, cmd } => {
-            printed(wasp::admin::client::AdminClient::new(&admin, token).and_then(|c| wasp::cli::keys(&c, &cmd, json)))
+        Command::Keys { admin, json, cmd } => printed(admin.client().and_then(|c| wasp::cli::keys(&c, &cmd, json))),
+        Command::Instances { admin, json, service } => {
+            printed(admin.client().and_then(|c| wasp::cli::instances(&c, &service, json)))
         }
-        Command::Instances { admin, token, json, service } => printed(
-            wasp::admin::client::AdminClient::new(&admin, token).and_then(|c| wasp::cli::instances(&c, &service, json)),
-        ),
         Command::Check { config } => match server::load(Some(&config), &Overrides::default()) {
             Ok(c) => {
                 println!(

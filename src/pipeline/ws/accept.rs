@@ -63,13 +63,7 @@ pub async fn handshake(
             }
             if let Some(q) = &a.query {
                 let (v, rest) = crate::filters::api_key::take_param(&up.query, q);
-                if v.is_some() {
-                    // Nor does the access log.
-                    if let Some(t) = up.meta.target.as_mut() {
-                        let base = t.split('?').next().unwrap_or_default().to_string();
-                        *t = if rest.is_empty() { base } else { format!("{base}?{rest}") };
-                    }
-                }
+                // (The access log leaves it out too: `conn::logged_target`.)
                 key = key.or(v.map(str::to_string));
                 up.query = rest;
             }
