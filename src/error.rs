@@ -40,10 +40,15 @@ pub enum ErrorKind {
     DeliveryFailed,
     /// No credential, or one that is not valid.
     Unauthorized,
+    /// A valid credential without a scope the service or route requires.
+    InsufficientScope,
+    /// The credential could not be checked: the introspection server did
+    /// not answer in time (never a reason to let a request in).
+    AuthUnavailable,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 17] = [
+    pub const ALL: [ErrorKind; 19] = [
         ErrorKind::BadRequest,
         ErrorKind::UriTooLong,
         ErrorKind::HeadersTooLarge,
@@ -61,6 +66,8 @@ impl ErrorKind {
         ErrorKind::LoopDetected,
         ErrorKind::DeliveryFailed,
         ErrorKind::Unauthorized,
+        ErrorKind::InsufficientScope,
+        ErrorKind::AuthUnavailable,
     ];
 
     pub fn status(self) -> u16 {
@@ -78,7 +85,8 @@ impl ErrorKind {
             ErrorKind::UpstreamTimeout => 504,
             ErrorKind::ClientGone => 499,
             ErrorKind::UpgradeRequired => 426,
-            ErrorKind::Forbidden => 403,
+            ErrorKind::Forbidden | ErrorKind::InsufficientScope => 403,
+            ErrorKind::AuthUnavailable => 503,
             ErrorKind::LoopDetected => 508,
         }
     }
@@ -103,6 +111,8 @@ impl ErrorKind {
             ErrorKind::LoopDetected => "loop_detected",
             ErrorKind::DeliveryFailed => "delivery_failed",
             ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::InsufficientScope => "insufficient_scope",
+            ErrorKind::AuthUnavailable => "auth_unavailable",
         }
     }
 
@@ -112,9 +122,11 @@ impl ErrorKind {
 
     fn side(self) -> Side {
         match self {
-            ErrorKind::UpstreamTimeout | ErrorKind::BadGateway | ErrorKind::NoInstance | ErrorKind::DeliveryFailed => {
-                Side::Upstream
-            }
+            ErrorKind::UpstreamTimeout
+            | ErrorKind::BadGateway
+            | ErrorKind::NoInstance
+            | ErrorKind::DeliveryFailed
+            | ErrorKind::AuthUnavailable => Side::Upstream,
             ErrorKind::UnknownService | ErrorKind::Overloaded | ErrorKind::Forbidden | ErrorKind::LoopDetected => {
                 Side::Internal
             }

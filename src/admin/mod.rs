@@ -72,6 +72,14 @@ fn readyz(state: &AdminState) -> AdminResponse {
     if let Some(k) = crate::kafka::client().readiness_json() {
         body.push_str(&format!(r#","kafka":{k}"#));
     }
+    // Likewise key sets and introspection servers: keys already fetched
+    // and answers already cached keep working while they are down.
+    if let Some(j) = crate::auth::jwks::readiness_json() {
+        body.push_str(&format!(r#","jwks":{j}"#));
+    }
+    if let Some(i) = crate::auth::introspect::readiness_json() {
+        body.push_str(&format!(r#","introspection":{i}"#));
+    }
     body.push('}');
     AdminResponse::json(200, body)
 }

@@ -1,4 +1,5 @@
-//! Who is calling: API keys (and, later, OAuth2 tokens).
+//! Who is calling: API keys and OAuth2 access tokens (JWT verified against
+//! a key set, or RFC 7662 introspection); see [`bearer`] for tokens.
 //!
 //! An API key is never kept: the store holds its HMAC-SHA-256 under a secret
 //! read from the environment (`auth.key_secret_env`), so neither the store
@@ -7,11 +8,32 @@
 //! (one atomic swap) after every key change and every configuration change:
 //! a revoked key stops working on every worker at its next request.
 
+pub mod bearer;
+pub mod cache;
+pub mod identity;
+pub mod introspect;
+pub mod jwks;
+pub mod jwt;
+
+pub use identity::{Identity, Method};
+
 use arc_swap::ArcSwap;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock, OnceLock};
+
+/// A task for the control runtime (key set fetches, introspection calls).
+pub type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Follows a new configuration: key sets fetched for exactly the `jwks_url`s
+/// it names, introspection servers reported on for exactly its own.
+pub fn sync(gateway: &crate::config::GatewayConfig, http: &crate::fetch::HttpClient, spawn: &dyn Fn(Task)) {
+    introspect::start(http, spawn);
+    jwks::sync(gateway, http, spawn);
+    introspect::sync(gateway);
+}
 
 /// An HMAC digest: the index key.
 pub type Digest = [u8; 32];
@@ -86,21 +108,112 @@ pub fn publish(keys: impl IntoIterator<Item = (String, String)>) {
     INDEX.store(Arc::new(map));
 }
 
-/// What became of a credential (`wasp_auth_total{method,result}`).
+/// Why a credential was refused: the `result` label of
+/// `wasp_auth_total` and the `reason` in refusals' logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Ok,
+pub enum Fail {
     /// No credential where the endpoint or service looks for one.
     Missing,
-    /// A credential that is not a live key.
+    /// An API key that is not a live key.
     Invalid,
+    Malformed,
+    AlgorithmNotAllowed,
+    /// No key in the set for the token's `kid` (after a fetch, if allowed).
+    UnknownKey,
+    BadSignature,
+    Expired,
+    NotYetValid,
+    NoExpiry,
+    WrongIssuer,
+    WrongAudience,
+    /// Introspection said `active: false`.
+    Inactive,
+    /// A scope the service, endpoint or route requires is missing.
+    InsufficientScope,
+    /// The token could not be checked (introspection server down or slow).
+    Unavailable,
 }
 
-static COUNTS: [std::sync::atomic::AtomicU64; 3] = [const { std::sync::atomic::AtomicU64::new(0) }; 3];
+impl Fail {
+    const ALL: [Fail; 14] = [
+        Fail::Missing,
+        Fail::Invalid,
+        Fail::Malformed,
+        Fail::AlgorithmNotAllowed,
+        Fail::UnknownKey,
+        Fail::BadSignature,
+        Fail::Expired,
+        Fail::NotYetValid,
+        Fail::NoExpiry,
+        Fail::WrongIssuer,
+        Fail::WrongAudience,
+        Fail::Inactive,
+        Fail::InsufficientScope,
+        Fail::Unavailable,
+    ];
 
-/// Counts one API key check.
-pub fn count(o: Outcome) {
-    COUNTS[o as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fail::Missing => "missing",
+            Fail::Invalid => "invalid",
+            Fail::Malformed => "malformed",
+            Fail::AlgorithmNotAllowed => "algorithm_not_allowed",
+            Fail::UnknownKey => "unknown_key",
+            Fail::BadSignature => "bad_signature",
+            Fail::Expired => "expired",
+            Fail::NotYetValid => "not_yet_valid",
+            Fail::NoExpiry => "no_expiry",
+            Fail::WrongIssuer => "wrong_issuer",
+            Fail::WrongAudience => "wrong_audience",
+            Fail::Inactive => "inactive",
+            Fail::InsufficientScope => "insufficient_scope",
+            Fail::Unavailable => "unavailable",
+        }
+    }
+
+    /// The words a client reads (the JSON body's `message`).
+    pub fn message(self) -> &'static str {
+        match self {
+            Fail::Missing => "a credential is required",
+            Fail::Invalid => "the API key is not valid",
+            Fail::Malformed => "the token is not a valid JWT",
+            Fail::AlgorithmNotAllowed => "the token's algorithm is not accepted",
+            Fail::UnknownKey => "the token's signing key is not known",
+            Fail::BadSignature => "the token's signature is not valid",
+            Fail::Expired => "the token has expired",
+            Fail::NotYetValid => "the token is not valid yet",
+            Fail::NoExpiry => "the token has no expiry (exp)",
+            Fail::WrongIssuer => "the token's issuer is not accepted",
+            Fail::WrongAudience => "the token is not meant for this audience",
+            Fail::Inactive => "the token is not active",
+            Fail::InsufficientScope => "the credential lacks a required scope",
+            Fail::Unavailable => "the credential could not be checked now",
+        }
+    }
+
+    /// The data-plane error (status 401, 403 or 503).
+    pub fn error(self) -> crate::error::ProxyError {
+        use crate::error::{ErrorKind, ProxyError};
+        let kind = match self {
+            Fail::InsufficientScope => ErrorKind::InsufficientScope,
+            Fail::Unavailable => ErrorKind::AuthUnavailable,
+            _ => ErrorKind::Unauthorized,
+        };
+        ProxyError::new(kind, self.message())
+    }
+}
+
+const METHODS: [Method; 3] = [Method::ApiKey, Method::Jwt, Method::Introspection];
+static OK: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+static FAILED: [[AtomicU64; Fail::ALL.len()]; 3] = [const { [const { AtomicU64::new(0) }; Fail::ALL.len()] }; 3];
+
+/// Counts one credential check (`wasp_auth_total{method,result}`).
+pub fn count(method: Method, r: Result<(), Fail>) {
+    let m = method as usize;
+    match r {
+        Ok(()) => OK[m].fetch_add(1, Relaxed),
+        Err(f) => FAILED[m][f as usize].fetch_add(1, Relaxed),
+    };
 }
 
 /// Prometheus lines.
@@ -108,10 +221,20 @@ pub fn render(out: &mut String) {
     use std::fmt::Write as _;
     let _ =
         writeln!(out, "# HELP wasp_auth_total Credential checks by method and result.\n# TYPE wasp_auth_total counter");
-    for (o, name) in [(Outcome::Ok, "ok"), (Outcome::Missing, "missing"), (Outcome::Invalid, "invalid")] {
-        let n = COUNTS[o as usize].load(std::sync::atomic::Ordering::Relaxed);
-        let _ = writeln!(out, "wasp_auth_total{{method=\"api_key\",result=\"{name}\"}} {n}");
+    for m in METHODS {
+        let _ = writeln!(
+            out,
+            "wasp_auth_total{{method=\"{}\",result=\"ok\"}} {}",
+            m.as_str(),
+            OK[m as usize].load(Relaxed)
+        );
+        for f in Fail::ALL {
+            let n = FAILED[m as usize][f as usize].load(Relaxed);
+            let _ = writeln!(out, "wasp_auth_total{{method=\"{}\",result=\"{}\"}} {n}", m.as_str(), f.as_str());
+        }
     }
+    jwks::render(out);
+    introspect::render(out);
 }
 
 /// A new key and its id: 32 random bytes, URL-safe base64, with a prefix

@@ -18,6 +18,9 @@ pub struct AuthSection {
 pub struct ConsumerSection {
     /// Per-consumer limits (the throttling issue gives them a meaning).
     pub limits: Option<toml::Table>,
+    /// What the consumer's API keys may do (checked against a service's or
+    /// endpoint's `auth.scopes` and a route's `scopes`).
+    pub scopes: Option<Vec<String>>,
 }
 
 /// `auth = "none"` or `auth = { api_key = { header, query }, scopes = [...] }`.
@@ -25,14 +28,60 @@ pub struct ConsumerSection {
 #[serde(untagged)]
 pub enum AuthChoice {
     Word(String),
-    Table(AuthTable),
+    Table(Box<AuthTable>),
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthTable {
     pub api_key: Option<ApiKeySection>,
+    pub jwt: Option<JwtSection>,
+    pub introspection: Option<IntrospectionSection>,
+    /// Scopes every request (or upgrade) must hold.
     pub scopes: Option<Vec<String>>,
+    /// Token claims given to the service as `X-Wasp-Claim-*` (OAuth2 only).
+    pub claims: Option<Vec<String>>,
+    /// WebSocket: how long a client whose token expired has to send a
+    /// fresh one (`{"action":"$auth","token":…}`) before it is closed (1008).
+    pub expiry_grace: Option<String>,
+}
+
+/// `jwt = { jwks_url, issuer, audience, algorithms, leeway, jwks_cache, query }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSection {
+    pub jwks_url: Option<String>,
+    pub issuer: Option<String>,
+    /// One audience or a list: the token's `aud` must name one of them.
+    pub audience: Option<OneOrMany>,
+    pub algorithms: Option<Vec<String>>,
+    /// Clock skew allowed on `exp` and `nbf` (default `"30s"`).
+    pub leeway: Option<String>,
+    /// How long fetched keys are used before they are fetched again (default `"10m"`).
+    pub jwks_cache: Option<String>,
+    /// A query parameter that may carry the token (WebSocket clients).
+    pub query: Option<String>,
+}
+
+/// `introspection = { url, client_id, client_secret_env, cache, cache_entries, query }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionSection {
+    pub url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret_env: Option<String>,
+    /// How long an answer is used (default `"30s"`; never past the token's `exp`).
+    pub cache: Option<String>,
+    /// Answers kept per worker (default 10000).
+    pub cache_entries: Option<usize>,
+    pub query: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -50,6 +99,7 @@ pub struct ApiKeySection {
 pub struct ConsumerConfig {
     pub name: String,
     pub limits: Option<toml::Table>,
+    pub scopes: Vec<String>,
 }
 
 /// How a service's requests or an endpoint's upgrades prove who they are.
@@ -58,7 +108,80 @@ pub enum Auth {
     #[default]
     None,
     ApiKey(ApiKeyAuth),
+    /// An OAuth2 access token (`Authorization: Bearer`).
+    Bearer(std::sync::Arc<BearerAuth>),
 }
+
+impl Auth {
+    /// The scopes every request must hold.
+    pub fn scopes(&self) -> &[String] {
+        match self {
+            Auth::None => &[],
+            Auth::ApiKey(a) => &a.scopes,
+            Auth::Bearer(b) => &b.scopes,
+        }
+    }
+
+    /// The query parameter that may carry the credential (taken out of
+    /// what is forwarded and logged).
+    pub fn query(&self) -> Option<&str> {
+        match self {
+            Auth::None => None,
+            Auth::ApiKey(a) => a.query.as_deref(),
+            Auth::Bearer(b) => b.query.as_deref(),
+        }
+    }
+}
+
+/// `jwt` or `introspection`: an OAuth2 access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BearerAuth {
+    pub method: BearerMethod,
+    /// A query parameter that may carry the token besides `Authorization`.
+    pub query: Option<String>,
+    pub scopes: Vec<String>,
+    /// Claims forwarded as `X-Wasp-Claim-<Name>` (`_` becomes `-`).
+    pub claims: Vec<String>,
+    /// WebSocket: time to renew an expired token before the close.
+    pub expiry_grace: std::time::Duration,
+    /// A digest of everything above: verified tokens are remembered per
+    /// configuration, so a token good for one audience is not taken for
+    /// another, and a reload that changes nothing keeps the cache.
+    pub id: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BearerMethod {
+    Jwt(JwtAuth),
+    Introspection(IntrospectionAuth),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct JwtAuth {
+    pub jwks_url: String,
+    pub issuer: Option<String>,
+    /// Empty: `aud` is not checked.
+    pub audience: Vec<String>,
+    /// Names as in JWS (`RS256`, `ES256`, `EdDSA`, ...); never `none` or `HS*`.
+    pub algorithms: Vec<String>,
+    pub leeway: std::time::Duration,
+    pub jwks_cache: std::time::Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IntrospectionAuth {
+    pub url: String,
+    pub client_id: String,
+    /// The variable holding the client secret (read when a request is made).
+    pub client_secret_env: String,
+    pub cache: std::time::Duration,
+    pub cache_entries: usize,
+}
+
+/// The signature algorithms a JWT may use. HMAC ones are left out on
+/// purpose: a key set of public keys cannot check them, and accepting them
+/// is how a public key becomes a forging secret (HS/RS confusion).
+pub const JWT_ALGORITHMS: &[&str] = &["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKeyAuth {
@@ -88,7 +211,23 @@ pub(super) fn consumer(src: &Source<'_>, name: &str, c: &ConsumerSection) -> Res
             "consumer names use only letters, digits, '-', '_' and '.' (at most 64)",
         );
     }
-    Ok(ConsumerConfig { name: name.to_string(), limits: c.limits.clone() })
+    let scopes = scopes(src, &format!("consumers.{name}.scopes"), c.scopes.as_deref())?;
+    Ok(ConsumerConfig { name: name.to_string(), limits: c.limits.clone(), scopes })
+}
+
+/// Scopes as written: visible ASCII without quotes or backslashes (they go
+/// into JSON error events and `WWW-Authenticate` as they are).
+pub(super) fn scopes(src: &Source<'_>, key: &str, v: Option<&[String]>) -> Result<Vec<String>, ConfigError> {
+    let mut out = Vec::new();
+    for s in v.into_iter().flatten() {
+        if s.is_empty() || s.len() > 128 || !s.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
+            return src.err(key, None, format!("{s:?} is not a scope (visible ASCII, no quotes)"));
+        }
+        if !out.contains(s) {
+            out.push(s.clone());
+        }
+    }
+    Ok(out)
 }
 
 pub(super) fn auth(src: &Source<'_>, key: &str, a: Option<&AuthChoice>) -> Result<Auth, ConfigError> {
@@ -100,15 +239,26 @@ pub(super) fn auth(src: &Source<'_>, key: &str, a: Option<&AuthChoice>) -> Resul
         }
         Some(AuthChoice::Table(t)) => t,
     };
-    let mut scopes = Vec::new();
-    for s in t.scopes.iter().flatten() {
-        if s.is_empty() || s.len() > 128 || !s.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
-            return src.err(&format!("{key}.scopes"), None, format!("{s:?} is not a scope (visible ASCII, no quotes)"));
-        }
-        scopes.push(s.clone());
+    let scopes = scopes(src, &format!("{key}.scopes"), t.scopes.as_deref())?;
+    let methods = [t.api_key.is_some(), t.jwt.is_some(), t.introspection.is_some()].iter().filter(|m| **m).count();
+    if methods > 1 {
+        return src.err(key, None, "name one method: api_key, jwt or introspection");
+    }
+    if t.jwt.is_some() || t.introspection.is_some() {
+        return super::oauth::bearer(src, key, t, scopes).map(|b| Auth::Bearer(std::sync::Arc::new(b)));
+    }
+    if t.expiry_grace.is_some() {
+        return src.err(&format!("{key}.expiry_grace"), None, "applies to OAuth2 tokens (jwt or introspection)");
+    }
+    if t.claims.is_some() {
+        return src.err(&format!("{key}.claims"), None, "claims come from OAuth2 tokens (jwt or introspection)");
     }
     let Some(k) = &t.api_key else {
-        return src.err(key, None, "name a method: api_key = { header = \"X-Api-Key\" }");
+        return src.err(
+            key,
+            None,
+            "name a method: api_key = { header = \"X-Api-Key\" }, jwt = {...} or introspection = {...}",
+        );
     };
     let header = match (&k.header, &k.query) {
         (None, None) => Some("x-api-key".to_string()),
@@ -130,10 +280,16 @@ pub(super) fn auth(src: &Source<'_>, key: &str, a: Option<&AuthChoice>) -> Resul
         }
     }
     if let Some(q) = &k.query {
-        let ok = !q.is_empty() && q.len() <= 64 && q.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-        if !ok {
-            return src.err(&format!("{key}.api_key.query"), None, format!("{q:?} is not a query parameter name"));
-        }
+        query_name(src, &format!("{key}.api_key.query"), q)?;
     }
     Ok(Auth::ApiKey(ApiKeyAuth { header, query: k.query.clone(), scopes }))
+}
+
+/// A query parameter's name that may carry a credential.
+pub(super) fn query_name(src: &Source<'_>, key: &str, q: &str) -> Result<(), ConfigError> {
+    let ok = !q.is_empty() && q.len() <= 64 && q.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !ok {
+        return src.err(key, None, format!("{q:?} is not a query parameter name"));
+    }
+    Ok(())
 }

@@ -74,6 +74,8 @@ pub struct RouteConfig {
     pub transform_reply: Option<String>,
     /// Integration request headers taken from the event by JSON path.
     pub headers: Vec<(String, JsonPath)>,
+    /// Scopes the connection's credential must hold (besides the endpoint's).
+    pub scopes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -211,6 +213,16 @@ pub(super) fn endpoint(
         routes.push(route(src, &format!("{key}.routes.\"{rkey}\""), rkey, r, default_timeout)?);
     }
     let auth = super::auth::auth(src, &format!("{key}.auth"), e.auth.as_ref())?;
+    // A route's scopes need a credential that can carry scopes.
+    if let Some(r) = routes.iter().find(|r| !r.scopes.is_empty()) {
+        if auth == super::auth::Auth::None {
+            return src.err(
+                &format!("{key}.routes.\"{}\".scopes", r.key),
+                None,
+                "scopes need the endpoint's auth (api_key, jwt or introspection)",
+            );
+        }
+    }
     Ok(EndpointConfig { name: name.to_string(), path: path.clone(), route_selection, mode, routes, limits, auth })
 }
 
@@ -270,6 +282,7 @@ fn route(
             r.transform.as_ref().and_then(|t| t.reply.clone()),
         )?,
         headers: event_headers(src, key, r.headers.as_ref())?,
+        scopes: super::auth::scopes(src, &format!("{key}.scopes"), r.scopes.as_deref())?,
     })
 }
 

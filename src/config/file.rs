@@ -264,6 +264,8 @@ pub struct RouteSection {
     pub transform: Option<RouteTransformSection>,
     /// Integration request headers taken from the event: name → JSON path.
     pub headers: Option<indexmap::IndexMap<String, String>>,
+    /// Scopes the connection's credential must hold to use this route.
+    pub scopes: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -10,6 +10,7 @@ mod filters;
 mod kafka;
 mod mocks;
 mod model;
+mod oauth;
 pub mod resilience;
 mod services;
 mod small_file;

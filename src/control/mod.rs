@@ -363,6 +363,7 @@ impl Control {
         crate::discovery::sync(gateway, self.jobs.http(), &|w| self.jobs.spawn_detached(w));
         crate::upstream::health::sync(gateway, &|c| self.jobs.spawn_detached(c));
         crate::kafka::client().sync(gateway);
+        crate::auth::sync(gateway, self.jobs.http(), &|t| self.jobs.spawn_detached(t));
     }
 
     fn swap(&self, config: Config) -> u64 {

@@ -5,20 +5,25 @@
 //! forwarded request (and of the access log's target).
 
 use super::{Action, Ctx, Filter, Request};
-use crate::config::auth::ApiKeyAuth;
+use crate::auth::{count, Fail, Identity, Method};
+use crate::config::auth::{ApiKeyAuth, ConsumerConfig};
 use crate::error::{ErrorKind, ProxyError};
 use crate::proto::http1::edits::HeaderEdits;
 use crate::targets::ResponseView;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 #[derive(Debug)]
 pub struct ApiKey {
     auth: ApiKeyAuth,
     /// `WWW-Authenticate` on a 401: names where the key goes.
     challenge: Vec<u8>,
+    /// The scopes of every consumer (when the service requires some).
+    scopes: HashMap<String, Vec<String>>,
 }
 
-/// The consumer a request was let in as (for later phases).
-pub struct Consumer(pub std::sync::Arc<str>);
+/// Who a request was let in as (for later phases: limits, logs).
+pub struct Caller(pub Arc<Identity>);
 
 /// `WWW-Authenticate`: where the key goes (`ApiKey header="x-api-key" query="api_key"`).
 pub fn challenge(auth: &ApiKeyAuth) -> String {
@@ -33,8 +38,13 @@ pub fn challenge(auth: &ApiKeyAuth) -> String {
 }
 
 impl ApiKey {
-    pub fn new(auth: &ApiKeyAuth) -> Self {
-        ApiKey { auth: auth.clone(), challenge: challenge(auth).into_bytes() }
+    pub fn new(auth: &ApiKeyAuth, consumers: &[ConsumerConfig]) -> Self {
+        let scopes = if auth.scopes.is_empty() {
+            HashMap::new()
+        } else {
+            consumers.iter().map(|c| (c.name.clone(), c.scopes.clone())).collect()
+        };
+        ApiKey { auth: auth.clone(), challenge: challenge(auth).into_bytes(), scopes }
     }
 }
 
@@ -70,22 +80,32 @@ impl Filter for ApiKey {
             key = key.or(v.map(str::as_bytes));
         }
         let Some(key) = key.filter(|k| !k.is_empty()) else {
-            crate::auth::count(crate::auth::Outcome::Missing);
+            count(Method::ApiKey, Err(Fail::Missing));
             return Action::Reject(ProxyError::new(ErrorKind::Unauthorized, "an API key is required"));
         };
+        // The service learns who, never the key (also when refused: a
+        // route or record filter must not see it either).
+        if let Some(h) = &self.auth.header {
+            ctx.headers.remove(h);
+        }
         match crate::auth::lookup(key) {
             Some(consumer) => {
-                crate::auth::count(crate::auth::Outcome::Ok);
-                // The service learns who, never the key.
-                if let Some(h) = &self.auth.header {
-                    ctx.headers.remove(h);
+                let scopes = self.scopes.get(&*consumer).map_or(&[][..], Vec::as_slice);
+                let id = Identity::consumer(consumer, scopes);
+                if id.missing_scope(&self.auth.scopes).is_some() {
+                    count(Method::ApiKey, Err(Fail::InsufficientScope));
+                    return Action::Reject(Fail::InsufficientScope.error());
                 }
-                ctx.headers.set("x-wasp-consumer", consumer.as_bytes());
-                ctx.insert(Consumer(consumer));
+                count(Method::ApiKey, Ok(()));
+                let id = Arc::new(id);
+                for (n, v) in id.headers() {
+                    ctx.headers.set(n, v.as_bytes());
+                }
+                ctx.insert(Caller(id));
                 Action::Changed
             }
             None => {
-                crate::auth::count(crate::auth::Outcome::Invalid);
+                count(Method::ApiKey, Err(Fail::Invalid));
                 Action::Reject(ProxyError::new(ErrorKind::Unauthorized, "the API key is not valid"))
             }
         }
@@ -99,7 +119,15 @@ impl Filter for ApiKey {
         if resp.status == 401 {
             edits.add("www-authenticate", &self.challenge);
         }
+        if resp.status == 403 && !self.auth.scopes.is_empty() {
+            edits.add("www-authenticate", scope_challenge("ApiKey", &self.auth.scopes).as_bytes());
+        }
     }
+}
+
+/// `WWW-Authenticate` on a 403 for a missing scope (RFC 6750 3.1).
+pub fn scope_challenge(scheme: &str, scopes: &[String]) -> String {
+    format!("{scheme} error=\"insufficient_scope\", scope=\"{}\"", scopes.join(" "))
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@
 
 pub mod access;
 pub mod api_key;
+pub mod bearer;
 pub mod cors;
 pub mod headers;
 pub mod mock;
@@ -58,6 +59,14 @@ pub trait Filter: Send + Sync + std::fmt::Debug {
 
     /// The request phase: after routing, before the upstream head is written.
     fn request(&self, req: &Request<'_>, ctx: &mut Ctx) -> Action;
+
+    /// Before the request phase (`auth` filters only): what the request
+    /// must wait for before [`request`](Self::request) can decide without
+    /// waiting (a key set fetch, an introspection call). The request path
+    /// awaits it; the wait is bounded by `crate::auth::bearer`.
+    fn prepare(&self, _req: &Request<'_>) -> Option<crate::auth::bearer::Pending> {
+        None
+    }
 
     /// Whether [`response`](Self::response) should be called.
     fn wants_response(&self) -> bool {
@@ -255,9 +264,14 @@ impl Chain {
         built.sort_by_key(|f| f.kind() != "cors");
         // Who is calling, right after CORS: before any filter that routes,
         // records or answers for the service.
-        if let crate::config::auth::Auth::ApiKey(a) = &service.auth {
+        let auth: Option<Box<dyn Filter>> = match &service.auth {
+            crate::config::auth::Auth::None => None,
+            crate::config::auth::Auth::ApiKey(a) => Some(Box::new(api_key::ApiKey::new(a, &gateway.consumers))),
+            crate::config::auth::Auth::Bearer(b) => Some(Box::new(bearer::Bearer::new(b))),
+        };
+        if let Some(f) = auth {
             let at = built.iter().take_while(|f| f.kind() == "cors").count();
-            built.insert(at, Box::new(api_key::ApiKey::new(a)));
+            built.insert(at, f);
         }
         // A mock answers last, after every filter the real service would have.
         if let Some(m) = service

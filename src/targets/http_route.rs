@@ -50,8 +50,8 @@ pub struct EventInfo<'a> {
     pub endpoint: &'a str,
     pub route: &'a str,
     pub request_id: &'a str,
-    /// The consumer the connection authenticated as, if any.
-    pub consumer: Option<&'a str>,
+    /// Who the connection authenticated as, if anyone.
+    pub identity: Option<&'a crate::auth::Identity>,
 }
 
 /// What a target answered.
@@ -167,9 +167,12 @@ impl HttpRoute {
             req.extend_from_slice(b": ");
             req.extend_from_slice(value.as_bytes());
         }
-        if let Some(c) = info.consumer {
-            req.extend_from_slice(b"\r\nx-wasp-consumer: ");
-            req.extend_from_slice(c.as_bytes());
+        // X-Wasp-Consumer, X-Wasp-Subject, X-Wasp-Claim-*.
+        for (name, value) in info.identity.iter().flat_map(|i| i.headers()) {
+            req.extend_from_slice(b"\r\n");
+            req.extend_from_slice(name.as_bytes());
+            req.extend_from_slice(b": ");
+            req.extend_from_slice(value.as_bytes());
         }
         for (name, value) in info.headers {
             req.extend_from_slice(b"\r\n");

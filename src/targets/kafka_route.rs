@@ -79,9 +79,8 @@ impl RouteTarget for KafkaRoute {
                 ("wasp-route", info.route.as_bytes()),
                 ("wasp-request-id", info.request_id.as_bytes()),
             ];
-            if let Some(c) = info.consumer {
-                headers.push(("wasp-consumer", c.as_bytes()));
-            }
+            // wasp-consumer, wasp-subject, wasp-claim-*.
+            headers.extend(info.identity.iter().flat_map(|i| i.headers()).map(|(n, v)| (&n[2..], v.as_bytes())));
             // The route's own headers cannot take the gateway's names (refused
             // at load); kept out here too, so no reader sees two values.
             headers.extend(

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod kafka;
+pub mod oauth2;
 pub mod ws;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -262,6 +262,10 @@ async fn read_head(
     // This head's parse resumes where the last read left it (nothing is
     // consumed until the head is done); the next head starts a new one.
     let mut scan = HeadScan::default();
+    // Waits for a credential's check (a key set fetch, an introspection
+    // call): each is bounded, and a head is prepared again at most this
+    // often (the auth module needs two).
+    let mut waits = 0;
     loop {
         if !client.data().is_empty() {
             let proxies = &snap.gateway.trusted_proxies;
@@ -269,6 +273,24 @@ async fn read_head(
             match prepare_when_due(&mut scan, client.data(), &snap, info, &w.ids, out) {
                 Ok(Some(Routed::Http(p))) => return (Head::Ready(p), snap),
                 Ok(Some(Routed::WebSocket(u))) => return (Head::WebSocket(u), snap),
+                Ok(Some(Routed::Wait(p))) if waits < 3 => {
+                    waits += 1;
+                    p.wait().await;
+                    // The same head again, parsed from the start.
+                    scan = HeadScan::default();
+                    continue;
+                }
+                Ok(Some(Routed::Wait(_))) => {
+                    let meta = Meta {
+                        method: crate::proto::http1::inline::Method::new(b"-"),
+                        request_id: w.ids.next(),
+                        target: None,
+                        service: None,
+                    };
+                    let error = crate::auth::Fail::Unavailable.error();
+                    let r = crate::pipeline::http::request::Rejected { error, meta, continue_after: None };
+                    return (Head::Rejected(Box::new(r)), snap);
+                }
                 Ok(None) => {}
                 Err(r) => return (Head::Rejected(r), snap),
             }
@@ -445,19 +467,16 @@ pub(crate) fn logged_target<'a>(snap: &Snapshot, meta: &'a Meta) -> std::borrow:
             snap.router.endpoints.get(name).or_else(|| snap.router.endpoint_paths.get(base)).map(|e| &e.config.auth)
         }
     };
-    match auth {
-        Some(Auth::ApiKey(a)) => match &a.query {
-            Some(q) => {
-                let (_, rest) = crate::filters::api_key::take_param(query, q);
-                if rest.is_empty() {
-                    base.to_string().into()
-                } else {
-                    format!("{base}?{rest}").into()
-                }
+    match auth.and_then(Auth::query) {
+        Some(q) => {
+            let (_, rest) = crate::filters::api_key::take_param(query, q);
+            if rest.is_empty() {
+                base.to_string().into()
+            } else {
+                format!("{base}?{rest}").into()
             }
-            None => t.into(),
-        },
-        _ => t.into(),
+        }
+        None => t.into(),
     }
 }
 

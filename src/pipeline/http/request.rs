@@ -165,6 +165,9 @@ pub struct WsUpgrade {
 pub enum Routed {
     Http(Prepared),
     WebSocket(Box<WsUpgrade>),
+    /// Wait for this, then prepare the same head again (a credential that
+    /// needs the network to be checked; see `crate::auth::bearer`).
+    Wait(crate::auth::bearer::Pending),
 }
 
 /// A request refused before any upstream saw it.
@@ -318,6 +321,9 @@ pub fn prepare(
             // its own request filters would. Without one the request stays
             // there, and its filters refuse it (with their challenge).
             if let Some(auth) = chain.auth() {
+                if let Some(p) = auth.prepare(&view) {
+                    return Ok(Some(Routed::Wait(p)));
+                }
                 let mut ctx = carried.take().unwrap_or_default();
                 match auth.request(&view, &mut ctx) {
                     filters::Action::Pass | filters::Action::Changed => carried = Some(ctx),
@@ -355,9 +361,16 @@ pub fn prepare(
     // Phase: request filters (of the service the request ended up with).
     let mut filtered = None;
     if let Some(chain) = chain_of(service) {
+        let view = filter_view(&head, &service.name, path, q, body_prefix, client_ip);
+        // An OAuth2 token that needs the network (a new signing key, an
+        // introspection call): the caller waits (bounded) and prepares the
+        // request again, and the filters then decide without waiting.
+        if let Some(p) = chain.auth().and_then(|a| a.prepare(&view)) {
+            return Ok(Some(Routed::Wait(p)));
+        }
         let mut f =
             Box::new(Filtered { ctx: carried.take().unwrap_or_default(), early: None, transform_request: false });
-        f.early = match chain.request(&filter_view(&head, &service.name, path, q, body_prefix, client_ip), &mut f.ctx) {
+        f.early = match chain.request(&view, &mut f.ctx) {
             Flow::Continue => None,
             Flow::Respond(a) => Some(Early::Respond(a)),
             Flow::Reject(e) => Some(Early::Reject(e)),

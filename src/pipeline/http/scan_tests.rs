@@ -37,6 +37,7 @@ mod tests {
                 String::from_utf8_lossy(out)
             ),
             Ok(Some(Routed::WebSocket(u))) => format!("ws {} {} {}", u.head_len, u.accept, u.meta.request_id.as_str()),
+            Ok(Some(Routed::Wait(_))) => "wait".to_string(),
             Err(r) => format!(
                 "err {:?} {} {:?} {} {}",
                 r.error.kind,

@@ -80,8 +80,14 @@ pub struct WsConn {
     pub id: ConnId,
     pub endpoint: Rc<str>,
     pub peer: SocketAddr,
-    /// The consumer whose API key opened the connection (endpoint `auth`).
-    pub consumer: Option<std::sync::Arc<str>>,
+    /// Who opened the connection (endpoint `auth`); a `$auth` event with a
+    /// fresh token replaces it.
+    identity: RefCell<Option<std::sync::Arc<crate::auth::Identity>>>,
+    /// When the token expires, on the [`now_ms`] clock (0: never), and
+    /// whether the client was told (then it is closed `expiry_grace` after).
+    pub expires_ms: Cell<u64>,
+    pub expiry_grace_ms: Cell<u64>,
+    pub expiry_told: Cell<bool>,
     /// The HMAC of the key that opened it: checked before each event.
     pub key: Option<Box<crate::auth::Digest>>,
     pub connected_at_ms: u64,
@@ -157,7 +163,10 @@ impl WsConn {
             id,
             endpoint,
             peer,
-            consumer: None,
+            identity: RefCell::new(None),
+            expires_ms: Cell::new(0),
+            expiry_grace_ms: Cell::new(0),
+            expiry_told: Cell::new(false),
             key: None,
             connected_at_ms: now,
             last_active_ms: Cell::new(now),
@@ -250,6 +259,33 @@ impl WsConn {
         self.close.borrow().is_some()
     }
 
+    pub fn identity(&self) -> Option<std::sync::Arc<crate::auth::Identity>> {
+        self.identity.borrow().clone()
+    }
+
+    /// Sets who the connection is, and when its token expires (`exp`, Unix
+    /// seconds, `None`: never) with the grace after which it is closed.
+    pub fn set_identity(&self, id: Option<std::sync::Arc<crate::auth::Identity>>, grace_ms: u64) {
+        let exp = id.as_ref().and_then(|i| i.exp);
+        *self.identity.borrow_mut() = id;
+        self.expiry_told.set(false);
+        self.expiry_grace_ms.set(grace_ms);
+        self.expires_ms.set(match exp {
+            None => 0,
+            // Wall-clock `exp` on the monotonic clock the sweeper reads.
+            Some(e) => {
+                let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+                now_ms().saturating_add(e.saturating_mul(1000).saturating_sub(wall)).max(1)
+            }
+        });
+    }
+
+    /// Whether the connection's token has expired.
+    pub fn expired(&self, now: u64) -> bool {
+        let e = self.expires_ms.get();
+        e != 0 && now >= e
+    }
+
     /// One sweeper pass for this connection at `now` (ms).
     pub fn sweep(&self, now: u64) {
         let sent = self.close_sent_ms.get();
@@ -259,6 +295,19 @@ impl WsConn {
                 self.wake();
             }
             return;
+        }
+        if self.expired(now) {
+            if !self.expiry_told.get() {
+                self.expiry_told.set(true);
+                let grace = self.expiry_grace_ms.get();
+                let event = format!(
+                    r#"{{"type":"error","error":"token_expired","message":"the connection's token has expired: send {{\"action\":\"$auth\",\"token\":…}} with a fresh one within {grace} ms","grace_ms":{grace}}}"#
+                );
+                let _ = self.send(crate::proto::ws::frame::OP_TEXT, event.as_bytes());
+            } else if now >= self.expires_ms.get().saturating_add(self.expiry_grace_ms.get()) {
+                self.request_close(crate::proto::ws::frame::close::POLICY, "token expired");
+                return;
+            }
         }
         let silent = now.saturating_sub(self.last_active_ms.get());
         if silent >= u64::from(self.idle_ms) {

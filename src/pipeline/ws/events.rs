@@ -83,6 +83,24 @@ pub fn on_event(w: &Rc<Worker>, conn: &Rc<WsConn>, _at_connect: &Arc<Endpoint>, 
         notify_error(w, conn, &ep, e, rid);
         return;
     }
+    // A fresh token for the connection (OAuth2 endpoints).
+    if is_auth_event(&msg.data) {
+        renew(w, conn, &ep, &msg.data, rid);
+        return;
+    }
+    // An expired token lets nothing through but a `$auth` (the sweeper has
+    // told the client, and closes the connection after the grace period).
+    if conn.expired(crate::pipeline::ws::conn::now_ms()) {
+        let e = error_event(
+            "token_expired",
+            "the connection's token has expired: send a $auth event",
+            None,
+            rid,
+            Some(401),
+        );
+        let _ = conn.send(OP_TEXT, &e);
+        return;
+    }
     let Some(route) = ep.select(&msg.data) else {
         let e = error_event(
             "no_route",
@@ -95,6 +113,11 @@ pub fn on_event(w: &Rc<Worker>, conn: &Rc<WsConn>, _at_connect: &Arc<Endpoint>, 
         notify_error(w, conn, &ep, e, rid);
         return;
     };
+    if let Some(missing) = route_scope_missing(conn, &route.scopes) {
+        let e = format!("the connection's credential lacks the scope {missing:?} this route requires");
+        let _ = conn.send(OP_TEXT, &error_event("insufficient_scope", &e, Some(&route.key), rid, Some(403)));
+        return;
+    }
     if route.ack == Ack::Routed || route.ack == Ack::Delivered && route.targets.is_empty() {
         send_ack(conn, route, &msg.data, rid);
     }
@@ -165,6 +188,7 @@ async fn forward(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, route: &
         },
     };
     let headers = event_headers(route, event);
+    let identity = conn.identity();
     let info = EventInfo {
         event,
         headers: &headers,
@@ -172,7 +196,7 @@ async fn forward(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, route: &
         endpoint: ep.name(),
         route: &route.key,
         request_id: rid,
-        consumer: conn.consumer.as_deref(),
+        identity: identity.as_deref(),
     };
     let calls = route.targets.iter().map(|t| t.deliver(w.env(), &info, &body, route.timeout));
     let results: Vec<Result<Delivered, ProxyError>> = join_all(calls).await;
@@ -272,6 +296,7 @@ fn notify_error(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, error: Ve
         let _reserved = reserved;
         let Some(route) = ep.route("$error") else { return };
         let conn_id = conn.id.display(w.node);
+        let identity = conn.identity();
         let info = EventInfo {
             event: &error,
             headers: &[],
@@ -279,7 +304,7 @@ fn notify_error(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, error: Ve
             endpoint: ep.name(),
             route: "$error",
             request_id: &rid,
-            consumer: conn.consumer.as_deref(),
+            identity: identity.as_deref(),
         };
         let calls = route.targets.iter().map(|t| t.deliver(w.env(), &info, &error, route.timeout));
         let results = join_all(calls).await;
@@ -304,7 +329,7 @@ pub async fn on_connect(
     conn_id: &str,
     rid: &str,
     body: &[u8],
-    consumer: Option<&str>,
+    identity: Option<&crate::auth::Identity>,
 ) -> Result<Vec<String>, (u16, String)> {
     let Some(route) = ep.route("$connect").filter(|r| !r.targets.is_empty()) else {
         return Ok(Vec::new());
@@ -316,7 +341,7 @@ pub async fn on_connect(
         endpoint: ep.name(),
         route: "$connect",
         request_id: rid,
-        consumer,
+        identity,
     };
     let results = join_all(route.targets.iter().map(|t| t.deliver(w.env(), &info, body, route.timeout))).await;
     let mut groups = Vec::new();
@@ -357,6 +382,7 @@ pub fn on_disconnect(w: &Rc<Worker>, conn: Rc<WsConn>, ep: Arc<Endpoint>, code: 
         );
         let bytes = cost(body.len(), route.targets.len());
         let _reserved = Reserved::wait(&conn, bytes, ep.config.limits.max_inflight_bytes).await;
+        let identity = conn.identity();
         let info = EventInfo {
             event: body.as_bytes(),
             headers: &[],
@@ -364,12 +390,83 @@ pub fn on_disconnect(w: &Rc<Worker>, conn: Rc<WsConn>, ep: Arc<Endpoint>, code: 
             endpoint: ep.name(),
             route: "$disconnect",
             request_id: rid.as_str(),
-            consumer: conn.consumer.as_deref(),
+            identity: identity.as_deref(),
         };
         for r in join_all(route.targets.iter().map(|t| t.deliver(w.env(), &info, body.as_bytes(), route.timeout))).await
         {
             if let Err(e) = r {
                 tracing::warn!(endpoint = ep.name(), error = %e, "$disconnect integration failed");
+            }
+        }
+    });
+}
+
+/// The first of a route's scopes the connection's credential lacks.
+fn route_scope_missing<'a>(conn: &WsConn, scopes: &'a [String]) -> Option<&'a str> {
+    if scopes.is_empty() {
+        return None;
+    }
+    match conn.identity() {
+        Some(id) => id.missing_scope(scopes),
+        None => scopes.first().map(String::as_str),
+    }
+}
+
+/// `{"action":"$auth", ...}`: whatever the endpoint's route selection.
+fn is_auth_event(event: &[u8]) -> bool {
+    sonic_rs::get_from_slice(event, ["action"]).is_ok_and(|v| v.as_raw_str() == "\"$auth\"")
+}
+
+/// `{"action":"$auth","token":…}`: a fresh token for the same subject
+/// replaces the connection's (and its expiry); anything else leaves the
+/// connection as it was, with an error event saying why.
+fn renew(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, event: &[u8], rid: &str) {
+    use crate::config::auth::Auth;
+    let Auth::Bearer(b) = &ep.config.auth else {
+        let m = "this endpoint does not use OAuth2 tokens";
+        let _ = conn.send(OP_TEXT, &error_event("auth_failed", m, None, rid, Some(400)));
+        return;
+    };
+    let token = sonic_rs::get_from_slice(event, ["token"]).ok().and_then(|v| {
+        let raw = v.as_raw_str();
+        // A token is base64url and dots: no escapes to undo.
+        (raw.len() > 2 && raw.starts_with('"') && raw.ends_with('"') && !raw.contains('\\'))
+            .then(|| raw[1..raw.len() - 1].to_string())
+    });
+    let Some(token) = token else {
+        let _ = conn.send(
+            OP_TEXT,
+            &error_event("auth_failed", "a $auth event carries \"token\": a string", None, rid, Some(400)),
+        );
+        return;
+    };
+    let (w, conn, b, rid) = (w.clone(), conn.clone(), b.clone(), rid.to_string());
+    crate::pipeline::tasks::spawn_guarded(w.clone(), "websocket $auth", async move {
+        let _busy = BusyRc::new(&w);
+        let method = crate::auth::bearer::method(&b);
+        let checked = crate::auth::bearer::verify(&b, &token).await.and_then(|id| {
+            let old = conn.identity();
+            let same = old.as_ref().is_none_or(|o| o.subject.is_some() && o.subject == id.subject);
+            if !same {
+                return Err(crate::auth::Fail::Invalid);
+            }
+            match id.missing_scope(&b.scopes) {
+                Some(_) => Err(crate::auth::Fail::InsufficientScope),
+                None => Ok(id),
+            }
+        });
+        match checked {
+            Ok(id) => {
+                crate::auth::count(method, Ok(()));
+                let exp = id.exp.map_or("null".to_string(), |e| e.to_string());
+                conn.set_identity(Some(id), b.expiry_grace.as_millis() as u64);
+                let ack = format!(r#"{{"type":"auth","expires_at":{exp},"request_id":{}}}"#, json_string(&rid));
+                let _ = conn.send(OP_TEXT, ack.as_bytes());
+            }
+            Err(f) => {
+                crate::auth::count(method, Err(f));
+                let m = if f == crate::auth::Fail::Invalid { "the token is for another subject" } else { f.message() };
+                let _ = conn.send(OP_TEXT, &error_event("auth_failed", m, None, &rid, Some(f.error().status())));
             }
         }
     });

@@ -18,11 +18,17 @@ pub fn valid_key(key: &[u8]) -> bool {
 }
 
 /// The 101 answer, with the connection id so clients can log it.
-pub fn switching_protocols(accept: &str, connection_id: &str, out: &mut Vec<u8>) {
+pub fn switching_protocols(accept: &str, connection_id: &str, protocol: Option<&str>, out: &mut Vec<u8>) {
     out.extend_from_slice(
         b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: ",
     );
     out.extend_from_slice(accept.as_bytes());
+    // The subprotocol chosen among those the client offered (RFC 6455
+    // 4.2.2): a browser that offered some fails a handshake without one.
+    if let Some(p) = protocol {
+        out.extend_from_slice(b"\r\nsec-websocket-protocol: ");
+        out.extend_from_slice(p.as_bytes());
+    }
     out.extend_from_slice(b"\r\nx-wasp-connection-id: ");
     out.extend_from_slice(connection_id.as_bytes());
     out.extend_from_slice(b"\r\n\r\n");
