@@ -44,10 +44,14 @@ pub fn check(auth: &BearerAuth, token: &str) -> Decision {
         Some(Verdict::Refused(f)) => return Decision::Refused(f),
         None => {}
     }
-    let BearerMethod::Jwt(j) = &auth.method else { return Decision::Ask };
     if token.is_empty() {
         return Decision::Refused(Fail::Missing);
     }
+    // Never sent anywhere, never remembered.
+    if token.len() > jwt::MAX_TOKEN {
+        return Decision::Refused(Fail::Malformed);
+    }
+    let BearerMethod::Jwt(j) = &auth.method else { return Decision::Ask };
     let head = match jwt::head(j, token) {
         Ok(h) => h,
         Err(f) => return Decision::Refused(f),
@@ -72,10 +76,12 @@ pub fn check(auth: &BearerAuth, token: &str) -> Decision {
 /// What a request waits for.
 pub enum Pending {
     /// A key set fetch (the token's `kid` was unknown).
+    /// `fail`: the answer if it does not come in time.
     Keys {
         rx: futures_channel::oneshot::Receiver<()>,
         auth: u64,
         token: String,
+        fail: Fail,
     },
     Introspection {
         rx: futures_channel::oneshot::Receiver<introspect::Answer>,
@@ -93,10 +99,17 @@ pub enum Pending {
 /// Starts what [`Decision::Ask`] needs.
 pub fn begin(auth: &Arc<BearerAuth>, token: &str) -> Pending {
     match &auth.method {
-        BearerMethod::Jwt(j) => match jwks::source(&j.jwks_url).and_then(|s| s.ask_refresh()) {
-            Some(rx) => Pending::Keys { rx, auth: auth.id, token: token.to_string() },
-            None => Pending::Nothing { auth: auth.id, token: token.to_string(), fail: Fail::UnknownKey },
-        },
+        BearerMethod::Jwt(j) => {
+            let source = jwks::source(&j.jwks_url);
+            // No key set fetched yet (the key server has been down since
+            // start): the token may be good; the gateway cannot tell.
+            let fail =
+                if source.as_ref().is_some_and(|s| s.ever_fetched()) { Fail::UnknownKey } else { Fail::Unavailable };
+            match source.and_then(|s| s.ask_refresh()) {
+                Some(rx) => Pending::Keys { rx, auth: auth.id, token: token.to_string(), fail },
+                None => Pending::Nothing { auth: auth.id, token: token.to_string(), fail },
+            }
+        }
         BearerMethod::Introspection(_) => match introspect::ask(auth, token) {
             Some(rx) => Pending::Introspection { rx, auth: auth.clone(), token: token.to_string() },
             None => Pending::Nothing { auth: auth.id, token: token.to_string(), fail: Fail::Unavailable },
@@ -108,11 +121,11 @@ impl Pending {
     /// Waits (bounded) and leaves the answer where the next [`check`] finds it.
     pub async fn wait(self) {
         match self {
-            Pending::Keys { rx, auth, token } => {
+            Pending::Keys { rx, auth, token, fail } => {
                 // The new keys are published before the waiters are told.
                 // Not in time: refused (the fetch goes on for later ones).
                 if monoio::time::timeout(KEYS_WAIT, rx).await.is_err() {
-                    cache::hand_over(auth, &token, Verdict::Refused(Fail::UnknownKey), jwks::now_ms());
+                    cache::hand_over(auth, &token, Verdict::Refused(fail), jwks::now_ms());
                 }
             }
             Pending::Introspection { rx, auth, token } => {
@@ -146,7 +159,10 @@ pub fn settled(auth: &BearerAuth, token: &str) -> Result<Arc<Identity>, Fail> {
     match check(auth, token) {
         Decision::Ok(id) => Ok(id),
         Decision::Refused(f) => Err(f),
-        Decision::Ask => Err(match auth.method {
+        Decision::Ask => Err(match &auth.method {
+            // No key set fetched yet (the key server has been down since
+            // start): the token may be good; the gateway cannot tell.
+            BearerMethod::Jwt(j) if !jwks::source(&j.jwks_url).is_some_and(|s| s.ever_fetched()) => Fail::Unavailable,
             BearerMethod::Jwt(_) => Fail::UnknownKey,
             BearerMethod::Introspection(_) => Fail::Unavailable,
         }),

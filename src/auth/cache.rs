@@ -44,7 +44,9 @@ struct Cache {
     /// A verdict reached while the request waited (`Pending::wait`) for
     /// the checks that follow, also when the configuration caches nothing;
     /// good for [`HANDED_FOR`] ms (a request prepared again checks twice).
-    handed: Option<Entry>,
+    /// A few, newest last: one request may pass several protected services
+    /// (`route`, `split`), each handing over its own.
+    handed: Vec<Entry>,
 }
 
 thread_local! {
@@ -59,10 +61,8 @@ fn key(c: &Cache, auth: u64, token: &str) -> u64 {
 pub fn get(auth: u64, token: &str, now_ms: u64) -> Option<Verdict> {
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
-        if let Some(h) = &c.handed {
-            if h.auth == auth && &*h.token == token && h.until > now_ms {
-                return Some(h.verdict.clone());
-            }
+        if let Some(h) = c.handed.iter().rev().find(|h| h.auth == auth && &*h.token == token && h.until > now_ms) {
+            return Some(h.verdict.clone());
         }
         let k = key(&c, auth, token);
         let e = c.map.get(&k)?;
@@ -112,11 +112,20 @@ pub fn put(auth: u64, token: &str, verdict: Verdict, until: u64, cap: usize, now
 /// Hands a verdict to the next [`get`] for this token (see `handed`).
 pub fn hand_over(auth: u64, token: &str, verdict: Verdict, now_ms: u64) {
     let until = now_ms + HANDED_FOR;
-    CACHE.with(|c| c.borrow_mut().handed = Some(Entry { auth, token: token.into(), verdict, until }));
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        c.handed.retain(|h| h.until > now_ms && !(h.auth == auth && &*h.token == token));
+        if c.handed.len() >= HANDED_MAX {
+            c.handed.remove(0);
+        }
+        c.handed.push(Entry { auth, token: token.into(), verdict, until });
+    });
 }
 
 /// How long a handed verdict stands (ms).
 const HANDED_FOR: u64 = 2_000;
+/// Handed verdicts kept at once.
+const HANDED_MAX: usize = 8;
 
 fn evict(c: &mut Cache, auth: u64, cap: usize, now_ms: u64) {
     let before = c.map.len();

@@ -80,8 +80,10 @@ impl Identity {
             Some(Value::String(s)) => scopes.extend(s.split(' ').filter(|s| !s.is_empty()).map(Into::into)),
             _ => {}
         }
-        let subject = claims.get("sub").and_then(Value::as_str).filter(|s| header_safe(s)).map(Into::into);
-        let exp = claims.get("exp").and_then(Value::as_u64);
+        // Kept as it is (a renewal compares it); only a header-safe one
+        // becomes `X-Wasp-Subject`.
+        let subject = claims.get("sub").and_then(Value::as_str).filter(|s| s.len() <= 1024).map(Into::into);
+        let exp = claims.get("exp").and_then(seconds);
         let mut out = Vec::new();
         for name in wanted {
             let text = match claims.get(name) {
@@ -106,7 +108,7 @@ impl Identity {
     /// `(name, value)` of every header the services get.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
         let consumer = self.consumer.as_deref().map(|c| ("x-wasp-consumer", c));
-        let subject = self.subject.as_deref().map(|s| ("x-wasp-subject", s));
+        let subject = self.subject.as_deref().filter(|s| header_safe(s)).map(|s| ("x-wasp-subject", s));
         consumer.into_iter().chain(subject).chain(self.claims.iter().map(|c| (&*c.header, &*c.value)))
     }
 
@@ -128,10 +130,20 @@ impl Identity {
     }
 }
 
-/// Visible ASCII and spaces, at most 1 KiB: what a header value may hold
-/// without escaping, and what a log line shows as it is.
+/// Visible ASCII and inner spaces, 1 byte to 1 KiB: what a header value
+/// may hold without escaping and arrives as sent (HTTP trims the edges of a
+/// value, so `"alice "` would reach the service as `alice`: left out).
 fn header_safe(s: &str) -> bool {
-    s.len() <= 1024 && s.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
+    !s.is_empty()
+        && s.len() <= 1024
+        && s.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
+        && !s.starts_with(' ')
+        && !s.ends_with(' ')
+}
+
+/// A NumericDate (RFC 7519 2): whole or fractional seconds, rounded down.
+pub fn seconds(v: &serde_json::Value) -> Option<u64> {
+    v.as_u64().or_else(|| v.as_f64().filter(|f| f.is_finite() && *f >= 0.0 && *f < 1e15).map(|f| f as u64))
 }
 
 #[cfg(test)]

@@ -194,7 +194,7 @@ pub fn readiness_json() -> Option<String> {
             };
             format!(
                 r#"{}:{{"state":"{state}","answered_at":{},"error":{}}}"#,
-                j(u),
+                j(super::jwks::shown(u)),
                 s.ok_at.map_or("null".into(), |t| t.to_string()),
                 s.error.as_deref().map_or("null".into(), j)
             )

@@ -73,6 +73,9 @@ pub struct Source {
     status: Mutex<Status>,
     fetches_failed: AtomicU64,
     fetches_ok: AtomicU64,
+    /// How long fetched keys are used (ms): the shortest `jwks_cache` of
+    /// the configurations naming this set, followed across reloads.
+    life_ms: AtomicU64,
 }
 
 #[derive(Default, Clone)]
@@ -96,6 +99,11 @@ pub fn source(url: &str) -> Option<Arc<Source>> {
 impl Source {
     pub fn keys(&self) -> arc_swap::Guard<Arc<KeySet>> {
         self.keys.load()
+    }
+
+    /// Whether a fetch ever succeeded.
+    pub fn ever_fetched(&self) -> bool {
+        self.fetches_ok.load(Relaxed) > 0
     }
 
     /// Asks for an early fetch; `None` when one was made or asked for less
@@ -140,7 +148,8 @@ pub fn sync(gateway: &crate::config::GatewayConfig, http: &HttpClient, spawn: &d
     let old = SOURCES.load_full();
     let mut next: HashMap<String, Arc<Source>> = HashMap::new();
     for (url, s) in old.iter() {
-        if wanted.contains_key(url) {
+        if let Some(life) = wanted.get(url) {
+            s.life_ms.store(life.as_millis() as u64, Relaxed);
             next.insert(url.clone(), s.clone());
         } else {
             s.stop.store(true, Relaxed);
@@ -162,16 +171,17 @@ pub fn sync(gateway: &crate::config::GatewayConfig, http: &HttpClient, spawn: &d
             status: Mutex::new(Status::default()),
             fetches_failed: AtomicU64::new(0),
             fetches_ok: AtomicU64::new(0),
+            life_ms: AtomicU64::new(life.as_millis() as u64),
         });
         next.insert(url, s.clone());
         let http = http.clone();
-        spawn(Box::pin(async move { run(s, http, life).await }));
+        spawn(Box::pin(async move { run(s, http).await }));
     }
     SOURCES.store(Arc::new(next));
 }
 
 /// A source's fetch loop.
-async fn run(s: Arc<Source>, http: HttpClient, life: Duration) {
+async fn run(s: Arc<Source>, http: HttpClient) {
     use futures_util::future::{select, Either};
     loop {
         if s.stop.load(Relaxed) {
@@ -203,6 +213,7 @@ async fn run(s: Arc<Source>, http: HttpClient, life: Duration) {
             let _ = w.send(());
         }
         // A failed fetch is tried again sooner than a good one expires.
+        let life = Duration::from_millis(s.life_ms.load(Relaxed));
         let wait = if ok { life } else { life.min(MIN_REFRESH) };
         let kicked = {
             let sleep = std::pin::pin!(tokio::time::sleep(wait));
@@ -241,7 +252,10 @@ pub fn parse(body: &[u8]) -> Result<KeySet, String> {
         return Err("no \"keys\" array".into());
     };
     let mut keys = Vec::new();
-    for k in list.iter().take(MAX_KEYS) {
+    for k in list {
+        if keys.len() >= MAX_KEYS {
+            break;
+        }
         if k.get("use").and_then(|u| u.as_str()).is_some_and(|u| u != "sig") {
             continue;
         }
@@ -286,7 +300,7 @@ pub fn readiness_json() -> Option<String> {
             let j = |v: &str| serde_json::Value::from(v).to_string();
             format!(
                 r#"{}:{{"state":"{}","keys":{},"fetched_at":{},"error":{}}}"#,
-                j(&s.url),
+                j(shown(&s.url)),
                 if st.error.is_some() {
                     "unreachable"
                 } else if st.fetched_at.is_some() {
@@ -313,7 +327,7 @@ pub fn render(out: &mut String) {
         "# HELP wasp_jwks_fetches_total Key set fetches by outcome.\n# TYPE wasp_jwks_fetches_total counter"
     );
     for s in sources.values() {
-        let u = s.url.replace('\\', "\\\\").replace('"', "\\\"");
+        let u = shown(&s.url).replace('\\', "\\\\").replace('"', "\\\"");
         let _ = writeln!(out, "wasp_jwks_fetches_total{{url=\"{u}\",result=\"ok\"}} {}", s.fetches_ok.load(Relaxed));
         let _ = writeln!(
             out,
@@ -323,7 +337,13 @@ pub fn render(out: &mut String) {
     }
     let _ = writeln!(out, "# HELP wasp_jwks_keys Signing keys held per key set.\n# TYPE wasp_jwks_keys gauge");
     for s in sources.values() {
-        let u = s.url.replace('\\', "\\\\").replace('"', "\\\"");
+        let u = shown(&s.url).replace('\\', "\\\\").replace('"', "\\\"");
         let _ = writeln!(out, "wasp_jwks_keys{{url=\"{u}\"}} {}", s.keys.load().keys.len());
     }
+}
+
+/// A URL as `/readyz` and metrics show it: without its query, which may
+/// carry a credential.
+pub fn shown(url: &str) -> &str {
+    url.split(['?', '#']).next().unwrap_or(url)
 }

@@ -13,8 +13,9 @@ use super::Fail;
 use crate::config::auth::JwtAuth;
 use jsonwebtoken::{Algorithm, Validation};
 
-/// Tokens longer than this are not looked at (a real one is 1 to 2 KiB).
-pub const MAX_TOKEN: usize = 8 * 1024;
+/// Tokens longer than this are not looked at (a real JWT is 1 to 2 KiB, an
+/// opaque token much less); it also bounds what a remembered verdict holds.
+pub const MAX_TOKEN: usize = 4 * 1024;
 
 /// The token's header fields that choose a key.
 pub struct Head {
@@ -29,6 +30,11 @@ pub fn head(cfg: &JwtAuth, token: &str) -> Result<Head, Fail> {
     }
     // `decode_header` refuses `"alg":"none"` and names it does not know.
     let h = jsonwebtoken::decode_header(token).map_err(|_| Fail::Malformed)?;
+    // Extensions the token says must be understood (RFC 7515 4.1.11): none
+    // is, so a token that names any (or an empty list) is refused.
+    if critical(token) {
+        return Err(Fail::Malformed);
+    }
     let name = format!("{:?}", h.alg);
     if family(h.alg).is_none() || !cfg.algorithms.contains(&name) {
         return Err(Fail::AlgorithmNotAllowed);
@@ -71,7 +77,27 @@ pub fn verify(cfg: &JwtAuth, keys: &KeySet, token: &str, head: &Head, wanted: &[
     }
     let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &key.key, &v)
         .map_err(|e| fail_of(e.kind()))?;
+    // jsonwebtoken skips a time claim it cannot read as a number: a string
+    // `nbf` would be no `nbf` at all. Refused instead.
+    for c in ["exp", "nbf", "iat"] {
+        if data.claims.get(c).is_some_and(|v| super::identity::seconds(v).is_none()) {
+            return Err(Fail::Malformed);
+        }
+    }
     Ok(Identity::from_claims(Method::Jwt, &data.claims, wanted))
+}
+
+/// Whether the JOSE header has a `crit` member.
+fn critical(token: &str) -> bool {
+    use base64::Engine;
+    let Some(part) = token.split('.').next() else { return true };
+    let Ok(raw) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part.trim_end_matches('=')) else {
+        return true;
+    };
+    match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&raw) {
+        Ok(h) => h.contains_key("crit"),
+        Err(_) => true,
+    }
 }
 
 fn fail_of(e: &jsonwebtoken::errors::ErrorKind) -> Fail {

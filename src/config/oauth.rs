@@ -36,9 +36,20 @@ pub(super) fn bearer(
                 format!("{c:?}: claim names use letters, digits, '_', '-'"),
             );
         }
-        if !claims.contains(c) {
-            claims.push(c.clone());
+        // Two names that make one header (`tenant_id`, `Tenant-Id`) would
+        // send it twice with two values.
+        let header = |n: &str| n.to_ascii_lowercase().replace('_', "-");
+        if let Some(other) = claims.iter().find(|o: &&String| header(o) == header(c)) {
+            if other != c {
+                return src.err(
+                    &format!("{key}.claims"),
+                    None,
+                    format!("{other:?} and {c:?} would both be X-Wasp-Claim-{}", header(c)),
+                );
+            }
+            continue;
         }
+        claims.push(c.clone());
     }
     let (method, query) = if let Some(j) = &t.jwt {
         let k = format!("{key}.jwt");
@@ -52,6 +63,9 @@ pub(super) fn bearer(
         let audience = match &j.audience {
             None => Vec::new(),
             Some(OneOrMany::One(a)) => vec![a.clone()],
+            Some(OneOrMany::Many(a)) if a.is_empty() => {
+                return src.err(&format!("{k}.audience"), None, "name at least one audience (or leave the key out)")
+            }
             Some(OneOrMany::Many(a)) => a.clone(),
         };
         if audience.iter().any(|a| a.is_empty() || a.len() > 512) {

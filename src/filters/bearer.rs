@@ -45,7 +45,8 @@ impl Bearer {
             }
             token = token.or(v);
         }
-        (token, query)
+        // `?access_token=` is no token (and costs no introspection call).
+        (token.filter(|t| !t.is_empty()), query)
     }
 }
 

@@ -122,6 +122,7 @@ pub async fn handshake(
     let (stream, leftover) = client.into_leftover();
     let mut conn = WsConn::new(id, w.node, w.ws.endpoint_name(ep.name()), peer, &ep.config.limits);
     conn.set_identity(caller.identity, caller.grace_ms);
+    *conn.token.borrow_mut() = caller.token;
     conn.key = caller.key;
     let conn = Rc::new(conn);
     w.ws.insert(conn.clone());
@@ -156,6 +157,8 @@ struct Caller {
     key: Option<Box<crate::auth::Digest>>,
     /// How long a client whose token expired may take to send a fresh one.
     grace_ms: u64,
+    /// An introspected token (asked about again later).
+    token: Option<Box<str>>,
 }
 
 /// Whether the client offers the subprotocol `wasp` (browsers that send a
@@ -207,7 +210,7 @@ async fn authenticate(snap: &Snapshot, up: &mut WsUpgrade) -> Result<Caller, (Fa
             }
             count(Method::ApiKey, Ok(()));
             let key = crate::auth::digest(key.as_bytes()).map(Box::new);
-            Ok(Caller { identity: Some(Arc::new(id)), key, grace_ms: 0 })
+            Ok(Caller { identity: Some(Arc::new(id)), key, grace_ms: 0, token: None })
         }
         Auth::Bearer(b) => {
             let method = bearer::method(b);
@@ -249,7 +252,8 @@ async fn authenticate(snap: &Snapshot, up: &mut WsUpgrade) -> Result<Caller, (Fa
                 return Err((Fail::InsufficientScope, crate::filters::api_key::scope_challenge("Bearer", &b.scopes)));
             }
             count(method, Ok(()));
-            Ok(Caller { identity: Some(id), key: None, grace_ms: b.expiry_grace.as_millis() as u64 })
+            let token = (method == Method::Introspection).then(|| token.into_boxed_str());
+            Ok(Caller { identity: Some(id), key: None, grace_ms: b.expiry_grace.as_millis() as u64, token })
         }
     }
 }

@@ -88,6 +88,9 @@ pub struct WsConn {
     pub expires_ms: Cell<u64>,
     pub expiry_grace_ms: Cell<u64>,
     pub expiry_told: Cell<bool>,
+    /// An introspected token, asked about again before events once the
+    /// answer is no longer remembered (a revoked token stops the connection).
+    pub token: RefCell<Option<Box<str>>>,
     /// The HMAC of the key that opened it: checked before each event.
     pub key: Option<Box<crate::auth::Digest>>,
     pub connected_at_ms: u64,
@@ -167,6 +170,7 @@ impl WsConn {
             expires_ms: Cell::new(0),
             expiry_grace_ms: Cell::new(0),
             expiry_told: Cell::new(false),
+            token: RefCell::new(None),
             key: None,
             connected_at_ms: now,
             last_active_ms: Cell::new(now),

@@ -88,6 +88,14 @@ pub fn on_event(w: &Rc<Worker>, conn: &Rc<WsConn>, _at_connect: &Arc<Endpoint>, 
         renew(w, conn, &ep, &msg.data, rid);
         return;
     }
+    // The endpoint's auth as of now (a reload may have protected it, or
+    // changed its method or scopes): a connection that no longer qualifies
+    // is told why and closed.
+    if let Some(why) = auth_lapsed(conn, &ep) {
+        let _ = conn.send(OP_TEXT, &error_event("unauthorized", why, None, rid, Some(401)));
+        conn.request_close(crate::proto::ws::frame::close::POLICY, why);
+        return;
+    }
     // An expired token lets nothing through but a `$auth` (the sweeper has
     // told the client, and closes the connection after the grace period).
     if conn.expired(crate::pipeline::ws::conn::now_ms()) {
@@ -151,10 +159,53 @@ pub fn on_event(w: &Rc<Worker>, conn: &Rc<WsConn>, _at_connect: &Arc<Endpoint>, 
         if crate::pipeline::ws::session::injected_fault(&msg.data, b"\"__wasp_fault/kafka_fatal\"") {
             w.kafka.inject_fatal();
         }
+        if !still_active(&conn, &ep, &rid).await {
+            return;
+        }
         if let Some(route) = ep.route(&route_key) {
             forward(&w, &conn, &ep, route, &msg.data, &rid).await;
         }
     });
+}
+
+/// Why a connection no longer meets its endpoint's `auth`, if it does not.
+fn auth_lapsed(conn: &WsConn, ep: &Endpoint) -> Option<&'static str> {
+    use crate::auth::Method;
+    use crate::config::auth::Auth;
+    let method = match &ep.config.auth {
+        Auth::None => return None,
+        Auth::ApiKey(_) => Method::ApiKey,
+        Auth::Bearer(b) => crate::auth::bearer::method(b),
+    };
+    match conn.identity() {
+        None => Some("this endpoint now requires a credential"),
+        Some(id) if id.method != method => Some("this endpoint now requires another kind of credential"),
+        Some(id) if id.missing_scope(ep.config.auth.scopes()).is_some() => {
+            Some("the connection's credential lacks a scope this endpoint now requires")
+        }
+        Some(_) => None,
+    }
+}
+
+/// An introspected token is asked about again once its answer is no longer
+/// remembered: inactive (revoked) now closes the connection (1008).
+async fn still_active(conn: &Rc<WsConn>, ep: &Endpoint, rid: &str) -> bool {
+    let crate::config::auth::Auth::Bearer(b) = &ep.config.auth else { return true };
+    let Some(token) = conn.token.borrow().clone() else { return true };
+    match crate::auth::bearer::verify(b, &token).await {
+        Ok(_) => true,
+        // Not known now: the event is refused, the connection stays.
+        Err(crate::auth::Fail::Unavailable) => {
+            let m = crate::auth::Fail::Unavailable.message();
+            let _ = conn.send(OP_TEXT, &error_event("auth_unavailable", m, None, rid, Some(503)));
+            false
+        }
+        Err(f) => {
+            let _ = conn.send(OP_TEXT, &error_event("unauthorized", f.message(), None, rid, Some(401)));
+            conn.request_close(crate::proto::ws::frame::close::POLICY, "the token is no longer valid");
+            false
+        }
+    }
 }
 
 /// `{"type":"ack","route":KEY,"id":ID}`: the event's own `id`, else the request id.
@@ -440,9 +491,18 @@ fn renew(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, event: &[u8], ri
         );
         return;
     };
+    // Counted in flight like an event: a flood of `$auth` is refused, not
+    // queued.
+    let Some(reserved) = Reserved::try_new(conn, cost(token.len(), 1), ep.config.limits.max_inflight_bytes) else {
+        let m = "this connection has too much in flight (max_inflight_bytes); send again later";
+        let _ = conn.send(OP_TEXT, &error_event("too_many_inflight", m, None, rid, None));
+        strike(conn);
+        return;
+    };
     let (w, conn, b, rid) = (w.clone(), conn.clone(), b.clone(), rid.to_string());
     crate::pipeline::tasks::spawn_guarded(w.clone(), "websocket $auth", async move {
         let _busy = BusyRc::new(&w);
+        let _reserved = reserved;
         let method = crate::auth::bearer::method(&b);
         let checked = crate::auth::bearer::verify(&b, &token).await.and_then(|id| {
             let old = conn.identity();
@@ -460,6 +520,9 @@ fn renew(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, event: &[u8], ri
                 crate::auth::count(method, Ok(()));
                 let exp = id.exp.map_or("null".to_string(), |e| e.to_string());
                 conn.set_identity(Some(id), b.expiry_grace.as_millis() as u64);
+                if method == crate::auth::Method::Introspection {
+                    *conn.token.borrow_mut() = Some(token.into_boxed_str());
+                }
                 let ack = format!(r#"{{"type":"auth","expires_at":{exp},"request_id":{}}}"#, json_string(&rid));
                 let _ = conn.send(OP_TEXT, ack.as_bytes());
             }
