@@ -470,3 +470,10 @@ fn oauth2_settings_are_validated_naming_the_key() {
         assert!(text.contains(needle), "{auth}: {text}");
     }
 }
+
+#[test]
+fn the_example_auth_config_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/auth.toml");
+    let out = std::process::Command::new(wasp_bin()).args(["check", "--config", path]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
