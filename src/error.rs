@@ -45,10 +45,12 @@ pub enum ErrorKind {
     /// The credential could not be checked: the introspection server did
     /// not answer in time (never a reason to let a request in).
     AuthUnavailable,
+    /// Over a rate limit (`rate_limits`, a consumer's `limits`).
+    Throttled,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 19] = [
+    pub const ALL: [ErrorKind; 20] = [
         ErrorKind::BadRequest,
         ErrorKind::UriTooLong,
         ErrorKind::HeadersTooLarge,
@@ -68,6 +70,7 @@ impl ErrorKind {
         ErrorKind::Unauthorized,
         ErrorKind::InsufficientScope,
         ErrorKind::AuthUnavailable,
+        ErrorKind::Throttled,
     ];
 
     pub fn status(self) -> u16 {
@@ -87,6 +90,7 @@ impl ErrorKind {
             ErrorKind::UpgradeRequired => 426,
             ErrorKind::Forbidden | ErrorKind::InsufficientScope => 403,
             ErrorKind::AuthUnavailable => 503,
+            ErrorKind::Throttled => 429,
             ErrorKind::LoopDetected => 508,
         }
     }
@@ -113,6 +117,7 @@ impl ErrorKind {
             ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::InsufficientScope => "insufficient_scope",
             ErrorKind::AuthUnavailable => "auth_unavailable",
+            ErrorKind::Throttled => "throttled",
         }
     }
 

@@ -23,6 +23,7 @@ pub mod fetch;
 pub mod filters;
 pub mod io;
 pub mod kafka;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;

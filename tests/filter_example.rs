@@ -71,6 +71,7 @@ fn run(chain: &Chain, head: &[u8], ctx: &mut Ctx) -> Flow {
         headers: h.headers,
         body_prefix: &[],
         client_ip: Some(IpAddr::from([127, 0, 0, 1])),
+        connection: 1,
     };
     chain.request(&req, ctx)
 }

@@ -28,6 +28,8 @@ const RANKS: &[(&str, u8)] = &[
     ("auth", 3),
     // The Kafka client: one producer, consumers for the control side.
     ("kafka", 3),
+    // Rate-limit budgets shared by the workers (filters and events spend them).
+    ("limits", 3),
     ("targets", 4),
     ("router", 5),
     ("filters", 6),

@@ -109,6 +109,7 @@ pub async fn handle(state: Arc<AdminState>, req: AdminRequest) -> AdminResponse 
                 crate::upstream::outlier::render(&mut text);
                 crate::kafka::client().render(&mut text);
                 crate::auth::render(&mut text);
+                crate::limits::render(&mut text);
                 instances_by_state(&state, &mut text);
                 text.into_bytes()
             },

@@ -99,6 +99,9 @@ pub struct ApiKeySection {
 pub struct ConsumerConfig {
     pub name: String,
     pub limits: Option<toml::Table>,
+    /// `limits = { rate, burst }`: the consumer's own budget, on top of
+    /// every service's and endpoint's rules.
+    pub rate: Option<super::limits::RateRule>,
     pub scopes: Vec<String>,
 }
 
@@ -212,7 +215,33 @@ pub(super) fn consumer(src: &Source<'_>, name: &str, c: &ConsumerSection) -> Res
         );
     }
     let scopes = scopes(src, &format!("consumers.{name}.scopes"), c.scopes.as_deref())?;
-    Ok(ConsumerConfig { name: name.to_string(), limits: c.limits.clone(), scopes })
+    let rate = match &c.limits {
+        None => None,
+        Some(t) => {
+            let k = format!("consumers.{name}.limits");
+            if let Some(other) = t.keys().find(|x| *x != "rate" && *x != "burst") {
+                return src.err(&format!("{k}.{other}"), None, "unknown key: limits take rate and burst");
+            }
+            let rate = match t.get("rate") {
+                None => None,
+                Some(toml::Value::String(r)) => Some(r.as_str()),
+                Some(_) => return src.err(&format!("{k}.rate"), None, "a string such as \"100/s\""),
+            };
+            let burst = match t.get("burst") {
+                None => None,
+                Some(toml::Value::Integer(b)) => Some(u32::try_from(*b).unwrap_or(0)),
+                Some(_) => return src.err(&format!("{k}.burst"), None, "a whole number"),
+            };
+            match rate {
+                None if burst.is_some() => return src.err(&format!("{k}.rate"), None, "is required with burst"),
+                None => None,
+                Some(r) => {
+                    Some(super::limits::rate(src, &format!("{k}.rate"), Some(r), burst, super::limits::Per::Consumer)?)
+                }
+            }
+        }
+    };
+    Ok(ConsumerConfig { name: name.to_string(), limits: c.limits.clone(), rate, scopes })
 }
 
 /// Scopes as written: visible ASCII without quotes or backslashes (they go

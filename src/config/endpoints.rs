@@ -76,6 +76,8 @@ pub struct RouteConfig {
     pub headers: Vec<(String, JsonPath)>,
     /// Scopes the connection's credential must hold (besides the endpoint's).
     pub scopes: Vec<String>,
+    /// This route's own limits on events.
+    pub rate_limits: Vec<super::limits::RateRule>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -89,6 +91,8 @@ pub struct EndpointConfig {
     pub limits: WsLimits,
     /// Who may upgrade.
     pub auth: super::auth::Auth,
+    /// Limits on the endpoint's events (all routes).
+    pub rate_limits: Vec<super::limits::RateRule>,
 }
 
 /// Parses `http://host:port/path` (no TLS, no user info) and resolves it once.
@@ -208,11 +212,16 @@ pub(super) fn endpoint(
             format!("must be at least max_message_bytes ({})", limits.max_message_bytes),
         );
     }
+    let auth = super::auth::auth(src, &format!("{key}.auth"), e.auth.as_ref())?;
+    let has_auth = auth != super::auth::Auth::None;
     let mut routes = Vec::new();
     for (rkey, r) in &e.routes {
-        routes.push(route(src, &format!("{key}.routes.\"{rkey}\""), rkey, r, default_timeout)?);
+        let rk = format!("{key}.routes.\"{rkey}\"");
+        let mut rc = route(src, &rk, rkey, r, default_timeout)?;
+        rc.rate_limits = super::limits::rules(src, &format!("{rk}.rate_limits"), r.rate_limits.as_deref(), has_auth)?;
+        routes.push(rc);
     }
-    let auth = super::auth::auth(src, &format!("{key}.auth"), e.auth.as_ref())?;
+    let rate_limits = super::limits::rules(src, &format!("{key}.rate_limits"), e.rate_limits.as_deref(), has_auth)?;
     // A route's scopes need a credential that can carry scopes.
     if let Some(r) = routes.iter().find(|r| !r.scopes.is_empty()) {
         if auth == super::auth::Auth::None {
@@ -223,7 +232,16 @@ pub(super) fn endpoint(
             );
         }
     }
-    Ok(EndpointConfig { name: name.to_string(), path: path.clone(), route_selection, mode, routes, limits, auth })
+    Ok(EndpointConfig {
+        name: name.to_string(),
+        path: path.clone(),
+        route_selection,
+        mode,
+        routes,
+        limits,
+        auth,
+        rate_limits,
+    })
 }
 
 fn route(
@@ -283,6 +301,7 @@ fn route(
         )?,
         headers: event_headers(src, key, r.headers.as_ref())?,
         scopes: super::auth::scopes(src, &format!("{key}.scopes"), r.scopes.as_deref())?,
+        rate_limits: Vec::new(),
     })
 }
 

@@ -96,6 +96,8 @@ pub struct ServiceSection {
     pub dispatch: Option<super::kafka::DispatchSection>,
     /// `"none"` (default) or `{ api_key = { header = "X-Api-Key" } }`.
     pub auth: Option<super::auth::AuthChoice>,
+    /// `[[services.X.rate_limits]]`: every rule must pass.
+    pub rate_limits: Option<Vec<super::limits::RateLimitSection>>,
 }
 
 /// `discovery = { file = "/etc/wasp/shop.json" }` (one registry per service).
@@ -244,6 +246,8 @@ pub struct EndpointSection {
     pub routes: indexmap::IndexMap<String, RouteSection>,
     /// Who may upgrade: `"none"` (default) or `{ api_key = {...} }`.
     pub auth: Option<super::auth::AuthChoice>,
+    /// `[[endpoints.X.rate_limits]]`: count events (messages), not upgrades.
+    pub rate_limits: Option<Vec<super::limits::RateLimitSection>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -266,6 +270,8 @@ pub struct RouteSection {
     pub headers: Option<indexmap::IndexMap<String, String>>,
     /// Scopes the connection's credential must hold to use this route.
     pub scopes: Option<Vec<String>>,
+    /// `[[endpoints.X.routes.Y.rate_limits]]`: this route's events.
+    pub rate_limits: Option<Vec<super::limits::RateLimitSection>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -8,6 +8,7 @@ mod endpoints;
 mod file;
 mod filters;
 mod kafka;
+pub mod limits;
 mod mocks;
 mod model;
 mod oauth;

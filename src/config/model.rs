@@ -157,6 +157,8 @@ pub struct ServiceConfig {
     pub bus: Option<super::BusConfig>,
     /// Who may call it.
     pub auth: super::auth::Auth,
+    /// `[[services.X.rate_limits]]`, validated.
+    pub rate_limits: Vec<super::limits::RateRule>,
 }
 
 /// `[services.X.retry]`: how many times, and how often overall, a request

@@ -116,9 +116,17 @@ pub(super) fn service(
     if bus.is_some() && (!instances.is_empty() || discovery.is_some()) {
         return src.err(&format!("{key}.dispatch"), None, "a service reached over Kafka has no instances or discovery");
     }
+    let auth = super::auth::auth(src, &format!("{key}.auth"), svc.auth.as_ref())?;
+    let rate_limits = super::limits::rules(
+        src,
+        &format!("{key}.rate_limits"),
+        svc.rate_limits.as_deref(),
+        auth != super::auth::Auth::None,
+    )?;
     Ok(ServiceConfig {
         name: name.to_string(),
-        auth: super::auth::auth(src, &format!("{key}.auth"), svc.auth.as_ref())?,
+        auth,
+        rate_limits,
         bus,
         discovery,
         instances,

@@ -369,7 +369,11 @@ impl Control {
     fn swap(&self, config: Config) -> u64 {
         let version = self.snapshot.load().version + 1;
         self.sync_discovery(&config.gateway);
+        // Rate-limit budgets of rules the new configuration no longer
+        // names are forgotten once it is built (the others carry over).
+        crate::limits::mark_unused();
         self.snapshot.store(Arc::new(Snapshot::build(version, config.gateway, &self.registry)));
+        crate::limits::sweep();
         self.registry.reloads_ok.fetch_add(1, Ordering::Relaxed);
         // Each worker acknowledges the new version from its own loop.
         for i in 0..self.registry.worker_count() {

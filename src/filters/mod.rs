@@ -35,6 +35,7 @@ pub mod bearer;
 pub mod cors;
 pub mod headers;
 pub mod mock;
+pub mod rate_limit;
 pub mod record;
 pub mod rewrite;
 pub mod route;
@@ -185,6 +186,8 @@ pub struct Request<'a> {
     /// `X-Forwarded-For` from an untrusted peer). `None`: a trusted proxy
     /// forwarded something that is not an address; filters fail closed.
     pub client_ip: Option<IpAddr>,
+    /// The client connection (unique in the process).
+    pub connection: u64,
 }
 
 impl<'a> Request<'a> {
@@ -269,8 +272,11 @@ impl Chain {
             crate::config::auth::Auth::ApiKey(a) => Some(Box::new(api_key::ApiKey::new(a, &gateway.consumers))),
             crate::config::auth::Auth::Bearer(b) => Some(Box::new(bearer::Bearer::new(b))),
         };
-        if let Some(f) = auth {
-            let at = built.iter().take_while(|f| f.kind() == "cors").count();
+        // Limits right after: they need the caller (per consumer), and a
+        // request refused for its credential spends no budget.
+        let limit = rate_limit::RateLimit::build(service, gateway).map(|l| Box::new(l) as Box<dyn Filter>);
+        let at = built.iter().take_while(|f| f.kind() == "cors").count();
+        for f in [limit, auth].into_iter().flatten() {
             built.insert(at, f);
         }
         // A mock answers last, after every filter the real service would have.

@@ -9,6 +9,7 @@ use crate::targets::{HttpRoute, KafkaRoute, RouteTarget};
 fn compiled(text: &str) -> Option<Program> {
     Program::compile(text).map_err(|e| tracing::error!(error = %e, "route transform did not compile")).ok()
 }
+use crate::limits::Owner;
 use ahash::AHashMap;
 use std::sync::Arc;
 
@@ -18,6 +19,10 @@ pub struct Endpoint {
     /// The routes of `config.routes`, in the same order, with their targets built.
     routes: Vec<Route>,
     by_key: AHashMap<String, usize>,
+    /// `rate_limits` on the endpoint's events.
+    pub limits: Vec<Arc<crate::limits::Limit>>,
+    /// Consumers' own limits (when the endpoint has auth), by name.
+    pub consumer_limits: AHashMap<String, Arc<crate::limits::Limit>>,
 }
 
 /// A route as workers use it: its config, the targets its events go to,
@@ -30,6 +35,8 @@ pub struct Route {
     pub request_program: Option<Program>,
     /// `transform.reply`: the reply, before the client sees it.
     pub reply_program: Option<Program>,
+    /// The route's own `rate_limits`.
+    pub limits: Vec<Arc<crate::limits::Limit>>,
 }
 
 /// A built route reads as its config (`route.key`, `route.timeout`, ...).
@@ -47,6 +54,12 @@ impl Endpoint {
             .routes
             .iter()
             .map(|r| Route {
+                limits: r
+                    .rate_limits
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| crate::limits::limit(Owner::Route, &format!("{}/{}", config.name, r.key), i, l))
+                    .collect(),
                 request_program: r.transform_request.as_deref().and_then(compiled),
                 reply_program: r.transform_reply.as_deref().and_then(compiled),
                 config: r.clone(),
@@ -59,7 +72,24 @@ impl Endpoint {
                     .collect(),
             })
             .collect();
-        Endpoint { config, routes, by_key }
+        let limits = config
+            .rate_limits
+            .iter()
+            .enumerate()
+            .map(|(i, l)| crate::limits::limit(Owner::Endpoint, &config.name, i, l))
+            .collect();
+        let consumer_limits = if config.auth == crate::config::auth::Auth::None {
+            AHashMap::new()
+        } else {
+            gateway
+                .consumers
+                .iter()
+                .filter_map(|c| {
+                    Some((c.name.clone(), crate::limits::limit(Owner::Consumer, &c.name, 0, c.rate.as_ref()?)))
+                })
+                .collect()
+        };
+        Endpoint { config, routes, by_key, limits, consumer_limits }
     }
 
     pub fn name(&self) -> &str {

@@ -96,6 +96,7 @@ impl Router {
                 health: None,
                 bus: None,
                 auth: Default::default(),
+                rate_limits: Vec::new(),
                 dev: Some(crate::config::dev::DevRoute::Fallback(Arc::from(f.url.as_str()))),
             };
             Arc::new(Service {

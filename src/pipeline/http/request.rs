@@ -38,6 +38,8 @@ pub struct ClientInfo {
     pub peer_ip: String,
     /// Whether the peer is a trusted proxy whose X-Forwarded-* we extend.
     pub trusted: bool,
+    /// This connection, unique in the process (`per = "connection"` limits).
+    pub conn: u64,
 }
 
 impl ClientInfo {
@@ -45,7 +47,9 @@ impl ClientInfo {
         // An IPv4 client on a dual-stack listener arrives as ::ffff:a.b.c.d:
         // it is the IPv4 address everywhere (trusted proxies, filters, logs).
         let peer = peer.to_canonical();
-        ClientInfo { peer, peer_ip: peer.to_string(), trusted: false }
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let conn = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ClientInfo { peer, peer_ip: peer.to_string(), trusted: false, conn }
     }
 
     /// The client's address: the peer's, unless the peer is a trusted proxy;
@@ -313,7 +317,7 @@ pub fn prepare(
     if first.is_some_and(|c| c.routes()) {
         for _ in 0..snap.router.services.len() {
             let Some(chain) = chain_of(service) else { break };
-            let view = filter_view(&head, &service.name, path, q, body_prefix, client_ip);
+            let view = filter_view(&head, &service.name, path, q, body_prefix, client_ip, client.conn);
             let Some(next) = chain.route(&view).and_then(|to| snap.router.service(to)) else {
                 break;
             };
@@ -339,7 +343,7 @@ pub fn prepare(
         Balance::P2c => Pick::P2c,
         Balance::Hash(k) => {
             let ip = || client_ip.or_else(|| client.client_ip(&head, &snap.gateway.trusted_proxies));
-            let view = filter_view(&head, &service.name, path, q, body_prefix, client_ip);
+            let view = filter_view(&head, &service.name, path, q, body_prefix, client_ip, client.conn);
             let ip_text;
             let key: Option<&[u8]> = match k {
                 HashKey::Header(name) => head_value(&head, name),
@@ -361,7 +365,7 @@ pub fn prepare(
     // Phase: request filters (of the service the request ended up with).
     let mut filtered = None;
     if let Some(chain) = chain_of(service) {
-        let view = filter_view(&head, &service.name, path, q, body_prefix, client_ip);
+        let view = filter_view(&head, &service.name, path, q, body_prefix, client_ip, client.conn);
         // An OAuth2 token that needs the network (a new signing key, an
         // introspection call): the caller waits (bounded) and prepares the
         // request again, and the filters then decide without waiting.
@@ -505,6 +509,16 @@ fn filter_view<'a>(
     query: &'a str,
     body_prefix: &'a [u8],
     client_ip: Option<IpAddr>,
+    connection: u64,
 ) -> filters::Request<'a> {
-    filters::Request { method: head.method, service, path, query, headers: head.headers, body_prefix, client_ip }
+    filters::Request {
+        method: head.method,
+        service,
+        path,
+        query,
+        headers: head.headers,
+        body_prefix,
+        client_ip,
+        connection,
+    }
 }

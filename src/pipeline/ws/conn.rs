@@ -114,6 +114,8 @@ pub struct WsConn {
     /// Refusals since work of this connection last finished normally
     /// (`ws::inflight::strike`): a client that keeps flooding is closed.
     pub(super) strikes: Cell<u32>,
+    /// Events refused by a rate limit since one was last let through.
+    pub throttle_streak: Cell<u32>,
     /// Wakes the one task waiting for room in flight (`$disconnect`).
     pub(super) room: Cell<Option<Waker>>,
     /// Keep-alive, checked by the worker's sweeper (no timer per connection).
@@ -183,6 +185,7 @@ impl WsConn {
             signalled: Cell::new(false),
             inflight_bytes: Cell::new(0),
             strikes: Cell::new(0),
+            throttle_streak: Cell::new(0),
             room: Cell::new(None),
             ping_ms: limits.ping_interval.as_millis().min(u32::MAX as u128) as u32,
             idle_ms: limits.idle_timeout.as_millis().min(u32::MAX as u128) as u32,

@@ -126,6 +126,22 @@ pub fn on_event(w: &Rc<Worker>, conn: &Rc<WsConn>, _at_connect: &Arc<Endpoint>, 
         let _ = conn.send(OP_TEXT, &error_event("insufficient_scope", &e, Some(&route.key), rid, Some(403)));
         return;
     }
+    if let Some(retry_ns) = throttled(conn, &ep, route) {
+        let retry_ms = retry_ns.div_ceil(1_000_000).max(1);
+        let e = format!(
+            r#"{{"type":"error","error":"throttled","message":"over the rate limit; send again after retry_after_ms","route":{},"retry_after_ms":{retry_ms},"request_id":{}}}"#,
+            json_string(&route.key),
+            json_string(rid)
+        );
+        let _ = conn.send(OP_TEXT, e.as_bytes());
+        let streak = conn.throttle_streak.get() + 1;
+        conn.throttle_streak.set(streak);
+        if streak > THROTTLE_CLOSE {
+            conn.request_close(crate::proto::ws::frame::close::POLICY, "far over the rate limit");
+        }
+        return;
+    }
+    conn.throttle_streak.set(0);
     if route.ack == Ack::Routed || route.ack == Ack::Delivered && route.targets.is_empty() {
         send_ack(conn, route, &msg.data, rid);
     }
@@ -533,4 +549,28 @@ fn renew(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, event: &[u8], ri
             }
         }
     });
+}
+
+/// Events refused in a row by a rate limit after which the connection is
+/// closed (`1008`): a client this far over its limit ignores the
+/// `throttled` events it gets.
+pub const THROTTLE_CLOSE: u32 = 20;
+
+/// Spends the event's budgets (endpoint rules, the route's, the consumer's
+/// own); `Some(ns to wait)` when one refuses.
+fn throttled(conn: &WsConn, ep: &Endpoint, route: &Route) -> Option<u64> {
+    if ep.limits.is_empty() && route.limits.is_empty() && ep.consumer_limits.is_empty() {
+        return None;
+    }
+    let now = crate::limits::now_ns();
+    let id = conn.identity();
+    let consumer = id.as_ref().and_then(|i| i.consumer.as_deref()).and_then(|c| ep.consumer_limits.get(c));
+    for l in ep.limits.iter().chain(&route.limits).chain(consumer) {
+        let key = crate::filters::rate_limit::key_of(l.rule.per, id.as_deref(), Some(conn.peer.ip()), conn.id.0);
+        let v = l.acquire(key, now);
+        if !v.allowed {
+            return Some(v.retry_ns);
+        }
+    }
+    None
 }
