@@ -163,6 +163,8 @@ pub struct WsUpgrade {
     /// The client's headers (hop-by-hop and protected ones removed), for `$connect`.
     pub headers: Vec<(String, String)>,
     pub meta: Meta,
+    /// The client's address through `server.trusted_proxies` (`per = "ip"`).
+    pub client_ip: Option<IpAddr>,
 }
 
 /// Where a prepared request goes.
@@ -279,6 +281,7 @@ pub fn prepare(
                 query: query.unwrap_or("").to_string(),
                 headers,
                 meta,
+                client_ip: client.client_ip(&head, &snap.gateway.trusted_proxies),
             }))));
         }
         Route::None => {

@@ -121,6 +121,7 @@ pub async fn handshake(
 
     let (stream, leftover) = client.into_leftover();
     let mut conn = WsConn::new(id, w.node, w.ws.endpoint_name(ep.name()), peer, &ep.config.limits);
+    conn.client_ip.set(up.client_ip);
     conn.set_identity(caller.identity, caller.grace_ms);
     *conn.token.borrow_mut() = caller.token;
     conn.key = caller.key;

@@ -116,6 +116,9 @@ pub struct WsConn {
     pub(super) strikes: Cell<u32>,
     /// Events refused by a rate limit since one was last let through.
     pub throttle_streak: Cell<u32>,
+    /// The client's address through `server.trusted_proxies` (the peer's
+    /// unless a trusted proxy forwarded one; `None`: it forwarded garbage).
+    pub client_ip: Cell<Option<std::net::IpAddr>>,
     /// Wakes the one task waiting for room in flight (`$disconnect`).
     pub(super) room: Cell<Option<Waker>>,
     /// Keep-alive, checked by the worker's sweeper (no timer per connection).
@@ -186,6 +189,7 @@ impl WsConn {
             inflight_bytes: Cell::new(0),
             strikes: Cell::new(0),
             throttle_streak: Cell::new(0),
+            client_ip: Cell::new(Some(peer.ip())),
             room: Cell::new(None),
             ping_ms: limits.ping_interval.as_millis().min(u32::MAX as u128) as u32,
             idle_ms: limits.idle_timeout.as_millis().min(u32::MAX as u128) as u32,

@@ -566,7 +566,7 @@ fn throttled(conn: &WsConn, ep: &Endpoint, route: &Route) -> Option<u64> {
     let id = conn.identity();
     let consumer = id.as_ref().and_then(|i| i.consumer.as_deref()).and_then(|c| ep.consumer_limits.get(c));
     for l in ep.limits.iter().chain(&route.limits).chain(consumer) {
-        let key = crate::filters::rate_limit::key_of(l.rule.per, id.as_deref(), Some(conn.peer.ip()), conn.id.0);
+        let key = crate::filters::rate_limit::key_of(l.rule.per, id.as_deref(), conn.client_ip.get(), conn.id.0);
         let v = l.acquire(key, now);
         if !v.allowed {
             return Some(v.retry_ns);
