@@ -199,6 +199,32 @@ fn a_websocket_client_over_its_rate_gets_throttled_events_then_1008() {
 }
 
 #[test]
+fn websocket_per_ip_limits_count_the_forwarded_address_behind_a_trusted_proxy() {
+    let origin = Origin::echo();
+    let gw = Gateway::start(&format!(
+        "[server]\ntrusted_proxies = [\"127.0.0.2/32\"]\n[endpoints.chat]\npath = \"/ws/chat\"\n\
+         [endpoints.chat.routes.\"$default\"]\nhttp = [\"http://{}/events\"]\n\
+         [[endpoints.chat.rate_limits]]\nper = \"ip\"\nrate = \"1/m\"\nburst = 1\n",
+        origin.addr
+    ));
+    let proxy = std::net::IpAddr::from([127, 0, 0, 2]);
+    let mut a = WsClient::connect_from(proxy, gw.public, "/ws/chat", "X-Forwarded-For: 10.0.0.1\r\n");
+    let mut a2 = WsClient::connect_from(proxy, gw.public, "/ws/chat", "X-Forwarded-For: 10.0.0.1\r\n");
+    let mut b = WsClient::connect_from(proxy, gw.public, "/ws/chat", "X-Forwarded-For: 10.0.0.2\r\n");
+    a.send_text(r#"{"from":"a"}"#);
+    origin.wait_for("/events");
+    a2.send_text(r#"{"from":"a2"}"#);
+    let ev: Value = serde_json::from_str(&a2.recv_text()).unwrap();
+    assert_eq!(ev["error"], "throttled", "the same forwarded client on another connection: {ev}");
+    b.send_text(r#"{"from":"b"}"#);
+    let started = Instant::now();
+    while origin.requests().len() < 2 && started.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(origin.requests().len(), 2, "another forwarded client has its own budget");
+}
+
+#[test]
 fn rate_limit_settings_are_validated_naming_the_rule() {
     let bad = [
         ("[[services.s.rate_limits]]\nper = \"consumer\"\nrate = \"1/s\"\n", "services.s.rate_limits[0].per"),

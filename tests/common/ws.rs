@@ -60,6 +60,33 @@ impl WsClient {
         Self::connect_with(addr, path, "")
     }
 
+    /// Connects from a local address of the test's choice (127.0.0.x), to
+    /// play a client behind a proxy or several clients.
+    pub fn connect_from(src: std::net::IpAddr, addr: SocketAddr, path: &str, extra: &str) -> WsClient {
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+        sock.bind(&SocketAddr::new(src, 0).into()).expect("bind");
+        sock.connect(&addr.into()).expect("connect");
+        let mut stream: TcpStream = sock.into();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+        );
+        stream.write_all(req.as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        let mut tmp = [0u8; 4096];
+        let end = loop {
+            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p + 4;
+            }
+            let n = stream.read(&mut tmp).expect("read handshake answer");
+            assert!(n > 0, "closed during handshake");
+            buf.extend_from_slice(&tmp[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        assert!(head.starts_with("HTTP/1.1 101 "), "handshake refused: {head}");
+        WsClient { stream, head, buf: buf[end..].to_vec() }
+    }
+
     pub fn connect_with(addr: SocketAddr, path: &str, extra: &str) -> WsClient {
         let (stream, head, buf) = upgrade_raw(addr, path, extra);
         assert!(head.starts_with("HTTP/1.1 101 "), "handshake refused: {head}");
