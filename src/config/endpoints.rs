@@ -218,6 +218,15 @@ pub(super) fn endpoint(
     for (rkey, r) in &e.routes {
         let rk = format!("{key}.routes.\"{rkey}\"");
         let mut rc = route(src, &rk, rkey, r, default_timeout)?;
+        // The gateway's own routes are not the client's events: nothing to
+        // count there (limit upgrades at a proxy or with the endpoint's rules).
+        if ["$connect", "$disconnect", "$error"].contains(&rkey.as_str()) && r.rate_limits.is_some() {
+            return src.err(
+                &format!("{rk}.rate_limits"),
+                None,
+                "rate limits count client events: put them on the endpoint or on its event routes",
+            );
+        }
         rc.rate_limits = super::limits::rules(src, &format!("{rk}.rate_limits"), r.rate_limits.as_deref(), has_auth)?;
         routes.push(rc);
     }

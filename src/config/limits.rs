@@ -147,5 +147,12 @@ pub(super) fn rate(
         let bk = format!("{}.burst", key.trim_end_matches(".rate"));
         return src.err(&bk, None, "must be 1 to 10000000");
     }
-    Ok(RateRule { per, count, period, burst, max_keys: DEFAULT_MAX_KEYS })
+    let rule = RateRule { per, count, period, burst, max_keys: DEFAULT_MAX_KEYS };
+    // A budget's whole span (burst × interval) must stay reckonable in
+    // nanoseconds: at most 30 days.
+    if u128::from(rule.interval_ns()) * u128::from(burst) > 30 * 86_400 * 1_000_000_000 {
+        let bk = format!("{}.burst", key.trim_end_matches(".rate"));
+        return src.err(&bk, None, format!("{burst} at {text} spans more than 30 days; lower it"));
+    }
+    Ok(rule)
 }

@@ -333,6 +333,11 @@ impl Chain {
         self.filters.iter().map(|c| c.filter.as_ref()).find(|f| f.kind() == "auth")
     }
 
+    /// The service's rate limits, if any.
+    pub fn rate_limit(&self) -> Option<&dyn Filter> {
+        self.filters.iter().map(|c| c.filter.as_ref()).find(|f| f.kind() == "rate_limit")
+    }
+
     /// The filter whose program transforms JSON request bodies, if any.
     pub fn request_transform(&self) -> Option<&dyn Filter> {
         self.filters.iter().map(|c| c.filter.as_ref()).find(|f| f.request_program().is_some())

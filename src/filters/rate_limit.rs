@@ -29,6 +29,9 @@ pub struct RateLimit {
     consumers: HashMap<String, Arc<Limit>>,
 }
 
+/// The consumer's own limit was spent for this request.
+struct ConsumerSpent;
+
 /// What the rules said about this request (for the response headers).
 struct Spent {
     verdict: Verdict,
@@ -73,7 +76,9 @@ pub fn key_of(per: Per, caller: Option<&crate::auth::Identity>, ip: Option<std::
         },
         Per::Ip => match ip {
             Some(std::net::IpAddr::V4(a)) => limits::key(&[b"4", &a.octets()]),
-            Some(std::net::IpAddr::V6(a)) => limits::key(&[b"6", &a.octets()]),
+            // One budget per /64: a host given a /64 picks any of its
+            // addresses, so the whole prefix is one client.
+            Some(std::net::IpAddr::V6(a)) => limits::key(&[b"6", &a.octets()[..8]]),
             // A trusted proxy forwarded garbage: one budget for all such.
             None => limits::key(&[b"?"]),
         },
@@ -90,16 +95,20 @@ impl Filter for RateLimit {
     fn request(&self, req: &Request<'_>, ctx: &mut Ctx) -> Action {
         let now = limits::now_ns();
         let caller = ctx.get::<Caller>().map(|c| c.0.clone());
-        let consumer = caller.as_ref().and_then(|c| c.consumer.as_deref()).and_then(|c| self.consumers.get(c));
-        let mut tight = None;
-        for l in self.rules.iter().chain(consumer) {
-            let v = l.acquire(key_of(l.rule.per, caller.as_deref(), req.client_ip, req.connection), now);
-            tight = limits::tightest(tight, (v, l.rule.burst));
-            if !v.allowed {
-                break;
-            }
+        // A consumer's own limit is spent once per request, also when a
+        // `route` filter hands it from one protected service to another.
+        let consumer = match ctx.get::<ConsumerSpent>() {
+            Some(_) => None,
+            None => caller.as_ref().and_then(|c| c.consumer.as_deref()).and_then(|c| self.consumers.get(c)),
+        };
+        let rules = consumer
+            .into_iter()
+            .chain(&self.rules)
+            .map(|l| (&**l, key_of(l.rule.per, caller.as_deref(), req.client_ip, req.connection)));
+        let Some((verdict, limit)) = limits::check(rules, now) else { return Action::Pass };
+        if consumer.is_some() && verdict.allowed {
+            ctx.insert(ConsumerSpent);
         }
-        let Some((verdict, limit)) = tight else { return Action::Pass };
         ctx.insert(Spent { verdict, limit });
         if verdict.allowed {
             Action::Pass

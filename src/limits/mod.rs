@@ -20,6 +20,8 @@ use table::{Table, Verdict};
 pub trait Limiter: Send + Sync {
     /// Spends one request of `key`'s budget under `rule` at `now` (ns).
     fn acquire(&self, key: u64, rule: &RateRule, now: u64) -> Verdict;
+    /// Gives back what [`acquire`](Self::acquire) spent (a later rule refused).
+    fn refund(&self, key: u64, rule: &RateRule, now: u64);
 }
 
 /// This node's budgets: atomics in memory.
@@ -28,6 +30,10 @@ pub struct Local(Table);
 impl Limiter for Local {
     fn acquire(&self, key: u64, rule: &RateRule, now: u64) -> Verdict {
         self.0.acquire(key, rule.interval_ns(), rule.burst, now)
+    }
+
+    fn refund(&self, key: u64, rule: &RateRule, now: u64) {
+        self.0.refund(key, rule.interval_ns(), now)
     }
 }
 
@@ -53,6 +59,30 @@ impl Limit {
         }
         v
     }
+
+    pub fn refund(&self, key: u64, now: u64) {
+        self.limiter.refund(key, &self.rule, now)
+    }
+}
+
+/// Checks `(limit, key)` pairs in order; the first refusal gives back what
+/// the ones before it spent (every rule must pass, and a refused request
+/// costs no rule anything). The tightest verdict and its limit.
+pub fn check<'a>(rules: impl Iterator<Item = (&'a Limit, u64)>, now: u64) -> Option<(Verdict, u32)> {
+    let mut spent: Vec<(&Limit, u64)> = Vec::new();
+    let mut tight = None;
+    for (l, key) in rules {
+        let v = l.acquire(key, now);
+        tight = tightest(tight, (v, l.rule.burst));
+        if !v.allowed {
+            for (l, key) in spent {
+                l.refund(key, now);
+            }
+            return tight;
+        }
+        spent.push((l, key));
+    }
+    tight
 }
 
 /// Who a rule belongs to (the `kind` label).
@@ -75,14 +105,21 @@ impl Owner {
     }
 }
 
-type Slot = (Owner, String, usize, Per, u32);
+type Slot = (Owner, String, usize, Per);
 
 struct Kept {
-    limiter: Arc<dyn Limiter>,
+    limiter: Arc<Local>,
+    /// The table's room (`max_keys`, or 1 key for `per = "service"`).
+    room: u32,
     throttled: Arc<AtomicU64>,
     /// Still named by the configuration last built.
     live: bool,
 }
+
+/// Room for consumers' own limits: one table for all of them (a table per
+/// consumer would cost its whole size to hold one key).
+const CONSUMER_ROOM: u32 = 65_536;
+static CONSUMERS: LazyLock<Arc<Local>> = LazyLock::new(|| Arc::new(Local(Table::new(CONSUMER_ROOM))));
 
 static KEPT: LazyLock<Mutex<HashMap<Slot, Kept>>> = LazyLock::new(Default::default);
 
@@ -90,12 +127,24 @@ static KEPT: LazyLock<Mutex<HashMap<Slot, Kept>>> = LazyLock::new(Default::defau
 /// `endpoint/route`), keeping the budgets of the same rule from the last
 /// configuration. Called while a snapshot is built, never per request.
 pub fn limit(owner: Owner, name: &str, index: usize, rule: &RateRule) -> Arc<Limit> {
+    // A whole-service budget is one key; consumers share one table.
+    let room = match (owner, rule.per) {
+        (Owner::Consumer, _) => CONSUMER_ROOM,
+        (_, Per::Service) => 1,
+        _ => rule.max_keys,
+    };
     let mut kept = KEPT.lock().unwrap_or_else(|p| p.into_inner());
-    let k = kept.entry((owner, name.to_string(), index, rule.per, rule.max_keys)).or_insert_with(|| Kept {
-        limiter: Arc::new(Local(Table::new(rule.max_keys))),
+    let k = kept.entry((owner, name.to_string(), index, rule.per)).or_insert_with(|| Kept {
+        limiter: if owner == Owner::Consumer { CONSUMERS.clone() } else { Arc::new(Local(Table::new(room))) },
+        room,
         throttled: Arc::default(),
         live: true,
     });
+    if k.room != room {
+        // Resized by an apply: the budgets in use move to the new table.
+        k.limiter = Arc::new(Local(Table::resized(&k.limiter.0, room, now_ns())));
+        k.room = room;
+    }
     k.live = true;
     Arc::new(Limit { rule: rule.clone(), limiter: k.limiter.clone(), throttled: k.throttled.clone() })
 }
@@ -147,8 +196,8 @@ pub fn render(out: &mut String) {
     );
     let mut rows: Vec<_> = kept.iter().filter(|(_, k)| k.live).collect();
     rows.sort_by(|a, b| (a.0 .1.as_str(), a.0 .2).cmp(&(b.0 .1.as_str(), b.0 .2)));
-    for ((owner, name, index, per, _), k) in rows {
-        let name = name.replace('\\', "\\\\").replace('"', "\\\"");
+    for ((owner, name, index, per), k) in rows {
+        let name = name.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
         let _ = writeln!(
             out,
             "wasp_throttled_total{{kind=\"{}\",name=\"{name}\",rule=\"{index}\",per=\"{}\"}} {}",

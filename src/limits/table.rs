@@ -9,8 +9,10 @@
 //! allows: the limit is exact across workers, whatever connection or
 //! worker the requests arrive on.
 //!
-//! Bounded: `max_keys` slots (rounded up to a power of two), found by
-//! probing 8 slots from the key's hash. A new key takes an empty slot or an
+//! Bounded: room for `max_keys` keys in twice as many slots (a power of
+//! two; kept at most half full so a key's 16 probed slots almost never
+//! are all taken before the bound), found by probing from the key's
+//! hash. A new key takes an empty slot or an
 //! idle one (its TAT has passed: its budget is full, so forgetting it loses
 //! nothing). A throttled key's slot is never taken: when all 8 are busy, the
 //! new key spends one budget shared by every key in that situation (the
@@ -20,7 +22,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-const PROBE: usize = 8;
+const PROBE: usize = 16;
 
 pub struct Table {
     keys: Box<[AtomicU64]>,
@@ -43,7 +45,7 @@ pub struct Verdict {
 
 impl Table {
     pub fn new(max_keys: u32) -> Table {
-        let n = (max_keys as usize).max(PROBE).next_power_of_two();
+        let n = (max_keys as usize).max(PROBE).next_power_of_two() * 2;
         Table {
             keys: (0..n).map(|_| AtomicU64::new(0)).collect(),
             tats: (0..n).map(|_| AtomicU64::new(0)).collect(),
@@ -57,6 +59,29 @@ impl Table {
     /// shared by the workers.
     pub fn acquire(&self, key: u64, interval: u64, burst: u32, now: u64) -> Verdict {
         gcra(self.slot(key.max(1), now), interval, burst, now)
+    }
+
+    /// Gives back one request of `key`'s budget: it was spent, then a later
+    /// rule refused the request. GCRA is additive, so this undoes exactly
+    /// the spend (never below `now`: a refund cannot make a budget fuller
+    /// than full).
+    pub fn refund(&self, key: u64, interval: u64, now: u64) {
+        let tat = self.slot(key.max(1), now);
+        let _ = tat.fetch_update(Relaxed, Relaxed, |t| Some(t.saturating_sub(interval).max(now.min(t))));
+    }
+
+    /// A new table for `max_keys` holding the busy keys of `old` (an apply
+    /// that resizes a rule keeps every budget in use).
+    pub fn resized(old: &Table, max_keys: u32, now: u64) -> Table {
+        let t = Table::new(max_keys);
+        for (k, tat) in old.keys.iter().zip(old.tats.iter()) {
+            let (k, tat) = (k.load(Relaxed), tat.load(Relaxed));
+            if k != 0 && tat > now {
+                t.slot(k, now).fetch_max(tat, Relaxed);
+            }
+        }
+        t.overflow.store(old.overflow.load(Relaxed), Relaxed);
+        t
     }
 
     fn slot(&self, key: u64, now: u64) -> &AtomicU64 {
@@ -87,6 +112,7 @@ impl Table {
 }
 
 fn gcra(tat: &AtomicU64, interval: u64, burst: u32, now: u64) -> Verdict {
+    // Bounded at validation (interval × burst ≤ 30 days): no overflow.
     let tolerance = interval.saturating_mul(u64::from(burst));
     let mut seen = tat.load(Relaxed);
     loop {
@@ -138,8 +164,9 @@ mod tests {
     #[test]
     fn a_throttled_key_is_never_evicted_and_newcomers_share_the_overflow() {
         let t = Table::new(8);
-        // Fill every slot with a key that is throttled (TAT far ahead).
-        for k in 1..=8u64 {
+        // Fill every slot (8 keys' room: 32 slots) with a key that is
+        // throttled (TAT far ahead).
+        for k in 1..=32u64 {
             for _ in 0..3 {
                 t.acquire(k, S, 3, S);
             }
@@ -148,7 +175,7 @@ mod tests {
         // A newcomer cannot take their slots: the overflow budget.
         assert!(t.acquire(1000, S, 1, S).allowed);
         assert!(!t.acquire(2000, S, 1, S).allowed, "the second newcomer shares the overflow budget");
-        for k in 1..=8u64 {
+        for k in 1..=32u64 {
             assert!(!t.acquire(k, S, 3, S).allowed, "key {k} kept its state");
         }
         // Once they are idle their slots are taken by new keys.
@@ -167,6 +194,18 @@ mod tests {
         assert!(t.acquire(5, S / 100, 50, S + 1).allowed);
         assert!(!t.acquire(5, S / 100, 50, S + 2).allowed, "not a fresh burst");
         assert!(t.acquire(5, S / 100, 50, S + 2 + S / 100).allowed, "the new rate");
+    }
+
+    #[test]
+    fn a_refund_undoes_a_spend_and_a_resize_keeps_busy_budgets() {
+        let t = Table::new(16);
+        assert!(t.acquire(5, S, 1, S).allowed);
+        t.refund(5, S, S);
+        assert!(t.acquire(5, S, 1, S).allowed, "refunded");
+        assert!(!t.acquire(5, S, 1, S).allowed);
+        let big = Table::resized(&t, 1024, S);
+        assert!(!big.acquire(5, S, 1, S).allowed, "still spent after the resize");
+        assert!(big.acquire(6, S, 1, S).allowed);
     }
 
     #[test]

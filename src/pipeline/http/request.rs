@@ -337,6 +337,17 @@ pub fn prepare(
                     _ => break,
                 }
             }
+            // Likewise its rate limits: a request over them stays there and
+            // is refused (a refusal spends nothing, so checking again there
+            // costs no budget).
+            if let Some(limit) = chain.rate_limit() {
+                let mut ctx = carried.take().unwrap_or_default();
+                let passed = matches!(limit.request(&view, &mut ctx), filters::Action::Pass | filters::Action::Changed);
+                carried = Some(ctx);
+                if !passed {
+                    break;
+                }
+            }
             service = next;
         }
     }

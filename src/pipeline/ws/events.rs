@@ -72,6 +72,12 @@ pub fn on_event(w: &Rc<Worker>, conn: &Rc<WsConn>, _at_connect: &Arc<Endpoint>, 
         conn.request_close(crate::proto::ws::frame::close::POLICY, "the API key was revoked");
         return;
     }
+    // Every event spends the endpoint's budgets, a malformed one too (it
+    // would otherwise reach `$error` unlimited).
+    if let Some(retry_ns) = throttled(conn, &ep, None) {
+        refuse_throttled(conn, None, retry_ns, rid);
+        return;
+    }
     if !msg.text {
         let _ =
             conn.send(OP_TEXT, &error_event("binary_not_supported", "events are JSON text messages", None, rid, None));
@@ -126,19 +132,8 @@ pub fn on_event(w: &Rc<Worker>, conn: &Rc<WsConn>, _at_connect: &Arc<Endpoint>, 
         let _ = conn.send(OP_TEXT, &error_event("insufficient_scope", &e, Some(&route.key), rid, Some(403)));
         return;
     }
-    if let Some(retry_ns) = throttled(conn, &ep, route) {
-        let retry_ms = retry_ns.div_ceil(1_000_000).max(1);
-        let e = format!(
-            r#"{{"type":"error","error":"throttled","message":"over the rate limit; send again after retry_after_ms","route":{},"retry_after_ms":{retry_ms},"request_id":{}}}"#,
-            json_string(&route.key),
-            json_string(rid)
-        );
-        let _ = conn.send(OP_TEXT, e.as_bytes());
-        let streak = conn.throttle_streak.get() + 1;
-        conn.throttle_streak.set(streak);
-        if streak > THROTTLE_CLOSE {
-            conn.request_close(crate::proto::ws::frame::close::POLICY, "far over the rate limit");
-        }
+    if let Some(retry_ns) = throttled(conn, &ep, Some(route)) {
+        refuse_throttled(conn, Some(&route.key), retry_ns, rid);
         return;
     }
     conn.throttle_streak.set(0);
@@ -558,19 +553,41 @@ pub const THROTTLE_CLOSE: u32 = 20;
 
 /// Spends the event's budgets (endpoint rules, the route's, the consumer's
 /// own); `Some(ns to wait)` when one refuses.
-fn throttled(conn: &WsConn, ep: &Endpoint, route: &Route) -> Option<u64> {
-    if ep.limits.is_empty() && route.limits.is_empty() && ep.consumer_limits.is_empty() {
+fn throttled(conn: &WsConn, ep: &Endpoint, route: Option<&Route>) -> Option<u64> {
+    let route_limits = route.map_or(&[][..], |r| &r.limits[..]);
+    if ep.limits.is_empty() && route_limits.is_empty() && ep.consumer_limits.is_empty() {
         return None;
     }
     let now = crate::limits::now_ns();
     let id = conn.identity();
+    // Without a route: the endpoint's and the consumer's budgets (every
+    // event, a malformed one too); with one: the route's.
     let consumer = id.as_ref().and_then(|i| i.consumer.as_deref()).and_then(|c| ep.consumer_limits.get(c));
-    for l in ep.limits.iter().chain(&route.limits).chain(consumer) {
-        let key = crate::filters::rate_limit::key_of(l.rule.per, id.as_deref(), conn.client_ip.get(), conn.id.0);
-        let v = l.acquire(key, now);
-        if !v.allowed {
-            return Some(v.retry_ns);
-        }
+    let limits: Vec<&crate::limits::Limit> = match route {
+        None => consumer.into_iter().chain(&ep.limits).map(|l| &**l).collect(),
+        Some(_) => route_limits.iter().map(|l| &**l).collect(),
+    };
+    let keyed = limits
+        .into_iter()
+        .map(|l| (l, crate::filters::rate_limit::key_of(l.rule.per, id.as_deref(), conn.client_ip.get(), conn.id.0)));
+    match crate::limits::check(keyed, now) {
+        Some((v, _)) if !v.allowed => Some(v.retry_ns),
+        _ => None,
     }
-    None
+}
+
+/// Tells the client it is throttled; closes it when it keeps at it.
+fn refuse_throttled(conn: &WsConn, route: Option<&str>, retry_ns: u64, rid: &str) {
+    let retry_ms = retry_ns.div_ceil(1_000_000).max(1);
+    let route = route.map_or("null".to_string(), json_string);
+    let e = format!(
+        r#"{{"type":"error","error":"throttled","message":"over the rate limit; send again after retry_after_ms","route":{route},"retry_after_ms":{retry_ms},"request_id":{}}}"#,
+        json_string(rid)
+    );
+    let _ = conn.send(OP_TEXT, e.as_bytes());
+    let streak = conn.throttle_streak.get() + 1;
+    conn.throttle_streak.set(streak);
+    if streak > THROTTLE_CLOSE {
+        conn.request_close(crate::proto::ws::frame::close::POLICY, "far over the rate limit");
+    }
 }
