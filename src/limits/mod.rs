@@ -69,18 +69,23 @@ impl Limit {
 /// the ones before it spent (every rule must pass, and a refused request
 /// costs no rule anything). The tightest verdict and its limit.
 pub fn check<'a>(rules: impl Iterator<Item = (&'a Limit, u64)>, now: u64) -> Option<(Verdict, u32)> {
-    let mut spent: Vec<(&Limit, u64)> = Vec::new();
+    // What was spent, to give back: on the stack for the usual few rules.
+    let mut spent: [Option<(&Limit, u64)>; 8] = [None; 8];
+    let mut more: Vec<(&Limit, u64)> = Vec::new();
     let mut tight = None;
-    for (l, key) in rules {
+    for (i, (l, key)) in rules.enumerate() {
         let v = l.acquire(key, now);
         tight = tightest(tight, (v, l.rule.burst));
         if !v.allowed {
-            for (l, key) in spent {
-                l.refund(key, now);
+            for (l, key) in spent.iter().flatten().chain(more.iter()) {
+                l.refund(*key, now);
             }
             return tight;
         }
-        spent.push((l, key));
+        match spent.get_mut(i) {
+            Some(slot) => *slot = Some((l, key)),
+            None => more.push((l, key)),
+        }
     }
     tight
 }

@@ -563,13 +563,13 @@ fn throttled(conn: &WsConn, ep: &Endpoint, route: Option<&Route>) -> Option<u64>
     // Without a route: the endpoint's and the consumer's budgets (every
     // event, a malformed one too); with one: the route's.
     let consumer = id.as_ref().and_then(|i| i.consumer.as_deref()).and_then(|c| ep.consumer_limits.get(c));
-    let limits: Vec<&crate::limits::Limit> = match route {
-        None => consumer.into_iter().chain(&ep.limits).map(|l| &**l).collect(),
-        Some(_) => route_limits.iter().map(|l| &**l).collect(),
+    let (first, rest) = match route {
+        None => (consumer, &ep.limits[..]),
+        Some(_) => (None, route_limits),
     };
-    let keyed = limits
-        .into_iter()
-        .map(|l| (l, crate::filters::rate_limit::key_of(l.rule.per, id.as_deref(), conn.client_ip.get(), conn.id.0)));
+    let keyed = first.into_iter().chain(rest).map(|l| {
+        (&**l, crate::filters::rate_limit::key_of(l.rule.per, id.as_deref(), conn.client_ip.get(), conn.id.0))
+    });
     match crate::limits::check(keyed, now) {
         Some((v, _)) if !v.allowed => Some(v.retry_ns),
         _ => None,
