@@ -33,7 +33,11 @@ pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
 /// Sends an upgrade request and returns the raw answer head (and the stream).
 pub fn upgrade_raw(addr: SocketAddr, path: &str, extra: &str) -> (TcpStream, String, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).expect("connect");
+    upgrade_on(TcpStream::connect(addr).expect("connect"), path, extra)
+}
+
+/// The upgrade on a connected stream: the answer's head and the bytes after it.
+fn upgrade_on(mut s: TcpStream, path: &str, extra: &str) -> (TcpStream, String, Vec<u8>) {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.set_nodelay(true).unwrap();
     let req = format!(
@@ -66,25 +70,9 @@ impl WsClient {
         let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
         sock.bind(&SocketAddr::new(src, 0).into()).expect("bind");
         sock.connect(&addr.into()).expect("connect");
-        let mut stream: TcpStream = sock.into();
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
-        );
-        stream.write_all(req.as_bytes()).unwrap();
-        let mut buf = Vec::new();
-        let mut tmp = [0u8; 4096];
-        let end = loop {
-            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break p + 4;
-            }
-            let n = stream.read(&mut tmp).expect("read handshake answer");
-            assert!(n > 0, "closed during handshake");
-            buf.extend_from_slice(&tmp[..n]);
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        let (stream, head, buf) = upgrade_on(sock.into(), path, extra);
         assert!(head.starts_with("HTTP/1.1 101 "), "handshake refused: {head}");
-        WsClient { stream, head, buf: buf[end..].to_vec() }
+        WsClient { stream, head, buf }
     }
 
     pub fn connect_with(addr: SocketAddr, path: &str, extra: &str) -> WsClient {
