@@ -270,7 +270,7 @@ pub fn parse(body: &[u8]) -> Result<KeySet, String> {
         let alg = match k.get("alg").and_then(|a| a.as_str()) {
             None => None,
             Some(a) => match a.parse::<Algorithm>() {
-                Ok(a) if family_of(a) == Some(family) => Some(a),
+                Ok(a) if self::family(a) == Some(family) => Some(a),
                 // A key that names an algorithm of another family (or one
                 // we do not know) is not trusted for any.
                 _ => continue,
@@ -280,10 +280,6 @@ pub fn parse(body: &[u8]) -> Result<KeySet, String> {
         keys.push(Key { kid: jwk.common.key_id.clone(), alg, family, key });
     }
     Ok(KeySet { keys })
-}
-
-fn family_of(a: Algorithm) -> Option<Family> {
-    family(a)
 }
 
 /// `"jwks":{URL:{"keys":N,"fetched_at":T,"error":…}}` for `/readyz`; `None`
