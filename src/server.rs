@@ -152,6 +152,9 @@ pub fn serve(path: Option<PathBuf>, ov: Overrides) -> Result<(), String> {
         access: admin::gate::Access::new(config.server.admin_token.as_deref(), &s.admin_allowed_hosts),
         control: Some(control.clone()),
         workers: supervisor.health(),
+        public,
+        started_ms: crate::pipeline::ws::conn::wall_ms(crate::pipeline::ws::conn::now_ms()),
+        dashboard: Default::default(),
     });
     let admin_state = state.clone();
     let admin_thread = std::thread::Builder::new()
@@ -159,11 +162,14 @@ pub fn serve(path: Option<PathBuf>, ov: Overrides) -> Result<(), String> {
         .spawn(move || {
             let rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build();
             match rt {
-                Ok(mut rt) => {
-                    rt.block_on(admin::server::run(admin_listener, admin_state.shutdown.clone(), move |req| {
+                Ok(mut rt) => rt.block_on(async move {
+                    // The dashboard's sampler: on this thread, never a worker's.
+                    monoio::spawn(admin::stats::run(admin_state.clone()));
+                    admin::server::run(admin_listener, admin_state.shutdown.clone(), move |req| {
                         admin::handle(admin_state.clone(), req)
-                    }))
-                }
+                    })
+                    .await
+                }),
                 Err(e) => tracing::error!(error = %e, "admin runtime failed"),
             }
         })

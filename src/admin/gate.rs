@@ -113,7 +113,13 @@ impl Access {
             }
         }
         match &self.token {
-            Some(want) if !open && !token_matches(req.header("authorization"), want) => {
+            // The UI's files are public code a browser fetches by navigating
+            // (no header can be added); what they show comes from the API.
+            Some(want)
+                if !open
+                    && !super::assets::is_ui_path(&req.path)
+                    && !token_matches(req.header("authorization"), want) =>
+            {
                 return Err((
                     Refusal::Token,
                     AdminResponse::error(401, "unauthorized", "send Authorization: Bearer <admin token>"),

@@ -1,11 +1,14 @@
 //! The admin listener: health, readiness and metrics. Bound to localhost by
 //! default and never on the public listener.
 
+pub mod assets;
+pub mod catalog;
 pub mod client;
 pub mod config;
 pub mod gate;
 pub mod push;
 pub mod server;
+pub mod stats;
 
 use crate::metrics::Registry;
 use crate::pipeline::snapshot::SharedSnapshot;
@@ -33,6 +36,13 @@ pub struct AdminState {
     pub inboxes: Vec<flume::Sender<crate::pipeline::ws::push::Command>>,
     /// Workers that died and are not replaced yet (`/readyz` is 503 meanwhile).
     pub workers: Arc<crate::worker::restart::Health>,
+    /// The public listener's address (the UI's test console connects there).
+    pub public: std::net::SocketAddr,
+    /// When this process started (ms since the epoch).
+    pub started_ms: u64,
+    /// The live dashboard's samples (`stats.rs`), written by its ticker on
+    /// the admin thread.
+    pub dashboard: std::sync::Mutex<stats::Dashboard>,
 }
 
 /// 503 only while this node cannot serve: starting, draining, or a worker
@@ -89,7 +99,13 @@ pub async fn handle(state: Arc<AdminState>, req: AdminRequest) -> AdminResponse 
         state.registry.admin_refused[why.index()].fetch_add(1, Ordering::Relaxed);
         return res;
     }
+    if let Some(res) = assets::handle(&req) {
+        return res;
+    }
     if let Some(res) = push::handle(&state, &req).await {
+        return res;
+    }
+    if let Some(res) = catalog::handle(&state, &req).await {
         return res;
     }
     if let Some(res) = config::handle(&state, &req).await {
@@ -99,6 +115,7 @@ pub async fn handle(state: Arc<AdminState>, req: AdminRequest) -> AdminResponse 
     match (get, req.path.as_str()) {
         (true, "/healthz") => AdminResponse::json(200, r#"{"status":"ok"}"#),
         (true, "/readyz") => readyz(&state),
+        (true, "/stats") => stats::handle(&state, &req.query),
         (true, "/openapi.json") => AdminResponse::json(200, OPENAPI),
         (true, "/metrics") => AdminResponse {
             status: 200,
@@ -114,8 +131,10 @@ pub async fn handle(state: Arc<AdminState>, req: AdminRequest) -> AdminResponse 
                 text.into_bytes()
             },
             allow: None,
+            headers: Vec::new(),
+            head_only: false,
         },
-        (false, "/healthz" | "/readyz" | "/metrics" | "/openapi.json") => {
+        (false, "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/stats") => {
             AdminResponse::method_not_allowed("GET, HEAD")
         }
         _ => AdminResponse::error(404, "not_found", "no such admin endpoint"),
@@ -136,18 +155,29 @@ fn instances_by_state(state: &AdminState, out: &mut String) {
     let now = crate::upstream::outlier::now_ms();
     let _ = writeln!(out, "# HELP wasp_instances A service's instances now, by state.\n# TYPE wasp_instances gauge");
     for s in services {
-        let discovered = s.dynamic.as_ref().map(|d| d.addrs());
-        let list = discovered.as_deref().map_or(&s.config.instances[..], |v| &v[..]);
-        let (mut serving, mut ejected, mut unhealthy) = (0, 0, 0);
-        for a in list {
-            match s.health.get(a) {
-                Some(h) if h.unhealthy.load(std::sync::atomic::Ordering::Relaxed) => unhealthy += 1,
-                Some(h) if h.ejected_until() > now => ejected += 1,
-                _ => serving += 1,
-            }
-        }
+        let (serving, ejected, unhealthy) = instance_counts_at(s, now);
         for (st, n) in [("serving", serving), ("ejected", ejected), ("unhealthy", unhealthy)] {
             let _ = writeln!(out, "wasp_instances{{service=\"{}\",state=\"{st}\"}} {n}", s.name);
         }
     }
+}
+
+/// A service's instances now (static or discovered): (serving, ejected by
+/// outlier detection, unhealthy by active checks).
+pub fn instance_counts(s: &crate::router::Service) -> (usize, usize, usize) {
+    instance_counts_at(s, crate::upstream::outlier::now_ms())
+}
+
+fn instance_counts_at(s: &crate::router::Service, now: u64) -> (usize, usize, usize) {
+    let discovered = s.dynamic.as_ref().map(|d| d.addrs());
+    let list = discovered.as_deref().map_or(&s.config.instances[..], |v| &v[..]);
+    let (mut serving, mut ejected, mut unhealthy) = (0, 0, 0);
+    for a in list {
+        match s.health.get(a) {
+            Some(h) if h.unhealthy.load(std::sync::atomic::Ordering::Relaxed) => unhealthy += 1,
+            Some(h) if h.ejected_until() > now => ejected += 1,
+            _ => serving += 1,
+        }
+    }
+    (serving, ejected, unhealthy)
 }

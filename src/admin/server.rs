@@ -35,11 +35,23 @@ pub struct AdminResponse {
     pub body: Vec<u8>,
     /// The `Allow` header of a 405 (RFC 9110 requires it).
     pub allow: Option<&'static str>,
+    /// Further header lines, written as given (the UI's caching and
+    /// security headers).
+    pub headers: Vec<(&'static str, String)>,
+    /// The answer to a `HEAD`: every header as for `GET`, no body bytes.
+    pub head_only: bool,
 }
 
 impl AdminResponse {
     pub fn json(status: u16, body: impl Into<Vec<u8>>) -> Self {
-        AdminResponse { status, content_type: "application/json", body: body.into(), allow: None }
+        AdminResponse {
+            status,
+            content_type: "application/json",
+            body: body.into(),
+            allow: None,
+            headers: Vec::new(),
+            head_only: false,
+        }
     }
 
     /// `405` naming the methods the path accepts.
@@ -94,7 +106,12 @@ where
                     let mut out = Vec::new();
                     while let Some((req, keep)) = read_request(&mut conn).await {
                         let res = match req {
-                            Ok(r) => handle(r).await,
+                            Ok(r) => {
+                                let head = r.method == "HEAD";
+                                let mut res = handle(r).await;
+                                res.head_only |= head;
+                                res
+                            }
                             Err(msg) => AdminResponse::error(400, "bad_request", msg),
                         };
                         let close = !keep || res.status == 400;
@@ -180,15 +197,27 @@ fn write_response(out: &mut Vec<u8>, res: &AdminResponse, close: bool) {
     out.extend_from_slice(reason(res.status).as_bytes());
     out.extend_from_slice(b"\r\ncontent-type: ");
     out.extend_from_slice(res.content_type.as_bytes());
-    out.extend_from_slice(b"\r\ncontent-length: ");
-    out.extend_from_slice(itoa(res.body.len() as u64, &mut [0u8; 20]));
+    // A 304 has no body and names no length (RFC 9110 8.6: it would have
+    // to be the full answer's).
+    if res.status != 304 {
+        out.extend_from_slice(b"\r\ncontent-length: ");
+        out.extend_from_slice(itoa(res.body.len() as u64, &mut [0u8; 20]));
+    }
     if let Some(allow) = res.allow {
         out.extend_from_slice(b"\r\nallow: ");
         out.extend_from_slice(allow.as_bytes());
+    }
+    for (name, value) in &res.headers {
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
     }
     if close {
         out.extend_from_slice(b"\r\nconnection: close");
     }
     out.extend_from_slice(b"\r\n\r\n");
-    out.extend_from_slice(&res.body);
+    if !res.head_only {
+        out.extend_from_slice(&res.body);
+    }
 }

@@ -216,6 +216,12 @@ pub fn count(method: Method, r: Result<(), Fail>) {
     };
 }
 
+/// Credential checks refused so far, every method and reason (the
+/// dashboard's auth failures).
+pub fn failures_total() -> u64 {
+    FAILED.iter().flatten().map(|c| c.load(Relaxed)).sum()
+}
+
 /// Prometheus lines.
 pub fn render(out: &mut String) {
     use std::fmt::Write as _;

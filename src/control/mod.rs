@@ -158,6 +158,10 @@ impl Control {
             // The start is not a reload.
             control.registry.reloads_ok.store(0, Ordering::Relaxed);
         }
+        control
+            .registry
+            .applied_ms
+            .store(crate::pipeline::ws::conn::wall_ms(crate::pipeline::ws::conn::now_ms()), Ordering::Relaxed);
         Ok((control, config))
     }
 
@@ -375,6 +379,9 @@ impl Control {
         self.snapshot.store(Arc::new(Snapshot::build(version, config.gateway, &self.registry)));
         crate::limits::sweep();
         self.registry.reloads_ok.fetch_add(1, Ordering::Relaxed);
+        self.registry
+            .applied_ms
+            .store(crate::pipeline::ws::conn::wall_ms(crate::pipeline::ws::conn::now_ms()), Ordering::Relaxed);
         // Each worker acknowledges the new version from its own loop.
         for i in 0..self.registry.worker_count() {
             self.registry.worker(i).snapshot_ack.publish();

@@ -192,6 +192,21 @@ pub fn tightest(a: Option<(Verdict, u32)>, b: (Verdict, u32)) -> Option<(Verdict
 }
 
 /// Prometheus lines: `wasp_throttled_total{kind,name,rule,per}`.
+/// Refusals so far by the owner of the rules: (`service`, `endpoint`,
+/// `route` or `consumer`; its name; refusals), live rules only.
+pub fn throttled_by_owner() -> Vec<(&'static str, String, u64)> {
+    let kept = KEPT.lock().unwrap_or_else(|p| p.into_inner());
+    let mut out: Vec<(&'static str, String, u64)> = Vec::new();
+    for ((owner, name, _, _), k) in kept.iter().filter(|(_, k)| k.live) {
+        let n = k.throttled.load(Relaxed);
+        match out.iter_mut().find(|(o, m, _)| *o == owner.as_str() && m == name) {
+            Some(row) => row.2 += n,
+            None => out.push((owner.as_str(), name.clone(), n)),
+        }
+    }
+    out
+}
+
 pub fn render(out: &mut String) {
     use std::fmt::Write as _;
     let kept = KEPT.lock().unwrap_or_else(|p| p.into_inner());

@@ -23,6 +23,9 @@ pub struct Endpoint {
     pub limits: Vec<Arc<crate::limits::Limit>>,
     /// Consumers' own limits (when the endpoint has auth), by name.
     pub consumer_limits: AHashMap<String, Arc<crate::limits::Limit>>,
+    /// Its counters (kept across reloads by the registry; `Router::build`
+    /// sets them).
+    pub stats: Arc<crate::metrics::EndpointStats>,
 }
 
 /// A route as workers use it: its config, the targets its events go to,
@@ -89,7 +92,14 @@ impl Endpoint {
                 })
                 .collect()
         };
-        Endpoint { config, routes, by_key, limits, consumer_limits }
+        Endpoint {
+            config,
+            routes,
+            by_key,
+            limits,
+            consumer_limits,
+            stats: Arc::new(crate::metrics::EndpointStats::new(0)),
+        }
     }
 
     pub fn name(&self) -> &str {

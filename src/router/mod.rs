@@ -75,7 +75,9 @@ impl Router {
         let mut endpoints = AHashMap::new();
         let mut endpoint_paths = AHashMap::new();
         for e in &gateway.endpoints {
-            let ep = Arc::new(Endpoint::new(e.clone(), gateway));
+            let mut ep = Endpoint::new(e.clone(), gateway);
+            ep.stats = registry.endpoint(&e.name);
+            let ep = Arc::new(ep);
             endpoints.insert(Arc::from(e.name.as_str()), ep.clone());
             endpoint_paths.insert(e.path.clone(), ep);
         }

@@ -72,7 +72,7 @@ pub async fn serve_connection(
                     .and_then(|s| snap.router.services.get(s))
                     .map(|s| &s.stats)
                     .unwrap_or(&snap.router.unrouted);
-                stats.record(w.id, r.error.status());
+                stats.record(w.id, r.error.status(), 0);
                 w.stats.error(r.error.kind);
                 finish(&w, &snap, &r.meta, r.error.status(), 0, started);
                 let keep = r.continue_after.filter(|_| !w.shutdown.is_triggered());
@@ -192,7 +192,7 @@ pub async fn serve_connection(
         }
         match result {
             Ok(done) => {
-                req.service.stats.record(w.id, done.status);
+                req.service.stats.record(w.id, done.status, started.elapsed().as_micros() as u64);
                 finish(&w, &snap, &req.meta, done.status, done.bytes, started);
                 if let Some(up) = done.upgraded {
                     drop(_busy);
@@ -212,7 +212,7 @@ pub async fn serve_connection(
             Err(f) => {
                 w.stats.error(f.error.kind);
                 let status = if f.answered { f.status } else { f.error.status() };
-                req.service.stats.record(w.id, status);
+                req.service.stats.record(w.id, status, started.elapsed().as_micros() as u64);
                 if f.answered || !f.error.answerable() {
                     finish(&w, &snap, &req.meta, status, 0, started);
                     return;

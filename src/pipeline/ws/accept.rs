@@ -132,6 +132,7 @@ pub async fn handshake(
     }
     w.stats.ws_open.fetch_add(1, Relaxed);
     w.stats.ws_accepted.fetch_add(1, Relaxed);
+    ep.stats.add(w.id, crate::metrics::EndpointStats::OPEN, 1);
     if w.shutdown.is_triggered() {
         conn.request_close(crate::proto::ws::frame::close::GOING_AWAY, "server shutting down");
     }

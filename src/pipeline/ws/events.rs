@@ -4,6 +4,7 @@
 
 use crate::config::Ack;
 use crate::error::{ErrorKind, ProxyError};
+use crate::metrics::EndpointStats;
 use crate::pipeline::ctx::{BusyRc, Worker};
 use crate::pipeline::ws::conn::{json_string, WsConn};
 use crate::pipeline::ws::inflight::{cleared, cost, strike, Reserved};
@@ -62,6 +63,7 @@ pub fn on_event(w: &Rc<Worker>, conn: &Rc<WsConn>, _at_connect: &Arc<Endpoint>, 
         return;
     };
     drop(snap);
+    ep.stats.add(w.id, EndpointStats::EVENTS, 1);
     // The key that opened the connection was revoked (or its consumer
     // deleted): nothing more goes through, and the client is told why.
     if conn.key.as_deref().is_some_and(|d| !crate::auth::is_live(d)) {
@@ -274,9 +276,15 @@ async fn forward(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, route: &
                     },
                 };
                 let op = if std::str::from_utf8(&reply).is_ok() { OP_TEXT } else { OP_BINARY };
-                let _ = conn.send(op, &reply);
+                if conn.send(op, &reply).is_ok() {
+                    ep.stats.add(w.id, EndpointStats::MESSAGES, 1);
+                }
             }
         }
+    }
+    for (r, _) in results.iter().zip(&route.targets).filter(|(_, t)| t.is_kafka()) {
+        let ok = matches!(r, Ok(a) if (200..300).contains(&a.status));
+        ep.stats.add(w.id, if ok { EndpointStats::KAFKA_OK } else { EndpointStats::KAFKA_FAILED }, 1);
     }
     let failed = results.iter().zip(&route.targets).find_map(|(r, t)| match r {
         Ok(a) if (200..300).contains(&a.status) => None,
@@ -288,6 +296,7 @@ async fn forward(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, route: &
         None if route.ack == Ack::Delivered => send_ack(conn, route, event, rid),
         None => {}
         Some((status, kafka, message)) => {
+            ep.stats.add(w.id, EndpointStats::FAILURES, 1);
             // Under `ack = "delivered"` any failure means "not delivered";
             // otherwise a Kafka target that did not take the event does.
             let code = if kafka || route.ack == Ack::Delivered { "delivery_failed" } else { "integration_failed" };

@@ -101,6 +101,14 @@ fn opcode(body: &[u8]) -> u8 {
     }
 }
 
+/// Counts `n` messages sent to clients of `endpoint` (the dashboard's
+/// messages/s).
+pub(crate) fn count_out(w: &Worker, endpoint: &str, n: i64) {
+    if let Some(ep) = w.snapshot.load().router.endpoints.get(endpoint) {
+        ep.stats.add(w.id, crate::metrics::EndpointStats::MESSAGES, n);
+    }
+}
+
 /// Runs on the worker: answers commands until the sender side is gone.
 pub async fn serve_inbox(w: Rc<Worker>, rx: flume::Receiver<Command>) {
     while let Ok(cmd) = rx.recv_async().await {
@@ -114,7 +122,10 @@ pub fn handle(w: &Worker, cmd: Command) {
             let out = match w.ws.get(id) {
                 None => SendOutcome::Gone,
                 Some(c) => match c.push(opcode(&body), &body) {
-                    Ok(()) => SendOutcome::Queued,
+                    Ok(()) => {
+                        count_out(w, &c.endpoint, 1);
+                        SendOutcome::Queued
+                    }
                     Err(QueueError::Full) => SendOutcome::Full,
                     Err(QueueError::Closing) => SendOutcome::Gone,
                     Err(QueueError::TooLarge(limit)) => SendOutcome::TooLarge(limit),
@@ -152,15 +163,27 @@ pub fn handle(w: &Worker, cmd: Command) {
             };
             let op = opcode(&body);
             let mut d = Delivered::default();
+            // Messages out per endpoint, counted once per endpoint (names
+            // are interned per worker: one pointer comparison per member).
+            let mut out: Vec<(std::rc::Rc<str>, i64)> = Vec::new();
             for c in &targets {
                 match c.push(op, &body) {
-                    Ok(()) => d.queued += 1,
+                    Ok(()) => {
+                        d.queued += 1;
+                        match out.iter_mut().find(|(e, _)| std::rc::Rc::ptr_eq(e, &c.endpoint)) {
+                            Some((_, n)) => *n += 1,
+                            None => out.push((c.endpoint.clone(), 1)),
+                        }
+                    }
                     Err(QueueError::TooLarge(limit)) => {
                         d.limit = if d.too_large == 0 { limit } else { d.limit.min(limit) };
                         d.too_large += 1;
                     }
                     Err(QueueError::Full | QueueError::Closing) => {}
                 }
+            }
+            for (endpoint, n) in out {
+                count_out(w, &endpoint, n);
             }
             let _ = reply.send(d);
         }

@@ -120,6 +120,7 @@ impl Drop for Registered {
         self.conn.request_close(ended.code, &ended.reason);
         self.w.ws.remove(self.conn.id);
         self.w.stats.ws_open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.endpoint.stats.add(self.w.id, crate::metrics::EndpointStats::OPEN, -1);
         on_disconnect(&self.w, self.conn.clone(), self.endpoint.clone(), ended.code, ended.reason);
     }
 }
@@ -316,7 +317,10 @@ fn on_message(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, st: &mut St
     }
     match ep.config.mode {
         EndpointMode::Echo => {
-            let _ = conn.send(if msg.text { OP_TEXT } else { OP_BINARY }, &msg.data);
+            ep.stats.add(w.id, crate::metrics::EndpointStats::EVENTS, 1);
+            if conn.send(if msg.text { OP_TEXT } else { OP_BINARY }, &msg.data).is_ok() {
+                ep.stats.add(w.id, crate::metrics::EndpointStats::MESSAGES, 1);
+            }
         }
         EndpointMode::Routes => crate::pipeline::ws::events::on_event(w, conn, ep, msg),
     }

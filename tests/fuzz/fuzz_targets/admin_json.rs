@@ -44,6 +44,9 @@ fn state() -> Arc<AdminState> {
         // No workers: an apply does not wait for acknowledgements.
         inboxes: Vec::new(),
         workers: Arc::new(Health::new(1)),
+        public: "127.0.0.1:8080".parse().expect("an address"),
+        started_ms: 0,
+        dashboard: Default::default(),
     })
 }
 

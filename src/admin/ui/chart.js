@@ -1,0 +1,1 @@
+/* chart.js: placeholder */

@@ -1,0 +1,324 @@
+// editor.js: edits one entity's JSON (a service, endpoint or consumer) in
+// two modes. "Form" is generated from the value itself (no schema): objects
+// become fieldsets, scalars labelled inputs, arrays lists with Add/Remove.
+// "JSON" is a textarea with line numbers. Every input carries
+// data-pointer (its RFC 6901 pointer) so a 422 from the gateway, which names
+// the pointer, lands at the right input.
+
+import { useState, useEffect, useRef } from './vendor/hooks.module.js';
+import { html, ApiError } from './api.js';
+
+// --- JSON pointers --------------------------------------------------------
+
+const escKey = (k) => String(k).replace(/~/g, '~0').replace(/\//g, '~1');
+const unescKey = (k) => k.replace(/~1/g, '/').replace(/~0/g, '~');
+export const child = (ptr, key) => `${ptr}/${escKey(key)}`;
+
+function parts(ptr) {
+  return ptr === '' ? [] : ptr.slice(1).split('/').map(unescKey);
+}
+
+/** A copy of `root` with the value at `ptr` replaced (undefined = removed). */
+function setAt(root, ptr, value) {
+  const ks = parts(ptr);
+  if (ks.length === 0) return value;
+  const walk = (node, i) => {
+    const k = ks[i];
+    const copy = Array.isArray(node) ? node.slice() : { ...node };
+    if (i === ks.length - 1) {
+      if (value === undefined) {
+        if (Array.isArray(copy)) copy.splice(Number(k), 1);
+        else delete copy[k];
+      } else copy[k] = value;
+    } else copy[k] = walk(node[k], i + 1);
+    return copy;
+  };
+  return walk(root, 0);
+}
+
+const isObj = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+/** A DOM id made from a pointer (ids may not hold every character). */
+const idOf = (prefix, ptr) => prefix + ptr.replace(/[^A-Za-z0-9_-]/g, (c) => '_' + c.charCodeAt(0).toString(16));
+
+// --- JSON parse errors with a line -----------------------------------------
+
+/** {message, line, column} for text that does not parse, else null. */
+export function jsonError(text) {
+  try {
+    JSON.parse(text);
+    return null;
+  } catch (e) {
+    const msg = String(e.message || e);
+    let line = null;
+    let column = null;
+    const lc = /line (\d+) column (\d+)/.exec(msg);
+    const pos = /position (\d+)/.exec(msg);
+    if (lc) {
+      line = Number(lc[1]);
+      column = Number(lc[2]);
+    } else if (pos) {
+      const before = text.slice(0, Number(pos[1]));
+      line = before.split('\n').length;
+      column = before.length - before.lastIndexOf('\n');
+    } else if (/end of JSON input/i.test(msg)) {
+      line = text.split('\n').length;
+    }
+    return { message: msg, line, column };
+  }
+}
+
+// --- The editor -------------------------------------------------------------
+
+/**
+ * props: initial (object), legend (root fieldset's legend), save(value,
+ * comment) → promise of a success message (string or {text, version}),
+ * before (extra controls above, e.g. the name of a new entity).
+ */
+export function Editor({ initial, legend, save, before }) {
+  const [mode, setMode] = useState('form');
+  const [value, setValue] = useState(initial);
+  const [text, setText] = useState(() => JSON.stringify(initial, null, 2));
+  const [textError, setTextError] = useState(null);
+  const [comment, setComment] = useState('');
+  const [busy, setBusy] = useState(false);
+  const [top, setTop] = useState(null); // {message, pointer?} refused by the gateway or local
+  const [fieldErrors, setFieldErrors] = useState({});
+  const [saved, setSaved] = useState(null);
+  const [focusPtr, setFocusPtr] = useState(null);
+  const formRef = useRef(null);
+  const numeric = useRef(new Set()); // pointers shown as number inputs, kept while emptied
+
+  useEffect(() => {
+    if (focusPtr == null || !formRef.current) return;
+    const el = formRef.current.querySelector(`[data-pointer="${CSS.escape(focusPtr)}"]`);
+    if (el) el.focus();
+    setFocusPtr(null);
+  }, [focusPtr]);
+
+  const toJson = () => {
+    setText(JSON.stringify(value, null, 2));
+    setTextError(null);
+    setMode('json');
+  };
+  const toForm = () => {
+    const err = jsonError(text);
+    if (err) {
+      setTextError(err);
+      return;
+    }
+    const v = JSON.parse(text);
+    if (!isObj(v)) {
+      setTextError({ message: 'The top level must be a JSON object ({…}).', line: 1 });
+      return;
+    }
+    setValue(v);
+    setTextError(null);
+    setMode('form');
+  };
+
+  const update = (ptr, v) => {
+    setValue((old) => setAt(old, ptr, v));
+    setSaved(null);
+    if (fieldErrors[ptr]) {
+      const rest = { ...fieldErrors };
+      delete rest[ptr];
+      setFieldErrors(rest);
+    }
+  };
+
+  const submit = async (e) => {
+    e.preventDefault();
+    let body = value;
+    if (mode === 'json') {
+      const err = jsonError(text);
+      if (err) {
+        setTextError(err);
+        setTop({ message: 'The JSON does not parse; nothing was sent.' });
+        return;
+      }
+      body = JSON.parse(text);
+    }
+    setBusy(true);
+    setTop(null);
+    setFieldErrors({});
+    setSaved(null);
+    try {
+      const msg = await save(body, comment.trim());
+      setSaved(typeof msg === 'string' ? { text: msg } : msg);
+      setComment('');
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 422 && err.pointer !== undefined) {
+        const p = err.pointer || '';
+        const el =
+          mode === 'form' && p !== '' && formRef.current
+            ? formRef.current.querySelector(`input[data-pointer="${CSS.escape(p)}"]`)
+            : null;
+        if (el) {
+          setFieldErrors({ [p]: err.message });
+          setTop({ message: err.message });
+          setFocusPtr(p);
+        } else {
+          setTop({ message: err.message, pointer: p });
+        }
+      } else {
+        setTop({ message: err.message || String(err) });
+      }
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  // Rendering of the form, recursively. `label` is the key (or "key [i]").
+  const renderScalar = (label, v, ptr, onRemove) => {
+    const id = idOf('f', ptr);
+    const errId = idOf('e', ptr);
+    const err = fieldErrors[ptr];
+    const common = {
+      id,
+      'data-pointer': ptr,
+      'aria-invalid': err ? 'true' : undefined,
+      'aria-describedby': err ? errId : undefined,
+    };
+    let input;
+    if (typeof v === 'boolean') {
+      input = html`<input type="checkbox" ...${common} checked=${v} onChange=${(e) => update(ptr, e.currentTarget.checked)} />`;
+    } else if (typeof v === 'number' || (v === '' && numeric.current.has(ptr))) {
+      numeric.current.add(ptr);
+      input = html`<input type="number" step="any" ...${common} value=${v}
+        onInput=${(e) => {
+          const raw = e.currentTarget.value;
+          const n = Number(raw);
+          update(ptr, raw === '' || Number.isNaN(n) ? '' : n);
+        }} />`;
+    } else {
+      input = html`<input type="text" ...${common} value=${v == null ? '' : v} placeholder=${v === null ? 'null' : undefined}
+        spellcheck="false" autocomplete="off" onInput=${(e) => update(ptr, e.currentTarget.value)} />`;
+    }
+    return html`<div class="field" key=${ptr}>
+      <label for=${id}>${label}</label>
+      ${input}
+      ${onRemove && html`<button type="button" class="small" aria-label=${'Remove ' + label} onClick=${onRemove}>Remove</button>`}
+      ${err && html`<p class="field-error" id=${errId}>${err}</p>`}
+    </div>`;
+  };
+
+  const renderValue = (label, v, ptr, onRemove) => {
+    if (isObj(v)) return renderObject(label, v, ptr, onRemove);
+    if (Array.isArray(v)) return renderArray(label, v, ptr, onRemove);
+    return renderScalar(label, v, ptr, onRemove);
+  };
+
+  const removeButton = (label, onRemove) =>
+    onRemove && html`<button type="button" class="small" aria-label=${'Remove ' + label} onClick=${onRemove}>Remove</button>`;
+
+  const renderArray = (label, arr, ptr, onRemove) => {
+    const add = () => {
+      const last = arr[arr.length - 1];
+      const blank = isObj(last) ? {} : typeof last === 'number' ? 0 : typeof last === 'boolean' ? false : '';
+      update(ptr, [...arr, blank]);
+    };
+    return html`<fieldset key=${ptr} data-pointer=${ptr}>
+      <legend>${label} ${removeButton(label, onRemove)}</legend>
+      ${arr.map((item, i) =>
+        renderValue(`${label} [${i}]`, item, child(ptr, i), () => update(ptr, arr.filter((_, j) => j !== i))),
+      )}
+      ${arr.length === 0 && html`<p class="muted">(empty list)</p>`}
+      <div><button type="button" class="small" aria-label=${'Add to ' + label} onClick=${add}>Add</button></div>
+    </fieldset>`;
+  };
+
+  const renderObject = (label, obj, ptr, onRemove) => html`<fieldset key=${ptr} data-pointer=${ptr}>
+    <legend>${label} ${removeButton(label, onRemove)}</legend>
+    ${Object.keys(obj).map((k) => renderValue(k, obj[k], child(ptr, k), () => update(child(ptr, k), undefined)))}
+    <${AddField} ptr=${ptr} obj=${obj} onAdd=${(k, v) => update(child(ptr, k), v)} />
+  </fieldset>`;
+
+  const lines = text.split('\n').length;
+  const gutter = useRef(null);
+  const errLine = textError && textError.line;
+
+  return html`<form class="editor" onSubmit=${submit} noValidate>
+    ${before}
+    <div class="toolbar" role="group" aria-label="Editor mode">
+      <button type="button" aria-pressed=${mode === 'form' ? 'true' : 'false'} onClick=${() => mode !== 'form' && toForm()}>Form</button>
+      <button type="button" aria-pressed=${mode === 'json' ? 'true' : 'false'} onClick=${() => mode !== 'json' && toJson()}>JSON</button>
+    </div>
+    ${top &&
+    html`<div class="error-box" role="alert">
+      The gateway refused this: ${top.message}
+      ${top.pointer !== undefined && html` (at ${top.pointer === '' ? 'the top level' : html`<code>${top.pointer}</code>`})`}
+    </div>`}
+    ${mode === 'form'
+      ? html`<div ref=${formRef}>${renderObject(legend, value, '', null)}</div>`
+      : html`<div class="stack-wide">
+          <label for="json-text">JSON</label>
+          <div class="json-box">
+            <pre class="gutter" aria-hidden="true" ref=${gutter}>${Array.from({ length: lines }, (_, i) =>
+              i + 1 === errLine ? html`<span class="bad">${i + 1}</span>\n` : `${i + 1}\n`,
+            )}</pre>
+            <textarea id="json-text" class="code" spellcheck="false" value=${text}
+              aria-invalid=${textError ? 'true' : undefined} aria-describedby=${textError ? 'json-error' : undefined}
+              onInput=${(e) => {
+                setText(e.currentTarget.value);
+                setSaved(null);
+              }}
+              onScroll=${(e) => gutter.current && (gutter.current.scrollTop = e.currentTarget.scrollTop)}></textarea>
+          </div>
+          ${textError &&
+          html`<p class="error" id="json-error" role="alert">
+            Not valid JSON${textError.line ? ` at line ${textError.line}${textError.column ? `, column ${textError.column}` : ''}` : ''}: ${textError.message}
+          </p>`}
+        </div>`}
+    <div class="comment-row stack">
+      <label for="editor-comment">Comment</label>
+      <input id="editor-comment" type="text" value=${comment} maxlength="1024" placeholder="why this change (optional)"
+        onInput=${(e) => setComment(e.currentTarget.value)} />
+    </div>
+    <div class="buttons">
+      <button type="submit" class="primary" disabled=${busy}>${busy ? 'Saving…' : 'Save and apply'}</button>
+      ${saved &&
+      html`<p class="success" role="status" data-version=${saved.version}>${saved.text}</p>`}
+    </div>
+  </form>`;
+}
+
+/** "Add field" for one object: a key and a JSON value (plain text if it is not JSON). */
+function AddField({ ptr, obj, onAdd }) {
+  const [key, setKey] = useState('');
+  const [val, setVal] = useState('');
+  const [err, setErr] = useState(null);
+  const kid = idOf('ak', ptr);
+  const vid = idOf('av', ptr);
+  const add = () => {
+    const k = key.trim();
+    if (!k) return setErr('Give the field a name.');
+    if (Object.prototype.hasOwnProperty.call(obj, k)) return setErr(`"${k}" is already there.`);
+    let v = val.trim();
+    try {
+      v = v === '' ? '' : JSON.parse(v);
+    } catch {
+      /* not JSON: taken as a string, so `5s` needs no quotes */
+    }
+    onAdd(k, v);
+    setKey('');
+    setVal('');
+    setErr(null);
+  };
+  // Enter in either box adds the field instead of submitting the whole form.
+  const onKey = (e) => {
+    if (e.key === 'Enter') {
+      e.preventDefault();
+      add();
+    }
+  };
+  return html`<div class="add-field" data-add-field=${ptr}>
+    <label for=${kid}>New field</label>
+    <input id=${kid} type="text" value=${key} onInput=${(e) => setKey(e.currentTarget.value)} onKeyDown=${onKey} spellcheck="false" />
+    <label for=${vid}>Value (JSON)</label>
+    <input id=${vid} type="text" value=${val} onInput=${(e) => setVal(e.currentTarget.value)} onKeyDown=${onKey}
+      placeholder='"5s", 3, true, {}, []' spellcheck="false" />
+    <button type="button" class="small" onClick=${add}>Add field</button>
+    ${err && html`<p class="field-error" role="alert">${err}</p>`}
+  </div>`;
+}
