@@ -2,6 +2,7 @@
 //! origins on loopback sockets, and raw clients that state the exact bytes.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod kafka;
 pub mod oauth2;
 pub mod ws;
