@@ -25,6 +25,11 @@ pub const WINDOW: usize = 5;
 /// Samples kept: one a second for 15 minutes.
 pub const HISTORY: usize = 900;
 const TICK: Duration = Duration::from_secs(1);
+/// Services (and endpoints) kept in each sample of the history: the busiest
+/// ones. Bounds the history to about 2 MB however many services there are
+/// (and the first `/stats` answer to a few MB); every service still has its
+/// current figures.
+pub const SERIES_MAX: usize = 50;
 
 /// Counter readings at one tick.
 struct Totals {
@@ -79,6 +84,20 @@ pub struct Dashboard {
     raw: VecDeque<Totals>,
     samples: VecDeque<Sample>,
     seq: u64,
+    /// Every service's and endpoint's figures at the newest sample.
+    latest_services: Vec<(Arc<str>, ServicePoint)>,
+    latest_endpoints: Vec<(Arc<str>, EndpointPoint)>,
+}
+
+/// The `max` entries with the highest `key`, in name order.
+fn busiest<T: Copy>(all: &[(Arc<str>, T)], max: usize, key: impl Fn(&T) -> f64) -> Vec<(Arc<str>, T)> {
+    let mut v: Vec<(Arc<str>, T)> = all.to_vec();
+    if v.len() > max {
+        v.sort_by(|a, b| key(&b.1).total_cmp(&key(&a.1)).then_with(|| a.0.cmp(&b.0)));
+        v.truncate(max);
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    v
 }
 
 /// Samples the counters every second until the admin thread ends.
@@ -213,8 +232,8 @@ impl Dashboard {
         let sample = Sample {
             seq: self.seq,
             wall_ms: crate::pipeline::ws::conn::wall_ms(new.mono_ms),
-            services,
-            endpoints,
+            services: busiest(&services, SERIES_MAX, |p| p.rps),
+            endpoints: busiest(&endpoints, SERIES_MAX, |p| p.open as f64 + p.events_rps + p.messages_rps),
             auth_failures_rps: rate(old.auth_failures, new.auth_failures),
             throttled_rps: rate(old.throttled, new.throttled),
         };
@@ -222,6 +241,8 @@ impl Dashboard {
         while self.samples.len() > HISTORY {
             self.samples.pop_front();
         }
+        self.latest_services = services;
+        self.latest_endpoints = endpoints;
     }
 
     /// The samples after `since` (all kept ones when `since` is not one of
@@ -299,7 +320,7 @@ pub fn handle(state: &AdminState, query: &str) -> AdminResponse {
         .services
         .values()
         .map(|s| {
-            let p = latest.and_then(|l| l.services.iter().find(|(n, _)| *n == s.name)).map(|(_, p)| *p);
+            let p = d.latest_services.binary_search_by(|(n, _)| n.cmp(&s.name)).ok().map(|i| d.latest_services[i].1);
             let (serving, ejected, unhealthy) = super::instance_counts(s);
             json!({
                 "name": &*s.name,
@@ -319,7 +340,7 @@ pub fn handle(state: &AdminState, query: &str) -> AdminResponse {
         .values()
         .map(|e| {
             let name = e.config.name.as_str();
-            let p = latest.and_then(|l| l.endpoints.iter().find(|(n, _)| &**n == name)).map(|(_, p)| *p);
+            let p = d.latest_endpoints.binary_search_by(|(n, _)| (**n).cmp(name)).ok().map(|i| d.latest_endpoints[i].1);
             json!({
                 "name": name,
                 "path": e.config.path,
@@ -431,5 +452,25 @@ mod tests {
             d.tick(totals(0, 0, 0));
         }
         assert_eq!(d.samples.len(), HISTORY);
+    }
+
+    #[test]
+    fn history_keeps_the_busiest_services_and_every_current_figure() {
+        let mut d = Dashboard::default();
+        for tick in 0..3u64 {
+            let mut t = totals(1000 * tick, 0, 0);
+            t.services.clear();
+            for i in 0..(SERIES_MAX as u64 + 30) {
+                let classes = [0, tick * i, 0, 0, 0];
+                let latency = Box::new([0; FINE_BUCKETS]);
+                t.services.insert(Arc::from(format!("s{i:03}")), ServiceTotals { classes, latency, throttled: 0 });
+            }
+            d.tick(t);
+        }
+        assert_eq!(d.latest_services.len(), SERIES_MAX + 30);
+        let kept = &d.samples.back().map(|s| s.services.clone()).unwrap_or_default();
+        assert_eq!(kept.len(), SERIES_MAX);
+        assert_eq!(kept.first().map(|k| &*k.0), Some("s030"), "the quietest 30 left out");
+        assert!(d.latest_services.windows(2).all(|w| w[0].0 < w[1].0), "sorted for lookups");
     }
 }
