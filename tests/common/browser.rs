@@ -29,6 +29,11 @@ fn script() -> PathBuf {
 /// `on_ready` when the script says `READY`. Returns the JSON of its `OK`
 /// line; panics with the script's output on anything else.
 pub fn run(scenario: &str, url: &str, token: Option<&str>, args: Value, on_ready: impl FnOnce()) -> Value {
+    // One browser at a time per test binary: a dozen headless chromiums at
+    // once on a 2-core box make timing-dependent scenarios (the dashboard's
+    // rate under load) fail for want of CPU, not for a bug.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(std::path::Path::new(&chromium).exists(), "no browser at {chromium}: {INSTALL}");
     let modules = node_modules();
@@ -49,7 +54,8 @@ pub fn run(scenario: &str, url: &str, token: Option<&str>, args: Value, on_ready
     }
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run `{}` ({e}): {INSTALL}", node()));
     let stderr = child.stderr.take().expect("stderr");
-    let err_lines = std::thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>());
+    let err_lines =
+        std::thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>());
     let mut lines = Vec::new();
     let mut on_ready = Some(on_ready);
     let mut result = None;
@@ -67,6 +73,10 @@ pub fn run(scenario: &str, url: &str, token: Option<&str>, args: Value, on_ready
     let errs = err_lines.join().unwrap_or_default();
     match result {
         Some(v) if status.success() => v,
-        _ => panic!("browser scenario {scenario} failed ({status}):\n{}\n--- stderr\n{}", lines.join("\n"), errs.join("\n")),
+        _ => panic!(
+            "browser scenario {scenario} failed ({status}):\n{}\n--- stderr\n{}",
+            lines.join("\n"),
+            errs.join("\n")
+        ),
     }
 }

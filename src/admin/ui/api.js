@@ -273,7 +273,7 @@ export function Confirm({ title, body, confirmLabel, onConfirm, onClose, danger 
     <${ErrorText} error=${error} />
     <div class="buttons">
       <button type="button" class=${danger ? 'danger' : 'primary'} onClick=${go} disabled=${busy}>${confirmLabel}</button>
-      <button type="button" onClick=${() => onClose(false)} disabled=${busy}>Cancel</button>
+      <button type="button" onClick=${() => onClose(false)} disabled=${busy} autofocus=${!!danger}>Cancel</button>
     </div>
   </${Dialog}>`;
 }
@@ -307,8 +307,9 @@ export function relTime(ms, now = Date.now()) {
 }
 
 /** A time shown relative, with the absolute one as text beside it. */
-export function Time({ ms }) {
+export function Time({ ms, compact }) {
   if (ms == null) return html`<span>—</span>`;
+  if (compact) return html`<time datetime=${new Date(ms).toISOString()} title=${absTime(ms)}>${relTime(ms)}</time>`;
   return html`<time datetime=${new Date(ms).toISOString()} title=${absTime(ms)}>${relTime(ms)} <span class="muted">(${absTime(ms)})</span></time>`;
 }
 

@@ -4,7 +4,7 @@
 
 import { render } from './vendor/preact.module.js';
 import { useState, useEffect, useRef } from './vendor/hooks.module.js';
-import { html, useStatus, getToken, setToken, signOut, checkToken, clearFlash } from './api.js';
+import { html, api, useStatus, getToken, setToken, signOut, checkToken, clearFlash } from './api.js';
 import { Dashboard } from './dashboard.js';
 import { EntityList, EntityNew, EntityDetail } from './entities.js';
 import { Connections } from './connections.js';
@@ -124,6 +124,12 @@ function App() {
     if (first.current) first.current = false;
     else if (main.current) main.current.focus({ preventScroll: false });
   }, [hash]);
+
+  // One cheap authenticated call at start, so a page that loads nothing by
+  // itself (Config, Console) still asks for the token at once.
+  useEffect(() => {
+    api('GET', '/connections?limit=1').catch(() => {});
+  }, []);
 
   const title = (NAV.find(([k]) => k === section) || [null, 'wasp'])[1];
   useEffect(() => {

@@ -64,7 +64,8 @@ export function jsonError(text) {
     } else if (/end of JSON input/i.test(msg)) {
       line = text.split('\n').length;
     }
-    return { message: msg, line, column };
+    // V8 repeats the place in its message; it is shown once, by us.
+    return { message: msg.replace(/\s*\(line \d+ column \d+\)/, ''), line, column };
   }
 }
 
@@ -91,7 +92,9 @@ export function Editor({ initial, legend, save, before }) {
 
   useEffect(() => {
     if (focusPtr == null || !formRef.current) return;
-    const el = formRef.current.querySelector(`[data-pointer="${CSS.escape(focusPtr)}"]`);
+    let el = formRef.current.querySelector(`[data-pointer="${CSS.escape(focusPtr)}"]`);
+    // A refused list or object: focus its first control.
+    if (el && el.tagName === 'FIELDSET') el = el.querySelector('input, select, textarea') || el.querySelector('button');
     if (el) el.focus();
     setFocusPtr(null);
   }, [focusPtr]);
@@ -120,9 +123,11 @@ export function Editor({ initial, legend, save, before }) {
   const update = (ptr, v) => {
     setValue((old) => setAt(old, ptr, v));
     setSaved(null);
-    if (fieldErrors[ptr]) {
+    // An edit inside a refused field (or list/object) clears its message.
+    const stale = Object.keys(fieldErrors).filter((k) => ptr === k || ptr.startsWith(k + '/'));
+    if (stale.length) {
       const rest = { ...fieldErrors };
-      delete rest[ptr];
+      for (const k of stale) delete rest[k];
       setFieldErrors(rest);
     }
   };
@@ -134,7 +139,7 @@ export function Editor({ initial, legend, save, before }) {
       const err = jsonError(text);
       if (err) {
         setTextError(err);
-        setTop({ message: 'The JSON does not parse; nothing was sent.' });
+        setTop({ message: 'The JSON does not parse; nothing was sent.', local: true });
         return;
       }
       body = JSON.parse(text);
@@ -152,17 +157,25 @@ export function Editor({ initial, legend, save, before }) {
         const p = err.pointer || '';
         const el =
           mode === 'form' && p !== '' && formRef.current
-            ? formRef.current.querySelector(`input[data-pointer="${CSS.escape(p)}"]`)
+            ? formRef.current.querySelector(`[data-pointer="${CSS.escape(p)}"]`)
             : null;
-        if (el) {
+        if (el && el.tagName === 'INPUT') {
           setFieldErrors({ [p]: err.message });
           setTop({ message: err.message });
+          setFocusPtr(p);
+        } else if (el) {
+          // The pointer names a whole list or object (e.g. /instances for
+          // one bad address): the message goes inside its fieldset, and the
+          // top names the pointer since no single input is meant.
+          setFieldErrors({ [p]: err.message });
+          setTop({ message: err.message, pointer: p });
           setFocusPtr(p);
         } else {
           setTop({ message: err.message, pointer: p });
         }
       } else {
-        setTop({ message: err.message || String(err) });
+        // Not a validation answer: unreachable, 404, 5xx, or a local check.
+        setTop({ message: `Not saved: ${err.message || String(err)}`, local: true });
       }
     } finally {
       setBusy(false);
@@ -193,7 +206,7 @@ export function Editor({ initial, legend, save, before }) {
         }} />`;
     } else {
       input = html`<input type="text" ...${common} value=${v == null ? '' : v} placeholder=${v === null ? 'null' : undefined}
-        spellcheck="false" autocomplete="off" onInput=${(e) => update(ptr, e.currentTarget.value)} />`;
+        spellcheck=${false} autocomplete="off" onInput=${(e) => update(ptr, e.currentTarget.value)} />`;
     }
     return html`<div class="field" key=${ptr}>
       <label for=${id}>${label}</label>
@@ -209,8 +222,11 @@ export function Editor({ initial, legend, save, before }) {
     return renderScalar(label, v, ptr, onRemove);
   };
 
+  const setError = (ptr) => fieldErrors[ptr] && html`<p class="field-error" id=${idOf('e', ptr)}>${fieldErrors[ptr]}</p>`;
+
   const removeButton = (label, onRemove) =>
-    onRemove && html`<button type="button" class="small" aria-label=${'Remove ' + label} onClick=${onRemove}>Remove</button>`;
+    onRemove &&
+    html`<button type="button" class="small remove-set" aria-label=${'Remove ' + label} onClick=${onRemove}>Remove</button>`;
 
   const renderArray = (label, arr, ptr, onRemove) => {
     const add = () => {
@@ -218,8 +234,10 @@ export function Editor({ initial, legend, save, before }) {
       const blank = isObj(last) ? {} : typeof last === 'number' ? 0 : typeof last === 'boolean' ? false : '';
       update(ptr, [...arr, blank]);
     };
-    return html`<fieldset key=${ptr} data-pointer=${ptr}>
-      <legend>${label} ${removeButton(label, onRemove)}</legend>
+    return html`<fieldset key=${ptr} data-pointer=${ptr} aria-describedby=${fieldErrors[ptr] ? idOf('e', ptr) : undefined}>
+      <legend>${label}</legend>
+      ${removeButton(label, onRemove)}
+      ${setError(ptr)}
       ${arr.map((item, i) =>
         renderValue(`${label} [${i}]`, item, child(ptr, i), () => update(ptr, arr.filter((_, j) => j !== i))),
       )}
@@ -228,8 +246,11 @@ export function Editor({ initial, legend, save, before }) {
     </fieldset>`;
   };
 
-  const renderObject = (label, obj, ptr, onRemove) => html`<fieldset key=${ptr} data-pointer=${ptr}>
-    <legend>${label} ${removeButton(label, onRemove)}</legend>
+  const renderObject = (label, obj, ptr, onRemove) => html`<fieldset key=${ptr} data-pointer=${ptr}
+    aria-describedby=${fieldErrors[ptr] ? idOf('e', ptr) : undefined}>
+    <legend>${label}</legend>
+    ${removeButton(label, onRemove)}
+    ${setError(ptr)}
     ${Object.keys(obj).map((k) => renderValue(k, obj[k], child(ptr, k), () => update(child(ptr, k), undefined)))}
     <${AddField} ptr=${ptr} obj=${obj} onAdd=${(k, v) => update(child(ptr, k), v)} />
   </fieldset>`;
@@ -246,18 +267,18 @@ export function Editor({ initial, legend, save, before }) {
     </div>
     ${top &&
     html`<div class="error-box" role="alert">
-      The gateway refused this: ${top.message}
-      ${top.pointer !== undefined && html` (at ${top.pointer === '' ? 'the top level' : html`<code>${top.pointer}</code>`})`}
+      ${top.local ? '' : 'The gateway refused this: '}${top.message}${top.pointer !== undefined && html` (at ${top.pointer === '' ? 'the top level' : html`<code>${top.pointer}</code>`})`}
     </div>`}
     ${mode === 'form'
       ? html`<div ref=${formRef}>${renderObject(legend, value, '', null)}</div>`
       : html`<div class="stack-wide">
           <label for="json-text">JSON</label>
           <div class="json-box">
-            <pre class="gutter" aria-hidden="true" ref=${gutter}>${Array.from({ length: lines }, (_, i) =>
-              i + 1 === errLine ? html`<span class="bad">${i + 1}</span>\n` : `${i + 1}\n`,
+            <pre class="gutter" aria-hidden="true" ref=${gutter}>${Array.from(
+              { length: lines },
+              (_, i) => html`<span class=${i + 1 === errLine ? 'bad' : undefined}>${i + 1}</span>`,
             )}</pre>
-            <textarea id="json-text" class="code" spellcheck="false" value=${text}
+            <textarea id="json-text" class="code" spellcheck=${false} value=${text}
               aria-invalid=${textError ? 'true' : undefined} aria-describedby=${textError ? 'json-error' : undefined}
               onInput=${(e) => {
                 setText(e.currentTarget.value);
@@ -314,10 +335,10 @@ function AddField({ ptr, obj, onAdd }) {
   };
   return html`<div class="add-field" data-add-field=${ptr}>
     <label for=${kid}>New field</label>
-    <input id=${kid} type="text" value=${key} onInput=${(e) => setKey(e.currentTarget.value)} onKeyDown=${onKey} spellcheck="false" />
+    <input id=${kid} type="text" value=${key} onInput=${(e) => setKey(e.currentTarget.value)} onKeyDown=${onKey} spellcheck=${false} />
     <label for=${vid}>Value (JSON)</label>
     <input id=${vid} type="text" value=${val} onInput=${(e) => setVal(e.currentTarget.value)} onKeyDown=${onKey}
-      placeholder='"5s", 3, true, {}, []' spellcheck="false" />
+      placeholder='"5s", 3, true, {}, []' spellcheck=${false} />
     <button type="button" class="small" onClick=${add}>Add field</button>
     ${err && html`<p class="field-error" role="alert">${err}</p>`}
   </div>`;

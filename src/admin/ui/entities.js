@@ -3,7 +3,7 @@
 // (Edit, Versions, Instances for services, Keys for consumers) and Delete.
 
 import { useState } from './vendor/hooks.module.js';
-import { html, api, enc, useLoad, LoadState, ErrorText, Confirm, Time, singular, flash, ApiError } from './api.js';
+import { html, api, enc, useLoad, LoadState, ErrorText, Confirm, Time, singular, flash } from './api.js';
 import { Editor } from './editor.js';
 import { Versions } from './versions.js';
 import { Keys } from './consumers.js';
@@ -18,16 +18,10 @@ function template(kind, name) {
   return {};
 }
 
-/** The list of a kind: GET /{kind}; older gateways without it → names from the export. */
+/** The list of a kind: GET /{kind} → {items}. */
 export async function listEntities(kind) {
-  try {
-    const r = await api('GET', '/' + kind);
-    return { items: r[kind] || [], partial: false };
-  } catch (e) {
-    if (!(e instanceof ApiError) || e.status !== 404) throw e;
-    const doc = await api('GET', '/config/export');
-    return { items: Object.keys(doc[kind] || {}).map((name) => ({ name })), partial: true };
-  }
+  const r = await api('GET', '/' + kind);
+  return { items: r[kind] || [] };
 }
 
 /** "Applied version N of service NAME" from a PUT/DELETE/apply answer. */
@@ -60,7 +54,6 @@ export function EntityList({ kind }) {
     <${LoadState} load=${load} what=${kind} />
     ${load.data &&
     html`
-      ${load.data.partial && html`<p class="muted">This gateway has no list endpoint (GET /${kind}); only names are shown.</p>`}
       <div class="table-wrap">
         <table class="entities">
           <caption class="muted">${items.length} ${items.length === 1 ? one : kind}${f ? ' matching the filter' : ''}</caption>
@@ -95,6 +88,8 @@ export function EntityNew({ kind }) {
       throw new Error(m);
     }
     setNameErr(null);
+    // The endpoint template's path says NAME until the name is known.
+    if (kind === 'endpoints' && value.path === '/ws/NAME') value = { ...value, path: '/ws/' + n };
     const r = await api('PUT', `/${kind}/${enc(n)}`, { body: value, comment });
     const msg = appliedText(kind, n, r);
     const route = `#/${kind}/${enc(n)}`;
@@ -104,7 +99,7 @@ export function EntityNew({ kind }) {
   };
   const nameField = html`<div class="field">
     <label for="new-name">Name</label>
-    <input id="new-name" type="text" value=${name} required spellcheck="false" autocomplete="off"
+    <input id="new-name" type="text" value=${name} required spellcheck=${false} autocomplete="off"
       aria-invalid=${nameErr ? 'true' : undefined} aria-describedby=${nameErr ? 'new-name-error' : undefined}
       onInput=${(e) => setName(e.currentTarget.value)} />
     ${nameErr && html`<p class="field-error" id="new-name-error">${nameErr}</p>`}
@@ -112,6 +107,7 @@ export function EntityNew({ kind }) {
   return html`<section>
     <p><a href=${'#/' + kind}>← ${TITLES[kind]}</a></p>
     <h1>New ${one}</h1>
+    ${kind === 'endpoints' && html`<p class="muted">A path of <code>/ws/NAME</code> becomes <code>/ws/</code> and the endpoint's name.</p>`}
     <${Editor} initial=${template(kind, '')} legend=${one} save=${save} before=${nameField} />
   </section>`;
 }
