@@ -167,9 +167,37 @@ fn applied_json(a: &Applied) -> String {
     )
 }
 
+/// A validation message as an API client should read it: the candidate is
+/// checked as TOML the gateway assembled (the file's settings plus every
+/// entity), whose name and line numbers mean nothing to a client that sent
+/// JSON, so both go; the key path (`services.shop.timeout`) stays.
+fn for_client(message: &str) -> String {
+    let start = ["services.", "endpoints.", "consumers.", "line "]
+        .iter()
+        .filter_map(|k| message.find(&format!(": {k}")).map(|i| i + 2))
+        .min()
+        .unwrap_or(0);
+    let mut m = message[start..].to_string();
+    // "… (line 31): …" and a leading "line 30: ".
+    while let Some(i) = m.find(" (line ") {
+        match m[i..].find(')') {
+            Some(j) => m.replace_range(i..i + j + 1, ""),
+            None => break,
+        }
+    }
+    if let Some(rest) = m.strip_prefix("line ") {
+        if let Some((n, tail)) = rest.split_once(": ") {
+            if n.bytes().all(|b| b.is_ascii_digit()) {
+                m = tail.to_string();
+            }
+        }
+    }
+    m
+}
+
 fn apply_error(e: ApplyError, doc: &Value, whole: bool) -> AdminResponse {
     match e {
-        ApplyError::Invalid(c) => invalid(&pointer_of(&c.0, doc, whole), &c.0),
+        ApplyError::Invalid(c) => invalid(&pointer_of(&c.0, doc, whole), &for_client(&c.0)),
         ApplyError::NotFound(m) => AdminResponse::error(404, "not_found", &m),
         ApplyError::Store(m) => AdminResponse::error(500, "store_failed", &m),
     }
@@ -652,6 +680,12 @@ mod tests {
         );
         assert_eq!(pointer_of("f: line 4: unknown field `htp`, expected", &doc, false), "/routes/send/htp");
         assert_eq!(pointer_of("f: services.a.timeout (line 1): x", &doc, true), "/services/a/timeout");
+        assert_eq!(
+            for_client("built-in default config: services.shop.timeout (line 31): duration \"soon\" is bad"),
+            "services.shop.timeout: duration \"soon\" is bad"
+        );
+        assert_eq!(for_client("my: file.toml: line 30: unknown field `x`"), "unknown field `x`");
+        assert_eq!(for_client("no prefix at all"), "no prefix at all");
     }
 
     #[test]
