@@ -7,12 +7,13 @@
 #  2. The sampler's own cost: CPU time of an idle gateway with 1,000
 #     services over 60 s (the admin thread samples every service each
 #     second), against the same gateway's CPU with 1 service.
-# Usage: loadtest/bench/dashboard.sh [rounds] [seconds]
+# Usage: [WASP_BIN=path] loadtest/bench/dashboard.sh [rounds] [seconds]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-5}; secs=${2:-8}
-cargo build --release -q --bin wasp
-bin=$PWD/target/release/wasp
+# WASP_BIN: a binary built elsewhere (else this tree's release build).
+if [ -z "${WASP_BIN:-}" ]; then cargo build --release -q --bin wasp; fi
+bin=${WASP_BIN:-$PWD/target/release/wasp}
 dir=$(mktemp -d)
 for kind in quiet dash; do
   if [ $kind = quiet ]; then p=18095; a=19995; else p=18096; a=19996; fi
