@@ -8,7 +8,7 @@ use crossbeam_utils::CachePadded;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Latency histogram bounds in seconds (Prometheus `le` labels).
 pub const LATENCY_BOUNDS: [f64; 14] =
@@ -51,14 +51,16 @@ pub fn fine_bucket_range(i: usize) -> (f64, f64) {
 #[derive(Debug)]
 pub struct ServiceStats {
     by_worker: Box<[CachePadded<[AtomicU64; 5]>]>,
-    latency: Box<[CachePadded<[AtomicU64; FINE_BUCKETS]>]>,
+    /// Allocated on a worker's first answer for the service: a service
+    /// that never serves on a worker costs that worker 16 bytes, not 900.
+    latency: Box<[OnceLock<Box<[AtomicU64; FINE_BUCKETS]>>]>,
 }
 
 impl ServiceStats {
     fn new(workers: usize) -> Self {
         ServiceStats {
             by_worker: (0..workers).map(|_| CachePadded::new(Default::default())).collect(),
-            latency: (0..workers).map(|_| CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0)))).collect(),
+            latency: (0..workers).map(|_| OnceLock::new()).collect(),
         }
     }
 
@@ -70,14 +72,15 @@ impl ServiceStats {
             w[class].fetch_add(1, Relaxed);
         }
         if let Some(l) = self.latency.get(worker) {
-            l[fine_bucket(micros)].fetch_add(1, Relaxed);
+            l.get_or_init(|| Box::new(std::array::from_fn(|_| AtomicU64::new(0))))[fine_bucket(micros)]
+                .fetch_add(1, Relaxed);
         }
     }
 
     /// The latency histogram summed over workers.
     pub fn latency(&self) -> [u64; FINE_BUCKETS] {
         let mut t = [0; FINE_BUCKETS];
-        for w in self.latency.iter() {
+        for w in self.latency.iter().filter_map(OnceLock::get) {
             for (i, c) in w.iter().enumerate() {
                 t[i] += c.load(Relaxed);
             }
@@ -246,6 +249,18 @@ impl Registry {
     pub fn service(&self, name: &str) -> Arc<ServiceStats> {
         let mut map = self.services.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(name.to_string()).or_insert_with(|| Arc::new(ServiceStats::new(self.workers.len()))).clone()
+    }
+
+    /// Forgets the counters of services and endpoints the running
+    /// configuration no longer has (after each apply): a name's counters
+    /// live as long as the name is configured, so names created and deleted
+    /// over months cost nothing. A name configured again starts from zero
+    /// (Prometheus reads that as a counter reset). The unrouted and
+    /// fallback counters (names `""` and `"(…)"`) are kept.
+    pub fn forget_unused(&self, service: impl Fn(&str) -> bool, endpoint: impl Fn(&str) -> bool) {
+        let kept = |n: &str| n.is_empty() || n.starts_with('(');
+        self.services.lock().unwrap_or_else(|p| p.into_inner()).retain(|n, _| kept(n) || service(n));
+        self.endpoints.lock().unwrap_or_else(|p| p.into_inner()).retain(|n, _| endpoint(n));
     }
 
     pub fn endpoint(&self, name: &str) -> Arc<EndpointStats> {

@@ -103,21 +103,18 @@ pub fn handle(req: &AdminRequest) -> Option<AdminResponse> {
     };
     let mut r = AdminResponse::json(200, Vec::new());
     r.content_type = f.mime;
-    r.headers = vec![
-        ("etag", f.etag.clone()),
-        ("cache-control", "no-cache".to_string()),
-        ("vary", "accept-encoding".to_string()),
-        ("content-security-policy", CSP.to_string()),
-        ("x-content-type-options", "nosniff".to_string()),
-        ("x-frame-options", "DENY".to_string()),
-        ("referrer-policy", "no-referrer".to_string()),
-        ("cross-origin-opener-policy", "same-origin".to_string()),
-    ];
-    if req.header("if-none-match").is_some_and(|v| v.split(',').any(|t| t.trim() == f.etag || t.trim() == "*")) {
+    r.headers = security_headers();
+    r.headers.push(("cache-control", "no-cache".to_string()));
+    // Each representation its own strong tag (RFC 9110 8.8.3): the gzip
+    // bytes are not the plain bytes.
+    let gzip = accepts_gzip(req.header("accept-encoding")) && !f.gzip.is_empty() && f.gzip.len() < f.plain.len();
+    let etag = if gzip { format!("{}-gz\"", &f.etag[..f.etag.len() - 1]) } else { f.etag.clone() };
+    r.headers.push(("etag", etag.clone()));
+    if req.header("if-none-match").is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*")) {
         r.status = 304;
         return Some(r);
     }
-    if accepts_gzip(req.header("accept-encoding")) && !f.gzip.is_empty() && f.gzip.len() < f.plain.len() {
+    if gzip {
         r.headers.push(("content-encoding", "gzip".to_string()));
         r.body = f.gzip.clone();
     } else {
@@ -126,10 +123,25 @@ pub fn handle(req: &AdminRequest) -> Option<AdminResponse> {
     Some(r)
 }
 
+/// What every UI answer carries: the CSP, no sniffing, no framing, no
+/// referrer, its own browsing context group, and which request header
+/// chose the representation.
+fn security_headers() -> Vec<(&'static str, String)> {
+    vec![
+        ("vary", "accept-encoding".to_string()),
+        ("content-security-policy", CSP.to_string()),
+        ("x-content-type-options", "nosniff".to_string()),
+        ("x-frame-options", "DENY".to_string()),
+        ("referrer-policy", "no-referrer".to_string()),
+        ("cross-origin-opener-policy", "same-origin".to_string()),
+    ]
+}
+
 /// `WASP_UI_DIR=src/admin/ui`: the UI's files read from that directory at
 /// every request instead of the embedded ones, so a change to the UI shows
 /// at the next reload of the page without a rebuild. For working on the UI
-/// only; the same file list and headers apply.
+/// only; the same file list and security headers apply (no `ETag`: the
+/// file is read afresh each time and never cached).
 fn from_dev_dir(path: &str) -> Option<AdminResponse> {
     static DIR: OnceLock<Option<std::path::PathBuf>> = OnceLock::new();
     let dir = DIR.get_or_init(|| std::env::var_os("WASP_UI_DIR").map(Into::into)).as_ref()?;
@@ -138,12 +150,9 @@ fn from_dev_dir(path: &str) -> Option<AdminResponse> {
     let bytes = std::fs::read(dir.join(rel)).ok()?;
     let mut r = AdminResponse::json(200, bytes);
     r.content_type = f.mime;
-    r.headers = vec![
-        ("cache-control", "no-store".to_string()),
-        ("content-security-policy", CSP.to_string()),
-        ("x-content-type-options", "nosniff".to_string()),
-        ("x-frame-options", "DENY".to_string()),
-    ];
+    r.headers = security_headers();
+    // Read again at every request: nothing to revalidate.
+    r.headers.push(("cache-control", "no-store".to_string()));
     Some(r)
 }
 

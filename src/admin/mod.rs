@@ -94,7 +94,11 @@ fn readyz(state: &AdminState) -> AdminResponse {
     AdminResponse::json(200, body)
 }
 
-pub async fn handle(state: Arc<AdminState>, req: AdminRequest) -> AdminResponse {
+pub async fn handle(state: Arc<AdminState>, mut req: AdminRequest) -> AdminResponse {
+    // HEAD is answered wherever GET is (the server sends no body for it).
+    if req.method == "HEAD" {
+        req.method = "GET".to_string();
+    }
     if let Err((why, res)) = state.access.check(&req) {
         state.registry.admin_refused[why.index()].fetch_add(1, Ordering::Relaxed);
         return res;

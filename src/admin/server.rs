@@ -7,6 +7,7 @@ use crate::error::reason;
 use crate::io::{flush, BufStream};
 use crate::proto::http1::{itoa, parse_content_length};
 use crate::shutdown::Shutdown;
+use futures_util::FutureExt;
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -108,7 +109,14 @@ where
                         let res = match req {
                             Ok(r) => {
                                 let head = r.method == "HEAD";
-                                let mut res = handle(r).await;
+                                // A bug in one handler costs its request a
+                                // 500, not the admin listener (health,
+                                // metrics, config) for the life of the process.
+                                let answered = std::panic::AssertUnwindSafe(handle(r)).catch_unwind().await;
+                                let mut res = answered.unwrap_or_else(|_| {
+                                    tracing::error!("admin handler panicked; answered 500");
+                                    AdminResponse::error(500, "internal", "the admin handler failed; see the log")
+                                });
                                 res.head_only |= head;
                                 res
                             }

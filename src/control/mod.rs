@@ -378,6 +378,9 @@ impl Control {
         crate::limits::mark_unused();
         self.snapshot.store(Arc::new(Snapshot::build(version, config.gateway, &self.registry)));
         crate::limits::sweep();
+        let snap = self.snapshot.load();
+        self.registry
+            .forget_unused(|s| snap.router.services.contains_key(s), |e| snap.router.endpoints.contains_key(e));
         self.registry.reloads_ok.fetch_add(1, Ordering::Relaxed);
         self.registry
             .applied_ms

@@ -196,15 +196,11 @@ pub fn tightest(a: Option<(Verdict, u32)>, b: (Verdict, u32)) -> Option<(Verdict
 /// `route` or `consumer`; its name; refusals), live rules only.
 pub fn throttled_by_owner() -> Vec<(&'static str, String, u64)> {
     let kept = KEPT.lock().unwrap_or_else(|p| p.into_inner());
-    let mut out: Vec<(&'static str, String, u64)> = Vec::new();
+    let mut by: HashMap<(&'static str, &str), u64> = HashMap::new();
     for ((owner, name, _, _), k) in kept.iter().filter(|(_, k)| k.live) {
-        let n = k.throttled.load(Relaxed);
-        match out.iter_mut().find(|(o, m, _)| *o == owner.as_str() && m == name) {
-            Some(row) => row.2 += n,
-            None => out.push((owner.as_str(), name.clone(), n)),
-        }
+        *by.entry((owner.as_str(), name.as_str())).or_default() += k.throttled.load(Relaxed);
     }
-    out
+    by.into_iter().map(|((o, m), n)| (o, m.to_string(), n)).collect()
 }
 
 pub fn render(out: &mut String) {
