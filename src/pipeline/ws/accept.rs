@@ -120,11 +120,11 @@ pub async fn handshake(
     finish(w, snap, &up.meta, 101, 0, started);
 
     let (stream, leftover) = client.into_leftover();
-    let mut conn = WsConn::new(id, w.node, w.ws.endpoint_name(ep.name()), peer, &ep.config.limits);
+    let conn = WsConn::new(id, w.node, w.ws.endpoint_name(ep.name()), peer, &ep.config.limits);
     conn.client_ip.set(up.client_ip);
     conn.set_identity(caller.identity, caller.grace_ms);
-    *conn.token.borrow_mut() = caller.token;
-    conn.key = caller.key;
+    conn.set_token(caller.token);
+    conn.set_key(caller.key);
     let conn = Rc::new(conn);
     w.ws.insert(conn.clone());
     for g in &groups {

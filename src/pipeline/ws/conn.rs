@@ -80,19 +80,9 @@ pub struct WsConn {
     pub id: ConnId,
     pub endpoint: Rc<str>,
     pub peer: SocketAddr,
-    /// Who opened the connection (endpoint `auth`); a `$auth` event with a
-    /// fresh token replaces it.
-    identity: RefCell<Option<std::sync::Arc<crate::auth::Identity>>>,
-    /// When the token expires, on the [`now_ms`] clock (0: never), and
-    /// whether the client was told (then it is closed `expiry_grace` after).
-    pub expires_ms: Cell<u64>,
-    pub expiry_grace_ms: Cell<u64>,
-    pub expiry_told: Cell<bool>,
-    /// An introspected token, asked about again before events once the
-    /// answer is no longer remembered (a revoked token stops the connection).
-    pub token: RefCell<Option<Box<str>>>,
-    /// The HMAC of the key that opened it: checked before each event.
-    pub key: Option<Box<crate::auth::Digest>>,
+    /// Who opened the connection and until when (endpoint `auth`); `None`
+    /// while there is nothing to hold (see [`Auth`]).
+    auth: RefCell<Option<Box<Auth>>>,
     pub connected_at_ms: u64,
     pub last_active_ms: Cell<u64>,
     pub groups: RefCell<Vec<Rc<str>>>,
@@ -113,9 +103,11 @@ pub struct WsConn {
     pub(super) inflight_bytes: Cell<usize>,
     /// Refusals since work of this connection last finished normally
     /// (`ws::inflight::strike`): a client that keeps flooding is closed.
-    pub(super) strikes: Cell<u32>,
+    /// (`u16`, as `throttle_streak`: both end the connection within a few
+    /// dozen; two bytes apiece keep `WsConn` in a smaller malloc size class.)
+    pub(super) strikes: Cell<u16>,
     /// Events refused by a rate limit since one was last let through.
-    pub throttle_streak: Cell<u32>,
+    pub throttle_streak: Cell<u16>,
     /// The client's address through `server.trusted_proxies` (the peer's
     /// unless a trusted proxy forwarded one; `None`: it forwarded garbage).
     pub client_ip: Cell<Option<std::net::IpAddr>>,
@@ -129,6 +121,26 @@ pub struct WsConn {
     pub close_sent_ms: Cell<u64>,
     /// Set by the sweeper: give up on the connection now.
     pub aborted: Cell<bool>,
+}
+
+/// What endpoint `auth` keeps about a connection. Boxed, and allocated only
+/// when there is something to keep: most endpoints have no auth, and inline
+/// these ~70 bytes were a fifth of every idle connection.
+#[derive(Default)]
+struct Auth {
+    /// Who opened the connection; a `$auth` event with a fresh token
+    /// replaces it.
+    identity: Option<std::sync::Arc<crate::auth::Identity>>,
+    /// When the token expires, on the [`now_ms`] clock (0: never), and
+    /// whether the client was told (then it is closed `expiry_grace` after).
+    expires_ms: u64,
+    expiry_grace_ms: u64,
+    expiry_told: bool,
+    /// An introspected token, asked about again before events once the
+    /// answer is no longer remembered (a revoked token stops the connection).
+    token: Option<Box<str>>,
+    /// The HMAC of the key that opened it: checked before each event.
+    key: Option<Box<crate::auth::Digest>>,
 }
 
 /// How long a peer may take to answer our close frame.
@@ -171,12 +183,7 @@ impl WsConn {
             id,
             endpoint,
             peer,
-            identity: RefCell::new(None),
-            expires_ms: Cell::new(0),
-            expiry_grace_ms: Cell::new(0),
-            expiry_told: Cell::new(false),
-            token: RefCell::new(None),
-            key: None,
+            auth: RefCell::new(None),
             connected_at_ms: now,
             last_active_ms: Cell::new(now),
             groups: RefCell::new(Vec::new()),
@@ -271,29 +278,67 @@ impl WsConn {
     }
 
     pub fn identity(&self) -> Option<std::sync::Arc<crate::auth::Identity>> {
-        self.identity.borrow().clone()
+        self.auth.borrow().as_ref().and_then(|a| a.identity.clone())
     }
 
     /// Sets who the connection is, and when its token expires (`exp`, Unix
     /// seconds, `None`: never) with the grace after which it is closed.
     pub fn set_identity(&self, id: Option<std::sync::Arc<crate::auth::Identity>>, grace_ms: u64) {
         let exp = id.as_ref().and_then(|i| i.exp);
-        *self.identity.borrow_mut() = id;
-        self.expiry_told.set(false);
-        self.expiry_grace_ms.set(grace_ms);
-        self.expires_ms.set(match exp {
+        let mut auth = self.auth.borrow_mut();
+        if id.is_none() && grace_ms == 0 && auth.is_none() {
+            // What no `Auth` means already: nobody, never expires.
+            return;
+        }
+        let a = auth.get_or_insert_with(Box::default);
+        a.identity = id;
+        a.expiry_told = false;
+        a.expiry_grace_ms = grace_ms;
+        a.expires_ms = match exp {
             None => 0,
             // Wall-clock `exp` on the monotonic clock the sweeper reads.
             Some(e) => {
                 let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
                 now_ms().saturating_add(e.saturating_mul(1000).saturating_sub(wall)).max(1)
             }
-        });
+        };
+    }
+
+    /// The introspected token the connection was opened or renewed with.
+    pub fn token(&self) -> Option<Box<str>> {
+        self.auth.borrow().as_ref().and_then(|a| a.token.clone())
+    }
+
+    pub fn set_token(&self, token: Option<Box<str>>) {
+        let mut auth = self.auth.borrow_mut();
+        if token.is_some() || auth.is_some() {
+            auth.get_or_insert_with(Box::default).token = token;
+        }
+    }
+
+    /// Sets the HMAC of the API key that opened the connection.
+    pub fn set_key(&self, key: Option<Box<crate::auth::Digest>>) {
+        let mut auth = self.auth.borrow_mut();
+        if key.is_some() || auth.is_some() {
+            auth.get_or_insert_with(Box::default).key = key;
+        }
+    }
+
+    /// Whether the API key that opened the connection was revoked since
+    /// (or its consumer deleted).
+    pub fn key_revoked(&self) -> bool {
+        self.auth.borrow().as_ref().and_then(|a| a.key.as_deref()).is_some_and(|d| !crate::auth::is_live(d))
+    }
+
+    /// When the token expires on the [`now_ms`] clock (0: never), the grace
+    /// after it, and whether the client was told.
+    fn expiry(&self) -> (u64, u64, bool) {
+        self.auth.borrow().as_ref().map_or((0, 0, false), |a| (a.expires_ms, a.expiry_grace_ms, a.expiry_told))
     }
 
     /// Whether the connection's token has expired.
     pub fn expired(&self, now: u64) -> bool {
-        let e = self.expires_ms.get();
+        let e = self.expiry().0;
         e != 0 && now >= e
     }
 
@@ -307,15 +352,17 @@ impl WsConn {
             }
             return;
         }
-        if self.expired(now) {
-            if !self.expiry_told.get() {
-                self.expiry_told.set(true);
-                let grace = self.expiry_grace_ms.get();
+        let (expires, grace, told) = self.expiry();
+        if expires != 0 && now >= expires {
+            if !told {
+                if let Some(a) = self.auth.borrow_mut().as_mut() {
+                    a.expiry_told = true;
+                }
                 let event = format!(
                     r#"{{"type":"error","error":"token_expired","message":"the connection's token has expired: send {{\"action\":\"$auth\",\"token\":…}} with a fresh one within {grace} ms","grace_ms":{grace}}}"#
                 );
                 let _ = self.send(crate::proto::ws::frame::OP_TEXT, event.as_bytes());
-            } else if now >= self.expires_ms.get().saturating_add(self.expiry_grace_ms.get()) {
+            } else if now >= expires.saturating_add(grace) {
                 self.request_close(crate::proto::ws::frame::close::POLICY, "token expired");
                 return;
             }
@@ -514,6 +561,59 @@ mod tests {
         assert!(a >= 1 && b > a);
         let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
         assert!(wall_ms(b).abs_diff(wall) < 1000, "shown as wall-clock time");
+    }
+
+    /// Every idle connection holds one: with its `Rc` counts it is 280
+    /// bytes, a 288-byte malloc chunk; 8 more would take the next size class.
+    /// What only some connections need (auth) is boxed for that reason.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_connection_stays_small() {
+        assert!(std::mem::size_of::<WsConn>() <= 264, "WsConn grew to {} bytes", std::mem::size_of::<WsConn>());
+    }
+
+    #[test]
+    fn auth_state_is_kept_only_when_there_is_some() {
+        let limits = crate::config::WsLimits {
+            max_frame_bytes: 1000,
+            max_message_bytes: 1000,
+            send_queue_bytes: 1 << 20,
+            max_inflight_bytes: 1000,
+            messages_per_second: 0,
+            idle_timeout: std::time::Duration::from_secs(3600),
+            ping_interval: std::time::Duration::from_secs(3600),
+        };
+        let new = || WsConn::new(ConnId::new(0, 1), 0, Rc::from("chat"), "127.0.0.1:1".parse().unwrap(), &limits);
+        // No auth: as accept leaves it, nothing is allocated.
+        let c = new();
+        c.set_identity(None, 0);
+        c.set_token(None);
+        c.set_key(None);
+        assert!(c.auth.borrow().is_none());
+        assert!(c.identity().is_none() && c.token().is_none() && !c.key_revoked());
+        assert!(!c.expired(u64::MAX));
+        // A token that expired a second ago, with a 500 ms grace: told at
+        // once, closed once the grace is over; a renewal starts again.
+        let c = new();
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let mut id = crate::auth::Identity::consumer(std::sync::Arc::from("alice"), &[]);
+        id.exp = Some(wall - 1);
+        c.set_identity(Some(std::sync::Arc::new(id)), 500);
+        c.set_token(Some("t0k3n".into()));
+        assert_eq!(c.token().as_deref(), Some("t0k3n"));
+        assert_eq!(c.identity().and_then(|i| i.consumer.clone()).as_deref(), Some("alice"));
+        let now = now_ms();
+        assert!(c.expired(now));
+        c.sweep(now);
+        assert!(String::from_utf8_lossy(&c.take_output()).contains(r#""grace_ms":500"#), "told once");
+        c.sweep(now);
+        assert!(!c.has_output() && !c.is_closing(), "told once, closed after the grace");
+        c.sweep(now + 600);
+        assert_eq!(c.close_requested().map(|c| c.0), Some(1008));
+        let mut fresh = crate::auth::Identity::consumer(std::sync::Arc::from("alice"), &[]);
+        fresh.exp = Some(wall + 3600);
+        c.set_identity(Some(std::sync::Arc::new(fresh)), 500);
+        assert!(!c.expired(now_ms()));
     }
 
     #[test]

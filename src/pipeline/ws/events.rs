@@ -66,7 +66,7 @@ pub fn on_event(w: &Rc<Worker>, conn: &Rc<WsConn>, _at_connect: &Arc<Endpoint>, 
     ep.stats.add(w.id, EndpointStats::EVENTS, 1);
     // The key that opened the connection was revoked (or its consumer
     // deleted): nothing more goes through, and the client is told why.
-    if conn.key.as_deref().is_some_and(|d| !crate::auth::is_live(d)) {
+    if conn.key_revoked() {
         let _ = conn.send(
             OP_TEXT,
             &error_event("unauthorized", "the API key of this connection was revoked", None, rid, Some(401)),
@@ -204,7 +204,7 @@ fn auth_lapsed(conn: &WsConn, ep: &Endpoint) -> Option<&'static str> {
 /// remembered: inactive (revoked) now closes the connection (1008).
 async fn still_active(conn: &Rc<WsConn>, ep: &Endpoint, rid: &str) -> bool {
     let crate::config::auth::Auth::Bearer(b) = &ep.config.auth else { return true };
-    let Some(token) = conn.token.borrow().clone() else { return true };
+    let Some(token) = conn.token() else { return true };
     match crate::auth::bearer::verify(b, &token).await {
         Ok(_) => true,
         // Not known now: the event is refused, the connection stays.
@@ -541,7 +541,7 @@ fn renew(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, event: &[u8], ri
                 let exp = id.exp.map_or("null".to_string(), |e| e.to_string());
                 conn.set_identity(Some(id), b.expiry_grace.as_millis() as u64);
                 if method == crate::auth::Method::Introspection {
-                    *conn.token.borrow_mut() = Some(token.into_boxed_str());
+                    conn.set_token(Some(token.into_boxed_str()));
                 }
                 let ack = format!(r#"{{"type":"auth","expires_at":{exp},"request_id":{}}}"#, json_string(&rid));
                 let _ = conn.send(OP_TEXT, ack.as_bytes());
@@ -558,7 +558,7 @@ fn renew(w: &Rc<Worker>, conn: &Rc<WsConn>, ep: &Arc<Endpoint>, event: &[u8], ri
 /// Events refused in a row by a rate limit after which the connection is
 /// closed (`1008`): a client this far over its limit ignores the
 /// `throttled` events it gets.
-pub const THROTTLE_CLOSE: u32 = 20;
+pub const THROTTLE_CLOSE: u16 = 20;
 
 /// Spends the event's budgets (endpoint rules, the route's, the consumer's
 /// own); `Some(ns to wait)` when one refuses.
@@ -594,7 +594,7 @@ fn refuse_throttled(conn: &WsConn, route: Option<&str>, retry_ns: u64, rid: &str
         json_string(rid)
     );
     let _ = conn.send(OP_TEXT, e.as_bytes());
-    let streak = conn.throttle_streak.get() + 1;
+    let streak = conn.throttle_streak.get().saturating_add(1);
     conn.throttle_streak.set(streak);
     if streak > THROTTLE_CLOSE {
         conn.request_close(crate::proto::ws::frame::close::POLICY, "far over the rate limit");

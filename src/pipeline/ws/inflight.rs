@@ -28,7 +28,7 @@ pub const CALL_OVERHEAD: usize = 4096 + 512;
 /// What a background task holds beyond its calls.
 pub const TASK_OVERHEAD: usize = 512;
 /// Refusals in a row after which the client is closed with `1013`.
-pub const MAX_STRIKES: u32 = 32;
+pub const MAX_STRIKES: u16 = 32;
 
 /// Bytes a task with a `body` sent to `backends` backends holds in flight.
 pub fn cost(body: usize, backends: usize) -> usize {
