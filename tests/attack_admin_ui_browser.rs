@@ -650,14 +650,12 @@ fn a_slow_reader_gets_no_data_frame_after_the_close() {
     let (mut data, mut close_at, mut after_close, mut code) = (0usize, None, 0usize, None);
     while let Some(f) = slow.recv() {
         match f.opcode {
-            8 => {
-                if close_at.is_none() {
-                    close_at = Some(data);
-                    code = f.payload.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
-                }
+            8 if close_at.is_none() => {
+                close_at = Some(data);
+                code = f.payload.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
             }
-            1 | 2 | 0 if close_at.is_some() => after_close += 1,
-            1 | 2 | 0 => data += 1,
+            0..=2 if close_at.is_some() => after_close += 1,
+            0..=2 => data += 1,
             _ => {}
         }
     }
