@@ -238,7 +238,6 @@ fn another_origin_cannot_frame_or_drive_the_ui() {
 /// Save must not replace that service with the template (here: its only
 /// instance swapped for another) without saying it exists.
 #[test]
-#[ignore = "open finding: New service PUTs over an existing name"]
 fn the_new_service_form_does_not_replace_a_live_service() {
     let a = Origin::start(|_| Reply::Raw(ok_response(b"production")));
     let gw = gateway(&config_with(&[("payments", vec![a.addr])], ""));
@@ -379,7 +378,6 @@ fn an_edit_survives_a_401_and_signing_in_again() {
 /// the browser then folds the dot segment into the URL and the PUT goes to
 /// `/services/` or `/`. The form must refuse them itself, like any bad name.
 #[test]
-#[ignore = "open finding: the form accepts . and .. as names"]
 fn dot_names_are_refused_by_the_form() {
     let gw = gateway("[server]\nworkers = 1\n");
     let mut seen = Vec::new();

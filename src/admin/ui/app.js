@@ -96,7 +96,7 @@ function Login({ onDone }) {
       It is kept in this tab only (sessionStorage).</p>
     <form onSubmit=${submit} class="stack">
       <label for="login-token">Admin token</label>
-      <input id="login-token" ref=${input} type="password" autocomplete="current-password" value=${token}
+      <input id="login-token" ref=${input} type="password" autocomplete="off" value=${token}
         aria-invalid=${state === 'refused' ? 'true' : undefined}
         aria-describedby=${state === 'refused' ? 'login-error' : undefined}
         onInput=${(e) => setTok(e.currentTarget.value)} />

@@ -81,8 +81,23 @@ export function EntityNew({ kind }) {
   const [nameErr, setNameErr] = useState(null);
   const save = async (value, comment) => {
     const n = name.trim();
-    if (!NAME_RE.test(n)) {
+    if (!NAME_RE.test(n) || n === '.' || n === '..') {
       const m = 'A name is 1 to 64 letters, digits, ".", "_" or "-".';
+      setNameErr(m);
+      document.getElementById('new-name').focus();
+      throw new Error(m);
+    }
+    // A new entity must be new: a PUT over an existing name would replace
+    // the live one with the template (editing is the Edit tab's job).
+    let exists = false;
+    try {
+      await api('GET', `/${kind}/${enc(n)}`);
+      exists = true;
+    } catch (e) {
+      if (e.status !== 404) throw e;
+    }
+    if (exists) {
+      const m = `A ${one} named "${n}" exists already: open it to edit it.`;
       setNameErr(m);
       document.getElementById('new-name').focus();
       throw new Error(m);
