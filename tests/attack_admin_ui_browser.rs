@@ -8,13 +8,10 @@
 //! (needs chromium and playwright-core as for `tests/admin_ui.rs`).
 
 mod common;
-use common::oauth2::{node, node_modules};
 use common::ws::WsClient;
 use common::*;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,75 +22,12 @@ const TOKEN: &str = "ui-attack-token-0123456789";
 /// `javascript:` link: none of it may ever become part of the page.
 const PAYLOAD: &str = r#"<img data-pwn=1 src=x onerror="window.__pwned=1"><script>window.__pwned=2</script><a data-pwn href="javascript:1">x</a>"#;
 
-// ---------------------------------------------------------------------------
-// The browser runner: `tests/common/browser.rs`'s `run` with this file's
-// script (ui_attack.mjs), copied so that file stays as it is.
-
-const INSTALL: &str = "install Debian's chromium and `npm install --prefix ~/.cache/wasp/node playwright-core` \
-     (.ci/run does both), or point CHROMIUM / WASP_TEST_NODE_MODULES at them";
-
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/ui_attack.mjs")
-}
-
+/// The shared browser runner (`tests/common/browser.rs`) on this file's
+/// scenarios, `tests/peers/ui_attack.mjs`.
 fn run(scenario: &str, url: &str, token: Option<&str>, args: Value, on_ready: impl FnOnce()) -> Value {
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(std::path::Path::new(&chromium).exists(), "no browser at {chromium}: {INSTALL}");
-    let modules = node_modules();
-    assert!(modules.join("playwright-core").exists(), "no playwright-core in {}: {INSTALL}", modules.display());
-    let mut cmd = Command::new(node());
-    cmd.arg(script())
-        .arg(scenario)
-        .env("WASP_UI_URL", url)
-        .env("WASP_ADMIN_TOKEN", token.unwrap_or(""))
-        .env("WASP_UI_ARGS", args.to_string())
-        .env("WASP_TEST_NODE_MODULES", &modules)
-        .env("CHROMIUM", &chromium)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run `{}` ({e}): {INSTALL}", node()));
-    let stderr = child.stderr.take().expect("stderr");
-    let err_lines =
-        std::thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>());
-    let mut lines = Vec::new();
-    let mut on_ready = Some(on_ready);
-    let mut result = None;
-    for line in BufReader::new(child.stdout.take().expect("stdout")).lines().map_while(Result::ok) {
-        if line.trim() == "READY" {
-            if let Some(f) = on_ready.take() {
-                f();
-            }
-        } else if let Some(j) = line.strip_prefix("OK ") {
-            result = serde_json::from_str::<Value>(j).ok();
-        }
-        lines.push(line);
-    }
-    let status = child.wait().expect("wait for node");
-    let errs = err_lines.join().unwrap_or_default();
-    match result {
-        Some(v) if status.success() => {
-            // The scenario's own progress lines, for the report.
-            for l in &lines {
-                if l.starts_with("..") {
-                    eprintln!("{l}");
-                }
-            }
-            let text: String = v.to_string().chars().take(1500).collect();
-            eprintln!("{scenario} -> {text}");
-            v
-        }
-        _ => panic!(
-            "browser scenario {scenario} failed ({status}):\n{}\n--- stderr\n{}",
-            lines.join("\n"),
-            errs.join("\n")
-        ),
-    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/ui_attack.mjs");
+    common::browser::run_script(&script, scenario, url, token, args, on_ready)
 }
-
-// ---------------------------------------------------------------------------
 
 fn ui(gw: &Gateway) -> String {
     format!("http://{}/ui/", gw.admin)

@@ -29,6 +29,18 @@ fn script() -> PathBuf {
 /// `on_ready` when the script says `READY`. Returns the JSON of its `OK`
 /// line; panics with the script's output on anything else.
 pub fn run(scenario: &str, url: &str, token: Option<&str>, args: Value, on_ready: impl FnOnce()) -> Value {
+    run_script(&script(), scenario, url, token, args, on_ready)
+}
+
+/// [`run`] with another scenario file (same conventions as `ui.mjs`).
+pub fn run_script(
+    script: &std::path::Path,
+    scenario: &str,
+    url: &str,
+    token: Option<&str>,
+    args: Value,
+    on_ready: impl FnOnce(),
+) -> Value {
     // One browser at a time per test binary: a dozen headless chromiums at
     // once on a 2-core box make timing-dependent scenarios (the dashboard's
     // rate under load) fail for want of CPU, not for a bug.
@@ -39,7 +51,7 @@ pub fn run(scenario: &str, url: &str, token: Option<&str>, args: Value, on_ready
     let modules = node_modules();
     assert!(modules.join("playwright-core").exists(), "no playwright-core in {}: {INSTALL}", modules.display());
     let mut cmd = Command::new(node());
-    cmd.arg(script())
+    cmd.arg(script)
         .arg(scenario)
         .env("WASP_UI_URL", url)
         .env("WASP_ADMIN_TOKEN", token.unwrap_or(""))
@@ -72,7 +84,13 @@ pub fn run(scenario: &str, url: &str, token: Option<&str>, args: Value, on_ready
     let status = child.wait().expect("wait for node");
     let errs = err_lines.join().unwrap_or_default();
     match result {
-        Some(v) if status.success() => v,
+        Some(v) if status.success() => {
+            // The scenario's own progress lines, for the report.
+            for l in lines.iter().filter(|l| l.starts_with("..")) {
+                eprintln!("{l}");
+            }
+            v
+        }
         _ => panic!(
             "browser scenario {scenario} failed ({status}):\n{}\n--- stderr\n{}",
             lines.join("\n"),
