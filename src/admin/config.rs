@@ -12,6 +12,8 @@
 //! | `POST /config/validate` | check a whole document, store nothing |
 //! | `GET /config/export`, `POST /config/import` | the whole dynamic configuration as one document |
 //!
+//! `PUT`/`DELETE` take `If-Match: "N"` / `If-None-Match: *` (`precondition.rs`):
+//! a save from a stale read gets `412` instead of reverting a newer version.
 //! Invalid input: `422 {"error":"invalid","pointer":"/instances/0","message":...}`;
 //! nothing is stored or applied.
 //!
@@ -20,6 +22,7 @@
 //! request over and waits, so `/healthz` and `/metrics` never queue behind a
 //! store commit, a DNS lookup or a diff.
 
+use super::precondition::{etag, Precondition};
 use super::server::{AdminRequest, AdminResponse};
 use super::AdminState;
 use crate::control::diff::line_diff;
@@ -212,10 +215,11 @@ struct Call {
     body: Vec<u8>,
     author: String,
     comment: String,
+    precondition: Precondition,
 }
 
 impl Call {
-    fn new(req: &AdminRequest, parts: &[&str]) -> Call {
+    fn new(req: &AdminRequest, parts: &[&str], precondition: Precondition) -> Call {
         Call {
             method: req.method.clone(),
             parts: parts.iter().map(|p| p.to_string()).collect(),
@@ -223,6 +227,7 @@ impl Call {
             body: req.body.clone(),
             author: req.header("x-wasp-author").unwrap_or("api").chars().take(128).collect(),
             comment: req.header("x-wasp-comment").unwrap_or("").chars().take(1024).collect(),
+            precondition,
         }
     }
 }
@@ -275,10 +280,23 @@ pub async fn handle(state: &Arc<AdminState>, req: &AdminRequest) -> Option<Admin
         return None;
     }
     let started = Instant::now();
-    let call = Call::new(req, &parts);
+    let precondition = match Precondition::from_request(req) {
+        Ok(p) => p,
+        Err(refused) => return Some(refused),
+    };
+    let call = Call::new(req, &parts, precondition);
     Some(match control.run(move |c| answer(c, &call)).await {
         Ok(Outcome::Done(res)) => res,
-        Ok(Outcome::Applied(a)) => applied(state, a, started).await,
+        Ok(Outcome::Applied(a)) => {
+            // A write to one entity answers its new version's tag, for the next If-Match.
+            let tag = match (req.method.as_str(), parts.len(), a.changed.as_slice()) {
+                ("PUT", 2, [(_, _, v)]) => Some(etag(*v)),
+                _ => None,
+            };
+            let mut res = applied(state, a, started).await;
+            res.headers.extend(tag.map(|t| ("etag", t)));
+            res
+        }
         Ok(Outcome::Instances(body)) => with_worker_figures(state, body).await,
         Err(gone) => AdminResponse::error(503, "control_unavailable", &gone.to_string()),
     })
@@ -327,43 +345,6 @@ fn applied_or(r: Result<Applied, ApplyError>, doc: &Value, whole: bool) -> Outco
     }
 }
 
-/// `POST /consumers/{name}/keys` (201, the key shown this once), `GET` (ids
-/// and creation times), `DELETE /consumers/{name}/keys/{id}` (revoke).
-fn keys(control: &Control, consumer: &str, rest: &[&str], call: &Call) -> AdminResponse {
-    let failed = |e: ApplyError| match e {
-        ApplyError::NotFound(m) => AdminResponse::error(404, "not_found", &m),
-        ApplyError::Invalid(c) => AdminResponse::error(409, "no_key_secret", &c.0),
-        ApplyError::Store(m) => AdminResponse::error(500, "store_failed", &m),
-    };
-    match (call.method.as_str(), rest) {
-        ("POST", []) => match control.key_create(consumer) {
-            Ok((id, key, created)) => AdminResponse::json(
-                201,
-                format!(r#"{{"id":{},"key":{},"created_ms":{created}}}"#, json_string(&id), json_string(&key)),
-            ),
-            Err(e) => failed(e),
-        },
-        ("GET", []) => match control.key_list(consumer) {
-            Ok(list) => {
-                let items: Vec<String> = list
-                    .iter()
-                    .map(|k| format!(r#"{{"id":{},"created_ms":{}}}"#, json_string(&k.id), k.created_ms))
-                    .collect();
-                AdminResponse::json(200, format!(r#"{{"keys":[{}]}}"#, items.join(",")))
-            }
-            Err(e) => failed(e),
-        },
-        ("DELETE", [id]) => match control.key_revoke(consumer, id) {
-            Ok(true) => AdminResponse::json(200, r#"{"revoked":true}"#),
-            Ok(false) => AdminResponse::error(404, "not_found", "no such key"),
-            Err(e) => failed(e),
-        },
-        (_, []) => AdminResponse::method_not_allowed("GET, POST"),
-        (_, [_]) => AdminResponse::method_not_allowed("DELETE"),
-        _ => AdminResponse::error(404, "not_found", "no such admin endpoint"),
-    }
-}
-
 fn not_found(kind: Kind, name: &str) -> AdminResponse {
     AdminResponse::error(404, "not_found", &format!("no {} named {name:?}", kind.as_str()))
 }
@@ -382,20 +363,24 @@ fn entity(control: &Control, kind: Kind, name: &str, rest: &[&str], call: &Call)
     };
     match (call.method.as_str(), rest) {
         ("GET", ["instances"]) if kind == Kind::Service => return instances(control, name),
-        (_, ["keys", ..]) if kind == Kind::Consumer => return keys(control, name, &rest[1..], call).into(),
+        (_, ["keys", ..]) if kind == Kind::Consumer => return super::keys::handle(control, name, &rest[1..], &call.method).into(),
         ("GET", []) => control.with_store(|store| {
             let Ok(Some(n)) = store.active_version(kind, name) else {
                 return not_found(kind, name);
             };
             match store.get(kind, name, n) {
-                Ok(Some(v)) if v.content.is_some() => AdminResponse::json(
-                    200,
-                    format!(
-                        r#"{{"name":{},"version":{n},"content":{}}}"#,
-                        json_string(name),
-                        v.content.unwrap_or_default()
-                    ),
-                ),
+                Ok(Some(v)) if v.content.is_some() => {
+                    let mut r = AdminResponse::json(
+                        200,
+                        format!(
+                            r#"{{"name":{},"version":{n},"content":{}}}"#,
+                            json_string(name),
+                            v.content.unwrap_or_default()
+                        ),
+                    );
+                    r.headers.push(("etag", etag(n)));
+                    r
+                }
                 Ok(_) => AdminResponse::error(404, "not_found", &format!("{} {name:?} was deleted", kind.as_str())),
                 Err(e) => store_err(e),
             }
@@ -405,15 +390,28 @@ fn entity(control: &Control, kind: Kind, name: &str, rest: &[&str], call: &Call)
                 Ok(d) => d,
                 Err(r) => return r.into(),
             };
-            return applied_or(control.apply(vec![change(Some(doc.to_string()))]), &doc, false);
+            // Checked and applied under one lock: no save lands in between.
+            let planned = control.apply_planned(|store| {
+                call.precondition.check(store, kind, name).map(|()| vec![change(Some(doc.to_string()))])
+            });
+            return match planned {
+                Ok(applied) => applied_or(applied, &doc, false),
+                Err(refused) => refused.into(),
+            };
         }
         ("DELETE", []) => {
-            match control.with_store(|s| s.active_version(kind, name)) {
-                Ok(Some(_)) => {}
-                Ok(None) => return not_found(kind, name).into(),
-                Err(e) => return store_err(e).into(),
-            }
-            return applied_or(control.apply(vec![change(None)]), &Value::Null, false);
+            let planned = control.apply_planned(|store| {
+                match store.active_version(kind, name) {
+                    Ok(Some(_)) => {}
+                    Ok(None) => return Err(not_found(kind, name)),
+                    Err(e) => return Err(store_err(e)),
+                }
+                call.precondition.check(store, kind, name).map(|()| vec![change(None)])
+            });
+            return match planned {
+                Ok(applied) => applied_or(applied, &Value::Null, false),
+                Err(refused) => refused.into(),
+            };
         }
         ("GET", ["versions"]) => control.with_store(|store| {
             let active = store.active_version(kind, name).ok().flatten();

@@ -6,6 +6,8 @@ pub mod catalog;
 pub mod client;
 pub mod config;
 pub mod gate;
+pub mod keys;
+pub mod precondition;
 pub mod push;
 pub mod server;
 pub mod stats;
