@@ -553,7 +553,6 @@ fn the_console_keeps_up_with_a_burst_a_plain_client_takes() {
 /// any more data frames"); Chrome fails such a connection with "Data frame
 /// received after close" (1006) instead of reporting 1013.
 #[test]
-#[ignore = "open finding: data frames queued before a 1013 Close are flushed after it"]
 fn a_slow_reader_gets_no_data_frame_after_the_close() {
     let gw = echo_gateway();
     let mut slow = WsClient::connect(gw.public, "/ws/echo");

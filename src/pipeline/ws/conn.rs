@@ -219,6 +219,10 @@ impl WsConn {
         }
         let mut out = self.out.borrow_mut();
         if out.len() >= self.limit {
+            // What waits was never started (the write in progress took its
+            // own bytes): dropped, so the Close goes out next instead of
+            // behind a queue this reader is too slow for.
+            out.clear();
             drop(out);
             self.request_close(
                 crate::proto::ws::frame::close::TRY_AGAIN,
@@ -637,6 +641,8 @@ mod tests {
         assert_eq!(c.send(1, &[b'a'; 600]), Ok(()), "602 bytes wait: under the limit");
         assert_eq!(c.send(1, &[b'a'; 10]), Err(QueueError::Full));
         assert_eq!(c.close_requested().map(|c| c.0), Some(1013));
+        assert!(!c.has_output(), "a slow reader's unstarted frames are dropped: the Close goes next");
+        assert_eq!(c.send(1, b"late"), Err(QueueError::Closing), "nothing is queued behind the Close");
         let fresh = WsConn::new(ConnId::new(0, 2), 0, Rc::from("chat"), "127.0.0.1:1".parse().unwrap(), &limits);
         let t0 = fresh.last_active_ms.get();
         fresh.sweep(t0 + 500);

@@ -233,7 +233,11 @@ pub fn run(w: Rc<Worker>, s: Session, open: OpenGuard) -> impl std::future::Futu
             }
             if !s.st.close_sent {
                 if let Some((code, reason)) = s.conn.close_requested() {
-                    let mut f = Vec::new();
+                    // What was queued before the close (an error event, say)
+                    // goes out with it, ahead of it: the Close is the last
+                    // frame with data before it (RFC 6455 5.5.1; nothing is
+                    // queued after it, `send` refuses a closing connection).
+                    let mut f = s.conn.take_output();
                     frame::encode_close(code, &reason, &mut f);
                     if !Box::pin(write_out(&mut s.stream, f)).await {
                         break s.st.end(code, &reason);
