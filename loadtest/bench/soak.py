@@ -662,7 +662,7 @@ def cmd_report(a):
     if None not in (c0, c1, c2):
         w(f"CPU: gateway {c1 - c0:.1f} s in solo ({(c1 - c0) / max(solo['requests'], 1) * 1e6:.1f} us per request), "
           f"{c2 - c1:.1f} s in soak ({(c2 - c1) / max(soak['requests'], 1) * 1e6:.1f} us per normal request, attackers included)")
-        w(f"     during the soak, on the harness's CPU: attackers {att['cpu_end']['attackers']:.1f} s, origin (whole run) {att['cpu_end']['origin'] or 0:.1f} s")
+        w(f"     during the soak: attackers {att['cpu_end']['attackers']:.1f} s, origin (whole run) {att['cpu_end']['origin'] or 0:.1f} s")
         w("")
     w("gateway file descriptors (ls /proc/PID/fd | wc -l)")
     w(f"  start {fds0['count']}, peak {att['fds_peak']}, end of soak with attackers attached {att['fds_end']},")
@@ -1048,7 +1048,7 @@ def cmd_wsreport(a):
     c0, c1, c2 = solo_start["cpu_s"], solo_end["cpu_s"], att["cpu_end"]["gateway"]
     if None not in (c0, c1, c2):
         w(f"CPU: gateway {c1 - c0:.1f} s in solo ({(c1 - c0) / max(solo['received'], 1) * 1e6:.1f} us per round trip), "
-          f"{c2 - c1:.1f} s in soak (attackers included); attackers {att['cpu_end']['attackers']:.1f} s on the harness's CPU")
+          f"{c2 - c1:.1f} s in soak (attackers included); attackers {att['cpu_end']['attackers']:.1f} s")
         w("")
     w("gateway file descriptors (ls /proc/PID/fd | wc -l)")
     w(f"  start {fds0['count']}, peak {att['fds_peak']}, end of soak with attackers attached {att['fds_end']}, "
