@@ -64,7 +64,7 @@ fn invalid_input_is_422_with_a_pointer_and_changes_nothing() {
     let gw = Gateway::start(&config_with(&[("svc", vec![a.addr])], ""));
     let (st, v) = req(&gw, "PUT", "/services/svc", r#"{"instances":["not-an-address"]}"#);
     assert_eq!(st, 422, "{v}");
-    assert_eq!(v["pointer"], "/instances");
+    assert_eq!(v["pointer"], "/instances/0", "the bad element, not the whole list");
     let (st, v) = req(&gw, "PUT", "/services/svc", r#"{"instancez":[]}"#);
     assert_eq!((st, v["pointer"].as_str()), (422, Some("/instancez")), "{v}");
     let (st, v) = req(&gw, "PUT", "/endpoints/chat", r#"{"path":"/ws/chat","routes":{"send":{"htp":[]}}}"#);
@@ -94,7 +94,7 @@ fn endpoints_via_api_and_whole_document_export_import_validate() {
     assert_eq!(doc["endpoints"]["live"]["path"], "/ws/live");
     // Validate a broken document: 422, pointer inside the document.
     let (st, v) = req(&gw, "POST", "/config/validate", r#"{"services":{"s":{"instances":["nope"]}}}"#);
-    assert_eq!((st, v["pointer"].as_str()), (422, Some("/services/s/instances")), "{v}");
+    assert_eq!((st, v["pointer"].as_str()), (422, Some("/services/s/instances/0")), "{v}");
     let (st, _) = req(&gw, "POST", "/config/validate", &doc.to_string());
     assert_eq!(st, 200);
     // Import an empty document: the endpoint goes, its connection drains with 1001.

@@ -7,6 +7,7 @@ pub mod client;
 pub mod config;
 pub mod gate;
 pub mod keys;
+pub mod pointer;
 pub mod precondition;
 pub mod push;
 pub mod server;
