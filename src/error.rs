@@ -47,10 +47,12 @@ pub enum ErrorKind {
     AuthUnavailable,
     /// Over a rate limit (`rate_limits`, a consumer's `limits`).
     Throttled,
+    /// A request body arriving slower than `limits.min_body_rate`.
+    BodyTooSlow,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 20] = [
+    pub const ALL: [ErrorKind; 21] = [
         ErrorKind::BadRequest,
         ErrorKind::UriTooLong,
         ErrorKind::HeadersTooLarge,
@@ -71,12 +73,13 @@ impl ErrorKind {
         ErrorKind::InsufficientScope,
         ErrorKind::AuthUnavailable,
         ErrorKind::Throttled,
+        ErrorKind::BodyTooSlow,
     ];
 
     pub fn status(self) -> u16 {
         match self {
             ErrorKind::BadRequest => 400,
-            ErrorKind::HeaderTimeout => 408,
+            ErrorKind::HeaderTimeout | ErrorKind::BodyTooSlow => 408,
             ErrorKind::Unauthorized => 401,
             ErrorKind::UnknownService => 404,
             ErrorKind::BodyTooLarge => 413,
@@ -118,6 +121,7 @@ impl ErrorKind {
             ErrorKind::InsufficientScope => "insufficient_scope",
             ErrorKind::AuthUnavailable => "auth_unavailable",
             ErrorKind::Throttled => "throttled",
+            ErrorKind::BodyTooSlow => "body_too_slow",
         }
     }
 

@@ -199,6 +199,8 @@ pub struct LimitsSection {
     pub retry_body_bytes: Option<usize>,
     /// Connections open to one backend address per worker (pooled + in use).
     pub backend_connections: Option<usize>,
+    /// Bytes per second a request body must average (0: no floor).
+    pub min_body_rate: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -105,6 +105,13 @@ pub struct Limits {
     /// Default 1024, like Envoy's connection circuit breaker: far above what
     /// healthy traffic holds at once, far below the descriptor limit.
     pub backend_connections: usize,
+    /// Bytes per second a request body must average, counted over the time
+    /// spent waiting for the client once `timeouts.header_read` of such
+    /// waiting has passed (0: no floor). Each read's own deadline only
+    /// catches silence: a byte every few seconds restarts it, and because
+    /// bodies are streamed, such a trickle would hold an upstream connection
+    /// (of `backend_connections`) for as long as the client likes.
+    pub min_body_rate: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -415,7 +422,15 @@ impl Config {
             pool_idle_per_instance: l.pool_idle_per_instance.unwrap_or(128),
             retry_body_bytes: l.retry_body_bytes.unwrap_or(64 * 1024),
             backend_connections: l.backend_connections.unwrap_or(1024),
+            min_body_rate: l.min_body_rate.unwrap_or(1024),
         };
+        if limits.min_body_rate > 1 << 30 {
+            return src.err(
+                "limits.min_body_rate",
+                None,
+                "must be at most 1073741824 bytes per second (0 turns it off)",
+            );
+        }
         if limits.backend_connections == 0 || limits.backend_connections > 100_000 {
             return src.err("limits.backend_connections", None, "must be between 1 and 100000");
         }

@@ -12,6 +12,7 @@
 //! Targets see the worker only through [`Env`] and the request only through
 //! [`RequestFacts`]: they sit below the router, the filters and the pipeline.
 
+pub mod body_rate;
 pub mod bus;
 pub mod http;
 pub mod http_route;

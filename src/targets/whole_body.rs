@@ -21,10 +21,12 @@ pub async fn read_whole(
     let t = g.timeouts.header_read;
     let watch = env.deadlines.watch();
     let gone = || ProxyError::new(ErrorKind::ClientGone, "client closed the connection");
+    let mut rate = super::body_rate::BodyRate::new(g);
     macro_rules! more {
         () => {
+            let asked = std::time::Instant::now();
             match watch.run(fd, crate::deadline::Phase::ClientBody, t, client.fill()).await {
-                Ok(n) if n > 0 => {}
+                Ok(n) if n > 0 => rate.read(asked.elapsed(), n)?,
                 _ if watch.fired().is_some() => {
                     return Err(crate::upstream::timed_out(crate::deadline::Phase::ClientBody))
                 }

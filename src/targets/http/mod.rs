@@ -20,6 +20,7 @@
 mod relay;
 pub mod response;
 
+use super::body_rate::BodyRate;
 use super::{Dispatch, Exchange, Failed, Outcome};
 use crate::deadline::{Phase, Watch};
 use crate::error::{ErrorKind, ProxyError};
@@ -513,11 +514,13 @@ async fn pump_body(
     // A chunked body may leave a partial size line or CRLF in the buffer:
     // then more must be read, or this loop would spin without yielding.
     let mut need_more = false;
+    let mut rate = BodyRate::new(g);
     while !body.is_done() {
         if client.data().is_empty() || need_more {
             need_more = false;
+            let asked = Instant::now();
             match cw.run(client_fd, Phase::ClientBody, g.timeouts.header_read, client.fill()).await {
-                Ok(n) if n > 0 => {}
+                Ok(n) if n > 0 => rate.read(asked.elapsed(), n).map_err(Pump::Client)?,
                 _ if cw.fired().is_some() => return Err(Pump::Client(timed_out(Phase::ClientBody))),
                 _ => return Err(Pump::Client(gone())),
             }
