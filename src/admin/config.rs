@@ -115,7 +115,22 @@ fn applied_json(a: &Applied) -> String {
     )
 }
 
-fn apply_error(e: ApplyError, doc: &Value, whole: bool) -> AdminResponse {
+/// Where an apply's document sits: the whole document (`None`), or one
+/// entity's content (its TOML table and name), for the error's pointer.
+type Scope<'a> = Option<(&'static str, &'a str)>;
+
+fn scope(kind: Kind, name: &str) -> Scope<'_> {
+    Some((
+        match kind {
+            Kind::Service => "services",
+            Kind::Endpoint => "endpoints",
+            Kind::Consumer => "consumers",
+        },
+        name,
+    ))
+}
+
+fn apply_error(e: ApplyError, doc: &Value, whole: Scope) -> AdminResponse {
     match e {
         ApplyError::Invalid(c) => invalid(&pointer_of(&c.0, doc, whole), &for_client(&c.0)),
         ApplyError::NotFound(m) => AdminResponse::error(404, "not_found", &m),
@@ -197,7 +212,13 @@ pub async fn handle(state: &Arc<AdminState>, req: &AdminRequest) -> Option<Admin
         return None;
     }
     let started = Instant::now();
-    let precondition = match Precondition::from_request(req) {
+    // Entity writes take If-Match / If-None-Match; other writes refuse them.
+    let takes = match (req.method.as_str(), parts.as_slice()) {
+        ("PUT" | "DELETE", [kind, _]) => kind_of(kind).is_some(),
+        ("POST", [kind, _, "versions", _, "apply"]) => kind_of(kind).is_some(),
+        _ => false,
+    };
+    let precondition = match Precondition::from_request(req, takes) {
         Ok(p) => p,
         Err(refused) => return Some(refused),
     };
@@ -232,7 +253,7 @@ fn answer(control: &Control, call: &Call) -> Outcome {
             if *op == "import" {
                 // Worked out and applied under one lock: the result is this document.
                 return match control.apply_planned(|store| document_changes(store, &doc, call)) {
-                    Ok(applied) => applied_or(applied, &doc, true),
+                    Ok(applied) => applied_or(applied, &doc, None),
                     Err(r) => r.into(),
                 };
             }
@@ -241,7 +262,7 @@ fn answer(control: &Control, call: &Call) -> Outcome {
                 .map(|changes| control.validate(&changes));
             match checked {
                 Ok(Ok(())) => AdminResponse::json(200, r#"{"valid":true}"#).into(),
-                Ok(Err(e)) => apply_error(e, &doc, true).into(),
+                Ok(Err(e)) => apply_error(e, &doc, None).into(),
                 Err(r) => r.into(),
             }
         }
@@ -255,7 +276,7 @@ fn answer(control: &Control, call: &Call) -> Outcome {
     }
 }
 
-fn applied_or(r: Result<Applied, ApplyError>, doc: &Value, whole: bool) -> Outcome {
+fn applied_or(r: Result<Applied, ApplyError>, doc: &Value, whole: Scope) -> Outcome {
     match r {
         Ok(a) => Outcome::Applied(a),
         Err(e) => apply_error(e, doc, whole).into(),
@@ -312,7 +333,7 @@ fn entity(control: &Control, kind: Kind, name: &str, rest: &[&str], call: &Call)
                 call.precondition.check(store, kind, name).map(|()| vec![change(Some(doc.to_string()))])
             });
             return match planned {
-                Ok(applied) => applied_or(applied, &doc, false),
+                Ok(applied) => applied_or(applied, &doc, scope(kind, name)),
                 Err(refused) => refused.into(),
             };
         }
@@ -326,7 +347,7 @@ fn entity(control: &Control, kind: Kind, name: &str, rest: &[&str], call: &Call)
                 call.precondition.check(store, kind, name).map(|()| vec![change(None)])
             });
             return match planned {
-                Ok(applied) => applied_or(applied, &Value::Null, false),
+                Ok(applied) => applied_or(applied, &Value::Null, scope(kind, name)),
                 Err(refused) => refused.into(),
             };
         }
@@ -379,7 +400,12 @@ fn entity(control: &Control, kind: Kind, name: &str, rest: &[&str], call: &Call)
             let Ok(n) = n.parse::<u64>() else {
                 return AdminResponse::error(404, "not_found", "no such version").into();
             };
-            return applied_or(control.activate(kind, name, n), &Value::Null, false);
+            // Checked under the apply lock, like a save: a rollback chosen
+            // while reading version N is not applied over a newer one.
+            return match control.activate_checked(kind, name, n, |store| call.precondition.check(store, kind, name)) {
+                Ok(applied) => applied_or(applied, &Value::Null, scope(kind, name)),
+                Err(refused) => refused.into(),
+            };
         }
         ("GET", ["diff"]) => {
             let (Some(from), Some(to)) = (query_u64(&call.query, "from"), query_u64(&call.query, "to")) else {

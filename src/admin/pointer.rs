@@ -26,30 +26,29 @@ fn find_key(v: &Value, key: &str, at: &str) -> Option<String> {
     }
 }
 
-/// Turns a config error about `kind.name` into a JSON pointer inside the
-/// submitted document `doc` (whose root is the entity, or the whole
-/// `{"services":…,"endpoints":…}` document when `whole`).
-pub fn pointer_of(message: &str, doc: &Value, whole: bool) -> String {
+/// Turns a config error into a JSON pointer inside the submitted document
+/// `doc`: the whole `{"services":…,"endpoints":…}` document when `entity`
+/// is `None`, else the content of the entity (`("services", "shop")`).
+pub fn pointer_of(message: &str, doc: &Value, entity: Option<(&str, &str)>) -> String {
     // "… services.echo.instances (line 3): …" → /instances (or /services/echo/instances).
     for table in ["services.", "endpoints.", "consumers."] {
         if let Some(i) = message.find(table) {
-            let rest = &message[i..];
-            let end = rest.find([' ', ':']).unwrap_or(rest.len());
-            let mut segs: Vec<String> = Vec::new();
-            let mut cur = String::new();
-            let mut quoted = false;
-            for c in rest[..end].chars() {
-                match c {
-                    '"' => quoted = !quoted,
-                    '.' if !quoted => segs.push(std::mem::take(&mut cur)),
-                    c => cur.push(c),
+            let (segs, end) = key_path(&message[i..]);
+            let at = match entity {
+                None => walk(doc, &segs),
+                Some((t, name)) => {
+                    // Resolved in the whole document the entity sits in, so a
+                    // name with dots (`a.b`) is told from the path after it.
+                    let whole = serde_json::json!({ t: { name: doc } });
+                    let at = walk(&whole, &segs);
+                    let prefix = format!("/{}/{}", escape(t), escape(name));
+                    match at.strip_prefix(&prefix) {
+                        Some(rest) => rest.to_string(),
+                        None => return String::new(),
+                    }
                 }
-            }
-            segs.push(cur);
-            let skip = if whole { 0 } else { 2 };
-            let at: String =
-                segs.iter().skip(skip).map(|s| format!("/{}", s.replace('~', "~0").replace('/', "~1"))).collect();
-            return element_of(doc, at, &rest[end..]);
+            };
+            return element_of(doc, at, &message[i + end..]);
         }
     }
     // "unknown field `x`": point at that field in the document.
@@ -64,12 +63,97 @@ pub fn pointer_of(message: &str, doc: &Value, whole: bool) -> String {
     String::new()
 }
 
+fn escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+/// A TOML key path at the start of `text` (`endpoints.c.routes."send it".http`,
+/// `services.s.rate_limits[1].per`) as segments, and where it ends: at the
+/// first space or colon outside quotes. `[N]` is a segment of its own.
+fn key_path(text: &str) -> (Vec<String>, usize) {
+    let mut segs = Vec::new();
+    let mut cur = String::new();
+    let (mut quoted, mut escaped) = (false, false);
+    let mut end = text.len();
+    for (i, c) in text.char_indices() {
+        match c {
+            _ if escaped => {
+                cur.push(c);
+                escaped = false;
+            }
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            _ if quoted => cur.push(c),
+            ' ' | ':' => {
+                end = i;
+                break;
+            }
+            '.' => segs.push(std::mem::take(&mut cur)),
+            '[' => {
+                if !cur.is_empty() {
+                    segs.push(std::mem::take(&mut cur));
+                }
+            }
+            ']' => {}
+            c => cur.push(c),
+        }
+    }
+    segs.push(cur);
+    segs.retain(|s| !s.is_empty());
+    (segs, end)
+}
+
+/// The pointer `segs` name in `doc`. Keys may hold dots (`a.b`), which a
+/// TOML path only shows when quoted: at each object the longest run of
+/// segments that is one of its keys is taken; past what the document holds,
+/// one segment is one step.
+fn walk(doc: &Value, segs: &[String]) -> String {
+    let mut at = String::new();
+    let mut node = Some(doc);
+    let mut i = 0;
+    while i < segs.len() {
+        let mut step = 1;
+        if let Some(Value::Object(m)) = node {
+            if let Some(n) = (1..=segs.len() - i).rev().find(|n| m.contains_key(&segs[i..i + n].join("."))) {
+                step = n;
+            }
+        }
+        let key = segs[i..i + step].join(".");
+        node = match node {
+            Some(Value::Object(m)) => m.get(&key),
+            Some(Value::Array(a)) => key.parse::<usize>().ok().and_then(|k| a.get(k)),
+            _ => None,
+        };
+        at.push('/');
+        at.push_str(&escape(&key));
+        i += step;
+    }
+    at
+}
+
 /// `"…instances: \"nope\" is not…"` about an array: the element the
 /// message quotes (`/instances/1`), so a form can mark the one bad entry.
+/// The quoted text is read with its escapes (`"a\"b"` is `a"b`).
 fn element_of(doc: &Value, at: String, message: &str) -> String {
-    let quoted = message.split_once('"').and_then(|(_, r)| r.split_once('"')).map(|(q, _)| q);
+    let quoted = message.find('"').and_then(|start| {
+        let rest = &message[start..];
+        let mut escaped = false;
+        let end = rest.char_indices().skip(1).find_map(|(i, c)| match c {
+            _ if escaped => {
+                escaped = false;
+                None
+            }
+            '\\' => {
+                escaped = true;
+                None
+            }
+            '"' => Some(i),
+            _ => None,
+        })?;
+        serde_json::from_str::<String>(&rest[..=end]).ok()
+    });
     match (doc.pointer(&at), quoted) {
-        (Some(Value::Array(items)), Some(q)) => match items.iter().position(|v| v.as_str() == Some(q)) {
+        (Some(Value::Array(items)), Some(q)) => match items.iter().position(|v| v.as_str() == Some(q.as_str())) {
             Some(i) => format!("{at}/{i}"),
             None => at,
         },
@@ -112,18 +196,41 @@ mod tests {
     #[test]
     fn pointers() {
         let doc: Value = serde_json::from_str(r#"{"instances":["x"],"routes":{"send":{"htp":[]}}}"#).unwrap();
-        assert_eq!(pointer_of("f: services.echo.instances (line 3): bad", &doc, false), "/instances");
         assert_eq!(
-            pointer_of("f: endpoints.chat.routes.\"send\".http (line 9): bad", &doc, false),
+            pointer_of("f: services.echo.instances (line 3): bad", &doc, Some(("services", "echo"))),
+            "/instances"
+        );
+        assert_eq!(
+            pointer_of("f: endpoints.chat.routes.\"send\".http (line 9): bad", &doc, Some(("endpoints", "chat"))),
             "/routes/send/http"
         );
-        assert_eq!(pointer_of("f: line 4: unknown field `htp`, expected", &doc, false), "/routes/send/htp");
-        assert_eq!(pointer_of("f: services.a.timeout (line 1): x", &doc, true), "/services/a/timeout");
+        assert_eq!(
+            pointer_of("f: line 4: unknown field `htp`, expected", &doc, Some(("services", "echo"))),
+            "/routes/send/htp"
+        );
+        assert_eq!(pointer_of("f: services.a.timeout (line 1): x", &doc, None), "/services/a/timeout");
         // The quoted element of an array, when the message names one the document holds.
         let two: Value = serde_json::from_str(r#"{"instances":["127.0.0.1:80","nope"]}"#).unwrap();
         let msg = "f: services.x.instances (line 2): \"nope\" is not a resolvable host:port";
-        assert_eq!(pointer_of(msg, &two, false), "/instances/1");
-        assert_eq!(pointer_of("f: services.x.instances (line 2): \"gone\" is bad", &two, false), "/instances");
+        assert_eq!(pointer_of(msg, &two, Some(("services", "x"))), "/instances/1");
+        assert_eq!(
+            pointer_of("f: services.x.instances (line 2): \"gone\" is bad", &two, Some(("services", "x"))),
+            "/instances"
+        );
+        // Indexes in brackets, dots in names and keys, spaces in quoted keys, escaped quotes.
+        let rl: Value = serde_json::from_str(r#"{"rate_limits":[{"per":"1s"},{"per":"x"}]}"#).unwrap();
+        let msg = "f: services.s.rate_limits[1].per (line 7): bad";
+        assert_eq!(pointer_of(msg, &rl, Some(("services", "s"))), "/rate_limits/1/per");
+        let msg = "f: services.a.b.instances (line 2): \"nope\" is not a resolvable host:port";
+        assert_eq!(pointer_of(msg, &two, Some(("services", "a.b"))), "/instances/1");
+        let whole = serde_json::json!({ "services": { "a.b": two.clone() } });
+        assert_eq!(pointer_of(msg, &whole, None), "/services/a.b/instances/1");
+        let ep: Value = serde_json::from_str(r#"{"routes":{"send it":{"http":["http://x/","ftp://y"]}}}"#).unwrap();
+        let msg = "f: endpoints.c.routes.\"send it\".http (line 3): \"ftp://y\": integrations are http:// URLs";
+        assert_eq!(pointer_of(msg, &ep, Some(("endpoints", "c"))), "/routes/send it/http/1");
+        let q: Value = serde_json::from_str(r#"{"instances":["a\"b","a\\"]}"#).unwrap();
+        let msg = "f: services.x.instances (line 2): \"a\\\"b\" is not a resolvable host:port";
+        assert_eq!(pointer_of(msg, &q, Some(("services", "x"))), "/instances/0");
         assert_eq!(
             for_client("built-in default config: services.shop.timeout (line 31): duration \"soon\" is bad"),
             "services.shop.timeout: duration \"soon\" is bad"

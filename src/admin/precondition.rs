@@ -31,37 +31,55 @@ pub fn etag(version: u64) -> String {
     format!("\"{version}\"")
 }
 
+/// The version in a tag exactly as [`etag`] writes it: `"N"`, N in
+/// decimal without sign or leading zero.
+fn tag_number(item: &str) -> Option<u64> {
+    let digits = item.strip_prefix('"')?.strip_suffix('"')?;
+    let canonical = digits.bytes().all(|b| b.is_ascii_digit()) && !(digits.len() > 1 && digits.starts_with('0'));
+    if canonical {
+        digits.parse().ok()
+    } else {
+        None
+    }
+}
+
 impl Precondition {
-    /// Reads `If-Match` and `If-None-Match`. A tag that is not one this API
-    /// gives (`"N"`, or `*`) is refused with `400`: a client that sends
-    /// `If-Match: 3` or a weak `W/"3"` would otherwise only ever get `412`
-    /// and never learn why.
-    pub fn from_request(req: &AdminRequest) -> Result<Precondition, AdminResponse> {
+    /// Reads `If-Match` and `If-None-Match` of a write that takes them
+    /// (`takes`: a `PUT`/`DELETE` of an entity, or applying one of its
+    /// versions). A tag that is not exactly one this API gives (`"N"`, N
+    /// without sign or leading zeros, or `*` alone) is refused with `400`:
+    /// a client that sends `If-Match: 3` or a weak `W/"3"` would otherwise
+    /// only ever get `412` and never learn why, and `"+3"` or `"03"` must
+    /// not match `"3"` (entity tags compare as strings). A write that takes
+    /// no precondition (an import, revoking a key) and gets one is refused
+    /// too, rather than applied unchecked. Reads ignore both headers.
+    pub fn from_request(req: &AdminRequest, takes: bool) -> Result<Precondition, AdminResponse> {
+        let refused = |m: String| AdminResponse::error(400, "invalid_precondition", &m);
+        if req.method == "GET" || req.method == "HEAD" {
+            return Ok(Precondition::default());
+        }
         let field = |name: &'static str| -> Result<Option<Option<Vec<u64>>>, AdminResponse> {
             let values: Vec<&str> = req.headers_named(name).collect();
             if values.is_empty() {
                 return Ok(None);
             }
-            let mut tags = Vec::new();
-            for item in values.iter().flat_map(|v| v.split(',')).map(str::trim).filter(|t| !t.is_empty()) {
-                if item == "*" {
-                    return Ok(Some(None));
-                }
-                match item.strip_prefix('"').and_then(|t| t.strip_suffix('"')).map(str::parse::<u64>) {
-                    Some(Ok(n)) => tags.push(n),
-                    _ => {
-                        return Err(AdminResponse::error(
-                            400,
-                            "invalid_precondition",
-                            &format!("{name} takes the ETag a GET answered (a version in quotes, like \"3\") or *"),
-                        ))
-                    }
+            if !takes {
+                return Err(refused(format!("{} {} takes no {name}", req.method, req.path)));
+            }
+            let items: Vec<&str> =
+                values.iter().flat_map(|v| v.split(',')).map(str::trim).filter(|t| !t.is_empty()).collect();
+            if items == ["*"] {
+                return Ok(Some(None));
+            }
+            let tags: Option<Vec<u64>> = items.iter().map(|item| tag_number(item)).collect();
+            match tags {
+                Some(tags) if !tags.is_empty() => Ok(Some(Some(tags))),
+                _ if items.contains(&"*") => Err(refused(format!("{name}: * stands alone, not in a list"))),
+                _ if items.is_empty() => Err(refused(format!("{name} is empty"))),
+                _ => {
+                    Err(refused(format!("{name} takes the ETag a GET answered (a version in quotes, like \"3\") or *")))
                 }
             }
-            if tags.is_empty() {
-                return Err(AdminResponse::error(400, "invalid_precondition", &format!("{name} is empty")));
-            }
-            Ok(Some(Some(tags)))
         };
         Ok(Precondition { if_match: field("if-match")?, if_none_match: field("if-none-match")? })
     }
@@ -124,7 +142,7 @@ mod tests {
 
     fn parsed(headers: &[(&str, &str)]) -> Result<Precondition, u16> {
         let req = AdminRequest::for_test("PUT", "/services/x", headers);
-        Precondition::from_request(&req).map_err(|r| r.status)
+        Precondition::from_request(&req, true).map_err(|r| r.status)
     }
 
     #[test]
@@ -133,8 +151,18 @@ mod tests {
         assert_eq!(parsed(&[("If-Match", "\"3\"")]).map(|p| p.if_match), Ok(Some(Some(vec![3]))));
         assert_eq!(parsed(&[("If-Match", "\"3\", \"5\"")]).map(|p| p.if_match), Ok(Some(Some(vec![3, 5]))));
         assert_eq!(parsed(&[("If-None-Match", "*")]).map(|p| p.if_none_match), Ok(Some(None)));
-        for bad in ["3", "W/\"3\"", "\"x\"", "\"-1\"", ",", "\"99999999999999999999\""] {
+        for bad in
+            ["3", "W/\"3\"", "\"x\"", "\"-1\"", ",", "\"99999999999999999999\"", "\"+1\"", "\"01\"", "\"1\", *", "*, *"]
+        {
             assert_eq!(parsed(&[("If-Match", bad)]), Err(400), "{bad:?}");
         }
+        assert_eq!(parsed(&[("If-Match", "\"1\""), ("If-Match", "*")]), Err(400), "* in a list over two lines");
+        assert_eq!(parsed(&[("If-Match", "\"0\"")]).map(|p| p.if_match), Ok(Some(Some(vec![0]))));
+        let read = AdminRequest::for_test("GET", "/services/x", &[("If-None-Match", "W/\"1\"")]);
+        assert_eq!(Precondition::from_request(&read, true).map_err(|r| r.status), Ok(Precondition::default()));
+        let import = AdminRequest::for_test("POST", "/config/import", &[("If-Match", "\"1\"")]);
+        assert_eq!(Precondition::from_request(&import, false).map_err(|r| r.status), Err(400));
+        let plain = AdminRequest::for_test("POST", "/config/import", &[]);
+        assert_eq!(Precondition::from_request(&plain, false).map_err(|r| r.status), Ok(Precondition::default()));
     }
 }

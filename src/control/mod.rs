@@ -264,9 +264,33 @@ impl Control {
 
     /// Makes an existing version active again.
     pub fn activate(&self, kind: Kind, name: &str, version: u64) -> Result<Applied, ApplyError> {
+        self.activate_checked(kind, name, version, |_| Ok::<(), ApplyError>(()))?
+    }
+
+    /// [`Control::activate`] once `check` passes, under the same lock (an
+    /// `If-Match` on a rollback); `check`'s error comes back as the outer one.
+    pub fn activate_checked<E>(
+        &self,
+        kind: Kind,
+        name: &str,
+        version: u64,
+        check: impl FnOnce(&dyn ConfigStore) -> Result<(), E>,
+    ) -> Result<Result<Applied, ApplyError>, E> {
         let started = Instant::now();
         let mut guard = self.lock();
         let state = &mut *guard;
+        check(state.store.as_ref())?;
+        Ok(self.activate_locked(state, kind, name, version, started))
+    }
+
+    fn activate_locked(
+        &self,
+        state: &mut State,
+        kind: Kind,
+        name: &str,
+        version: u64,
+        started: Instant,
+    ) -> Result<Applied, ApplyError> {
         let v = state
             .store
             .get(kind, name, version)

@@ -356,6 +356,12 @@ impl WsConn {
             }
             return;
         }
+        if self.is_closing() {
+            // The Close is queued or being written (a slow reader's write
+            // can take up to `timeouts.write`, which bounds it): nothing is
+            // to follow it, not even a keep-alive Ping.
+            return;
+        }
         let (expires, grace, told) = self.expiry();
         if expires != 0 && now >= expires {
             if !told {
