@@ -30,6 +30,7 @@ const FILES: &[(&str, &str, &[u8])] = &[
     ("/ui/style.css", "text/css; charset=utf-8", include_bytes!("ui/style.css")),
     ("/ui/app.js", JS, include_bytes!("ui/app.js")),
     ("/ui/api.js", JS, include_bytes!("ui/api.js")),
+    ("/ui/json.js", JS, include_bytes!("ui/json.js")),
     ("/ui/chart.js", JS, include_bytes!("ui/chart.js")),
     ("/ui/dashboard.js", JS, include_bytes!("ui/dashboard.js")),
     ("/ui/entities.js", JS, include_bytes!("ui/entities.js")),

@@ -8,6 +8,7 @@
 import { h } from './vendor/preact.module.js';
 import { useState, useEffect, useRef } from './vendor/hooks.module.js';
 import htm from './vendor/htm.module.js';
+import { parse, stringify } from './json.js';
 
 export const html = htm.bind(h);
 
@@ -20,6 +21,8 @@ const TOKEN_KEY = 'wasp.adminToken';
 
 export const status = {
   needLogin: false, // an API call answered 401
+  signIns: 0, // counts sign-ins: a load refused with 401 tries again after one
+  session: 0, // counts sign-outs: the views start over (nothing of the old session stays)
   unreachable: null, // the text of the last network failure, or null
   flash: null, // {text, route}: a success message carried across a navigation
 };
@@ -55,22 +58,33 @@ export function setToken(t) {
   } catch {
     /* storage disabled: the token is simply not kept */
   }
+  if (status.needLogin && t) status.signIns++;
   status.needLogin = false;
   emit();
 }
 export function signOut() {
   setToken('');
+  status.session++;
   // With a token on the gateway the next call answers 401 and the login form
   // shows; without one there is nothing to sign out of and the views go on.
   status.needLogin = true;
   emit();
 }
 
+// fetch refuses a header value outside ISO-8859-1 (or with a line break)
+// with a TypeError before anything is sent. No admin token looks like that
+// (a character pasted from a document), so such a token is a wrong token,
+// said so, and never taken for the gateway being down.
+const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+export const tokenSendable = (t) => HEADER_VALUE.test(t);
+
 /**
  * Asks the gateway whether `token` is accepted, without storing it:
- * resolves to the HTTP status (0 when unreachable).
+ * resolves to the HTTP status (0 when unreachable, -1 when the token cannot
+ * be sent in a header at all).
  */
 export async function checkToken(token) {
+  if (!tokenSendable(token)) return -1;
   const headers = { Accept: 'application/json' };
   if (token) headers.Authorization = 'Bearer ' + token;
   try {
@@ -128,6 +142,13 @@ export class ApiError extends Error {
   }
 }
 
+function askForLogin() {
+  if (!status.needLogin) {
+    status.needLogin = true;
+    emit();
+  }
+}
+
 // HTTP header values must be ISO-8859-1 for fetch, and the gateway reads
 // them as UTF-8: keep printable ASCII only so a comment never breaks a save.
 export function headerSafe(text) {
@@ -135,22 +156,29 @@ export function headerSafe(text) {
 }
 
 /**
- * One API call. `body`: an object (sent as JSON) or a string (sent as is);
- * every request with a body says Content-Type: application/json (the gateway
- * refuses other writes with 415 when it has no token). `comment` adds
- * X-Wasp-Comment; every write says X-Wasp-Author: ui.
- * Resolves to the parsed JSON (or text); rejects with an ApiError.
+ * One API call. `body`: an object (sent as JSON, numbers exactly as
+ * json.js holds them) or a string (sent as is); every request with a body
+ * says Content-Type: application/json (the gateway refuses other writes
+ * with 415 when it has no token). `comment` adds X-Wasp-Comment; every
+ * write says X-Wasp-Author: ui; `headers` adds others (If-Match).
+ * Resolves to the parsed JSON (`lossless`: with json.js, for configuration
+ * whose numbers must come back unchanged), or the text (`text`); rejects
+ * with an ApiError.
  */
-export async function api(method, path, { body, comment, text = false } = {}) {
-  const headers = { Accept: 'application/json' };
+export async function api(method, path, { body, comment, text = false, lossless = false, headers: extra } = {}) {
+  const headers = { Accept: 'application/json', ...extra };
   const token = getToken();
+  if (token && !tokenSendable(token)) {
+    askForLogin();
+    throw new ApiError(401, 'unauthorized', 'The admin token holds a character an HTTP header cannot carry: sign in again');
+  }
   if (token) headers.Authorization = 'Bearer ' + token;
   let payload;
   if (method !== 'GET' && method !== 'HEAD') {
     headers['Content-Type'] = 'application/json';
     headers['X-Wasp-Author'] = 'ui';
     if (comment) headers['X-Wasp-Comment'] = headerSafe(comment);
-    if (body !== undefined) payload = typeof body === 'string' ? body : JSON.stringify(body);
+    if (body !== undefined) payload = typeof body === 'string' ? body : stringify(body);
     else if (method !== 'DELETE') payload = '{}';
   }
   let res;
@@ -164,18 +192,16 @@ export async function api(method, path, { body, comment, text = false } = {}) {
   setUnreachable(null);
   const raw = await res.text().catch(() => '');
   let data = raw;
-  if (!text) {
+  // An error's body is read for its message even when the caller wants text.
+  if (!text || !res.ok) {
     try {
-      data = raw ? JSON.parse(raw) : null;
+      data = raw ? (lossless && res.ok ? parse(raw) : JSON.parse(raw)) : null;
     } catch {
       data = raw;
     }
   }
   if (res.status === 401) {
-    if (!status.needLogin) {
-      status.needLogin = true;
-      emit();
-    }
+    askForLogin();
     throw new ApiError(401, 'unauthorized', 'The gateway asks for the admin token (401)');
   }
   if (!res.ok) {
@@ -198,6 +224,17 @@ export const enc = encodeURIComponent;
 export function useLoad(fn, deps) {
   const [state, setState] = useState({ data: null, error: null, loading: true });
   const [tick, setTick] = useState(0);
+  // A load the gateway refused with 401 runs again once the operator has
+  // signed in (the view stays mounted behind the login form).
+  const { signIns } = useStatus();
+  const refused = state.error && state.error.status === 401;
+  const [retriedAt, setRetriedAt] = useState(signIns);
+  useEffect(() => {
+    if (refused && signIns !== retriedAt) {
+      setRetriedAt(signIns);
+      setTick((n) => n + 1);
+    }
+  }, [signIns, refused]);
   useEffect(() => {
     let live = true;
     setState((s) => ({ data: s.data, error: null, loading: true }));

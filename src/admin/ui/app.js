@@ -70,26 +70,26 @@ function NotFound() {
   </section>`;
 }
 
-function Login({ onDone }) {
+function Login() {
   const [token, setTok] = useState('');
-  const [state, setState] = useState(null); // null | 'checking' | 'refused' | 'unreachable'
+  const [state, setState] = useState(null); // null | 'checking' | 'refused' | 'unsendable' | 'unreachable'
   const input = useRef(null);
   useEffect(() => input.current && input.current.focus(), []);
   const submit = async (e) => {
     e.preventDefault();
     setState('checking');
     const code = await checkToken(token.trim());
-    if (code === 401) {
-      setState('refused');
+    if (code === 401 || code === -1) {
+      setState(code === 401 ? 'refused' : 'unsendable');
       input.current && input.current.select();
     } else if (code === 0) {
       setState('unreachable');
     } else {
       setState(null);
       setToken(token.trim());
-      onDone();
     }
   };
+  const refused = state === 'refused' || state === 'unsendable';
   return html`<section class="login">
     <h1>Sign in</h1>
     <p>The gateway's admin API needs its token (the <code>admin.token</code> setting or <code>WASP_ADMIN_TOKEN</code>).
@@ -97,10 +97,13 @@ function Login({ onDone }) {
     <form onSubmit=${submit} class="stack">
       <label for="login-token">Admin token</label>
       <input id="login-token" ref=${input} type="password" autocomplete="off" value=${token}
-        aria-invalid=${state === 'refused' ? 'true' : undefined}
-        aria-describedby=${state === 'refused' ? 'login-error' : undefined}
+        aria-invalid=${refused ? 'true' : undefined}
+        aria-describedby=${refused ? 'login-error' : undefined}
         onInput=${(e) => setTok(e.currentTarget.value)} />
       ${state === 'refused' && html`<p id="login-error" class="error" role="alert">That token was refused (401).</p>`}
+      ${state === 'unsendable' &&
+      html`<p id="login-error" class="error" role="alert">That token was refused: it holds a character an HTTP header
+        cannot carry (only ISO-8859-1), so it is not the gateway's token. Nothing was sent.</p>`}
       ${state === 'unreachable' && html`<p class="error" role="alert">The gateway did not answer; try again.</p>`}
       <div><button type="submit" class="primary" disabled=${state === 'checking'}>Sign in</button></div>
     </form>
@@ -110,7 +113,6 @@ function Login({ onDone }) {
 function App() {
   const hash = useHash();
   const st = useStatus();
-  const [generation, setGeneration] = useState(0); // bumped after sign-in: views reload
   const main = useRef(null);
   const first = useRef(true);
   const seg = segments(hash);
@@ -137,6 +139,10 @@ function App() {
   }, [title]);
 
   const hasToken = !!getToken();
+  // A 401 hides the view behind the login form but keeps it mounted: an
+  // edit in progress (and its comment) is still there after signing in
+  // again, and the loads the gateway refused run again then (useLoad).
+  // Signing out starts the views over: nothing of the old session stays.
   return html`
     <a class="skip" href="#main" onClick=${(e) => {
       e.preventDefault();
@@ -159,9 +165,8 @@ function App() {
     html`<div class="banner" role="alert">Cannot reach the gateway: ${st.unreachable}. Retrying…</div>`}
     <main id="main" ref=${main} tabindex="-1">
       ${st.flash && st.flash.route === hash && html`<p class="flash" role="status" data-version=${st.flash.version}>${st.flash.text}</p>`}
-      ${st.needLogin
-        ? html`<${Login} onDone=${() => setGeneration((g) => g + 1)} />`
-        : html`<div key=${hash + '|' + generation}>${view(seg)}</div>`}
+      ${st.needLogin && html`<${Login} />`}
+      <div key=${hash + '|' + st.session} hidden=${st.needLogin}>${view(seg)}</div>
     </main>`;
 }
 

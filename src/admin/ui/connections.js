@@ -25,14 +25,20 @@ export function Connections() {
   }, [groupText]);
   useEffect(() => setCursors(['']), [endpoint, group]);
 
-  const load = useLoad(() => {
-    const q = new URLSearchParams({ limit: String(PAGE) });
-    if (endpoint) q.set('endpoint', endpoint);
-    if (group) q.set('group', group);
-    if (cursor) q.set('cursor', cursor);
-    return api('GET', '/connections?' + q);
-  }, [endpoint, group, cursor]);
-  const conns = (load.data && load.data.connections) || [];
+  const q = new URLSearchParams({ limit: String(PAGE) });
+  if (endpoint) q.set('endpoint', endpoint);
+  if (group) q.set('group', group);
+  if (cursor) q.set('cursor', cursor);
+  const query = q.toString();
+  // Each answer says which page it is, so rows of another page are never
+  // shown under this one's caption while it loads (a slow gateway).
+  const load = useLoad(async () => ({ ...(await api('GET', '/connections?' + query)), query }), [query]);
+  const current = !!load.data && load.data.query === query;
+  const conns = (current && load.data.connections) || [];
+  const what = `${endpoint ? ` on ${endpoint}` : ''}${group ? ` in group ${group}` : ''}`;
+  // Previous and Next are off while a page loads: a second click would go
+  // on from the cursor of the page before.
+  const busy = load.loading;
 
   const names = ((endpoints.data && endpoints.data.items) || []).map((e) => e.name).sort();
   return html`<section>
@@ -62,7 +68,9 @@ export function Connections() {
     ${load.data &&
     html`<div class="table-wrap">
         <table class="connections">
-          <caption class="muted">Page ${cursors.length}: ${conns.length} connection${conns.length === 1 ? '' : 's'}${endpoint ? ` on ${endpoint}` : ''}${group ? ` in group ${group}` : ''}</caption>
+          <caption class="muted" aria-live="polite">${current
+            ? `Page ${cursors.length}: ${conns.length} connection${conns.length === 1 ? '' : 's'}${what}`
+            : `Loading page ${cursors.length}${what}…`}</caption>
           <thead><tr><th>Id</th><th>Endpoint</th><th>Peer</th><th>Connected</th><th>Last active</th><th>Groups</th><th><span class="visually-hidden">Actions</span></th></tr></thead>
           <tbody>
             ${conns.map(
@@ -81,13 +89,14 @@ export function Connections() {
                 </td>
               </tr>`,
             )}
-            ${conns.length === 0 && html`<tr><td colspan="7" class="muted">No open connections${endpoint || group ? ' match the filter' : ''}.</td></tr>`}
+            ${!current && html`<tr><td colspan="7" class="muted" role="status">Loading…</td></tr>`}
+            ${current && conns.length === 0 && html`<tr><td colspan="7" class="muted">No open connections${endpoint || group ? ' match the filter' : ''}.</td></tr>`}
           </tbody>
         </table>
       </div>
       <div class="buttons">
-        <button type="button" disabled=${cursors.length < 2} onClick=${() => setCursors(cursors.slice(0, -1))}>Previous page</button>
-        <button type="button" disabled=${!load.data.next} onClick=${() => setCursors([...cursors, load.data.next])}>Next page</button>
+        <button type="button" disabled=${cursors.length < 2 || busy} onClick=${() => setCursors(cursors.slice(0, -1))}>Previous page</button>
+        <button type="button" disabled=${!current || !load.data.next || busy} onClick=${() => setCursors([...cursors, load.data.next])}>Next page</button>
       </div>`}
     ${dialog && dialog.type === 'view' && html`<${ViewDialog} id=${dialog.id} onClose=${() => setDialog(null)} />`}
     ${dialog && dialog.type === 'send' && html`<${SendDialog} title=${dialog.title} path=${dialog.path} onClose=${() => setDialog(null)} />`}

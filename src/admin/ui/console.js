@@ -8,6 +8,8 @@ import { html, api, enc, useLoad, ErrorText, clockTime } from './api.js';
 import { listEntities } from './entities.js';
 
 const MAX_LINES = 500;
+const DRAW_MS = 100;
+const MAX_WAIT_MS = 1000;
 const DIR = {
   out: ['→', 'sent'],
   in: ['←', 'received'],
@@ -29,25 +31,67 @@ export function Console() {
   const [event, setEvent] = useState('');
   const [state, setState] = useState('Not connected.');
   const [open, setOpen] = useState(false);
-  const [lines, setLines] = useState([]);
   const [err, setErr] = useState(null);
   const ws = useRef(null);
   const logRef = useRef(null);
   const seq = useRef(0);
+  // The log is a plain array, drawn once messages pause for DRAW_MS, and
+  // during a stream at most every MAX_WAIT_MS (longer if a draw is slow):
+  // a burst of thousands of messages must cost a push each, not a
+  // re-render of 500 lines each, or the browser stops reading the socket
+  // and the gateway closes the console as a slow reader.
+  const lines = useRef([]);
+  const [drawn, setDrawn] = useState(0);
+  const pending = useRef({ timer: null, first: 0, last: 0, since: 0, cost: 0 });
 
   const names = ((endpoints.data && endpoints.data.items) || []).map((e) => e.name).sort();
   useEffect(() => {
     if (!endpoint && names.length) setEndpoint(names[0]);
   }, [endpoints.data]);
 
-  // Closing the view closes the socket.
-  useEffect(() => () => ws.current && ws.current.close(1000, 'console closed'), []);
+  // Closing the view closes the socket (and stops a pending redraw).
+  useEffect(
+    () => () => {
+      if (ws.current) ws.current.close(1000, 'console closed');
+      clearTimeout(pending.current.timer);
+    },
+    [],
+  );
   useEffect(() => {
-    if (logRef.current) logRef.current.scrollTop = logRef.current.scrollHeight;
-  }, [lines]);
+    if (logRef.current) logRef.current.scrollTop = logRef.current.scrollHeight; // lays out: part of the cost
+    const p = pending.current;
+    if (p.since) p.cost = performance.now() - p.since;
+    p.since = 0;
+  }, [drawn]);
 
-  const log = (dir, text) =>
-    setLines((ls) => [...ls.slice(-(MAX_LINES - 1)), { id: seq.current++, dir, text, t: Date.now() }]);
+  const flush = () => {
+    const p = pending.current;
+    const now = performance.now();
+    if (now - p.last < DRAW_MS && now - p.first < Math.max(MAX_WAIT_MS, 5 * p.cost)) {
+      p.timer = setTimeout(flush, DRAW_MS);
+      return;
+    }
+    p.timer = null;
+    p.since = now;
+    setDrawn((n) => n + 1);
+  };
+  const log = (dir, text) => {
+    const ls = lines.current;
+    ls.push({ id: seq.current++, dir, text, t: Date.now() });
+    // Trimmed in chunks, not one shift per message.
+    if (ls.length > 2 * MAX_LINES) ls.splice(0, ls.length - MAX_LINES);
+    const p = pending.current;
+    p.last = performance.now();
+    if (p.timer == null) {
+      p.first = p.last;
+      p.timer = setTimeout(flush, DRAW_MS);
+    }
+  };
+  const clear = () => {
+    lines.current = [];
+    setDrawn((n) => n + 1);
+  };
+  const shown = lines.current.length > MAX_LINES ? lines.current.slice(-MAX_LINES) : lines.current;
 
   const pathOf = async (name) => {
     const st = stats.data && (stats.data.endpoints || []).find((e) => e.name === name);
@@ -156,12 +200,12 @@ export function Console() {
         }}></textarea>
       <div class="buttons">
         <button type="submit" disabled=${!open}>Send</button>
-        <button type="button" onClick=${() => setLines([])}>Clear log</button>
+        <button type="button" onClick=${clear}>Clear log</button>
       </div>
     </form>
     <h2 id="console-log-title">Log</h2>
     <ol class="console-log" role="log" aria-labelledby="console-log-title" ref=${logRef}>
-      ${lines.map(
+      ${shown.map(
         (l) => html`<li key=${l.id} class=${l.dir}>
           <span class="t">${clockTime(l.t)}</span><span class="dir" aria-hidden="true">${DIR[l.dir][0]}</span><span class="visually-hidden">${DIR[l.dir][1]}: </span><span class="msg">${l.text}</span>
         </li>`,

@@ -5,10 +5,29 @@
 // cleared when the view goes away or is paused.
 
 import { useState, useEffect, useRef } from './vendor/hooks.module.js';
-import { html, api, ErrorText, num, ms, relTime, absTime } from './api.js';
+import { html, api, status, ErrorText, num, ms, relTime, absTime } from './api.js';
 import { LineChart } from './chart.js';
 
 const KEEP = 900;
+// Lines per chart: the gateway sends the 50 busiest names per sample.
+const MAX_SERIES = 50;
+
+/**
+ * The names a chart draws: those of the newest sample first (the busiest
+ * now), then those seen most recently before, up to MAX_SERIES; sorted so
+ * a name keeps its colour. Not the union of every name ever seen: when the
+ * busiest set moves across hundreds of services, that grows towards all of
+ * them, each redrawn every second.
+ */
+function chartNames(samples, group) {
+  const names = new Set();
+  for (let i = samples.length - 1; i >= 0 && names.size < MAX_SERIES; i--)
+    for (const n of Object.keys(samples[i][group])) {
+      if (names.size >= MAX_SERIES) break;
+      names.add(n);
+    }
+  return [...names].sort();
+}
 
 /** The answer's `series` as one object per sample (easy to append and trim). */
 function samplesOf(series) {
@@ -48,6 +67,12 @@ function useStats() {
     const c = ctl.current;
     c.timer = null;
     let delay = 2000;
+    // Behind the login form (a 401) the dashboard waits instead of asking
+    // again and again with a token the gateway refuses.
+    if (status.needLogin) {
+      if (!c.stopped && !c.paused) c.timer = setTimeout(tick, 1000);
+      return;
+    }
     try {
       const r = await api('GET', '/stats' + (c.since != null ? `?since=${c.since}` : ''));
       if (c.stopped) return;
@@ -125,8 +150,8 @@ export function Dashboard() {
   const services = stats ? [...(stats.services || [])].sort((a, b) => a.name.localeCompare(b.name)) : [];
   const endpoints = stats ? [...(stats.endpoints || [])].sort((a, b) => a.name.localeCompare(b.name)) : [];
   const t = samples.map((s) => s.t);
-  const svcNames = [...new Set(samples.flatMap((s) => Object.keys(s.s)))].sort();
-  const epNames = [...new Set(samples.flatMap((s) => Object.keys(s.e)))].sort();
+  const svcNames = chartNames(samples, 's');
+  const epNames = chartNames(samples, 'e');
   const bySvc = (metric) => svcNames.map((n) => ({ name: n, values: samples.map((s) => (s.s[n] ? s.s[n][metric] : null)) }));
   const byEp = (metric) => epNames.map((n) => ({ name: n, values: samples.map((s) => (s.e[n] ? s.e[n][metric] : null)) }));
   const k = stats && stats.kafka;

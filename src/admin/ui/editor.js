@@ -3,10 +3,13 @@
 // become fieldsets, scalars labelled inputs, arrays lists with Add/Remove.
 // "JSON" is a textarea with line numbers. Every input carries
 // data-pointer (its RFC 6901 pointer) so a 422 from the gateway, which names
-// the pointer, lands at the right input.
+// the pointer, lands at the right input. Values are read and written with
+// json.js, so a number a float64 cannot hold (a 64-bit id) is kept exactly.
 
+import { Component } from './vendor/preact.module.js';
 import { useState, useEffect, useRef } from './vendor/hooks.module.js';
 import { html, ApiError } from './api.js';
+import { parse, stringify, numberOf, isNumber, JsonNumber } from './json.js';
 
 // --- JSON pointers --------------------------------------------------------
 
@@ -36,7 +39,7 @@ function setAt(root, ptr, value) {
   return walk(root, 0);
 }
 
-const isObj = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
+const isObj = (v) => v !== null && typeof v === 'object' && !Array.isArray(v) && !(v instanceof JsonNumber);
 
 /** A DOM id made from a pointer (ids may not hold every character). */
 const idOf = (prefix, ptr) => prefix + ptr.replace(/[^A-Za-z0-9_-]/g, (c) => '_' + c.charCodeAt(0).toString(16));
@@ -69,26 +72,122 @@ export function jsonError(text) {
   }
 }
 
+// --- The form's rows ---------------------------------------------------------
+
+/**
+ * One value of the form (a scalar's row, or a list's or object's fieldset
+ * with its children). A row renders again only when its own value, place
+ * or the error map changed: an edit copies only the path down to the edited
+ * value (setAt), so a key typed into one field of a 15,000-line entity
+ * re-renders that path, not every row. Handlers reach the editor through
+ * `ctx.current` (a ref), so a row that did not render again never calls a
+ * stale one.
+ */
+class Node extends Component {
+  shouldComponentUpdate(p) {
+    const q = this.props;
+    return p.v !== q.v || p.ptr !== q.ptr || p.label !== q.label || p.errors !== q.errors || p.removable !== q.removable;
+  }
+
+  render({ label, v, ptr, removable, errors, ctx }) {
+    const update = (p, x) => ctx.current.update(p, x);
+    const onRemove = removable ? () => update(ptr, undefined) : null;
+    const err = errors[ptr];
+    if (!isObj(v) && !Array.isArray(v)) return scalar(label, v, ptr, onRemove, err, ctx);
+    const kids = Array.isArray(v)
+      ? v.map((item, i) => html`<${Node} key=${i} label=${`${label} [${i}]`} v=${item} ptr=${child(ptr, i)} removable errors=${errors} ctx=${ctx} />`)
+      : Object.keys(v).map((k) => html`<${Node} key=${k} label=${k} v=${v[k]} ptr=${child(ptr, k)} removable errors=${errors} ctx=${ctx} />`);
+    const add = () => {
+      const last = v[v.length - 1];
+      const blank = isObj(last) ? {} : isNumber(last) ? 0 : typeof last === 'boolean' ? false : '';
+      update(ptr, [...v, blank]);
+    };
+    return html`<fieldset data-pointer=${ptr} aria-describedby=${err ? idOf('e', ptr) : undefined}>
+      <legend>${label}</legend>
+      ${onRemove && html`<button type="button" class="small remove-set" aria-label=${'Remove ' + label} onClick=${onRemove}>Remove</button>`}
+      ${err && html`<p class="field-error" id=${idOf('e', ptr)}>${err}</p>`}
+      ${kids}
+      ${Array.isArray(v)
+        ? html`${v.length === 0 && html`<p class="muted">(empty list)</p>`}
+            <div><button type="button" class="small" aria-label=${'Add to ' + label} onClick=${add}>Add</button></div>`
+        : html`<${AddField} ptr=${ptr} obj=${v} onAdd=${(k, x) => update(child(ptr, k), x)} />`}
+    </fieldset>`;
+  }
+}
+
+function scalar(label, v, ptr, onRemove, err, ctx) {
+  const update = (x) => ctx.current.update(ptr, x);
+  const numeric = ctx.current.numeric; // pointers shown as number inputs, kept while emptied
+  const id = idOf('f', ptr);
+  const errId = idOf('e', ptr);
+  const common = {
+    id,
+    'data-pointer': ptr,
+    'aria-invalid': err ? 'true' : undefined,
+    'aria-describedby': err ? errId : undefined,
+  };
+  let input;
+  if (typeof v === 'boolean') {
+    input = html`<input type="checkbox" ...${common} checked=${v} onChange=${(e) => update(e.currentTarget.checked)} />`;
+  } else if (isNumber(v) || (v === '' && numeric.has(ptr))) {
+    numeric.add(ptr);
+    // The number's text, not a float64 of it: 1234567890123456789 stays so.
+    input = html`<input type="number" step="any" ...${common} value=${String(v)}
+      onInput=${(e) => {
+        const raw = e.currentTarget.value;
+        const n = raw === '' ? NaN : numberOf(raw);
+        update(Number.isNaN(Number(n)) ? '' : n);
+      }} />`;
+  } else {
+    input = html`<input type="text" ...${common} value=${v == null ? '' : v} placeholder=${v === null ? 'null' : undefined}
+      spellcheck=${false} autocomplete="off" onInput=${(e) => update(e.currentTarget.value)} />`;
+  }
+  return html`<div class="field">
+    <label for=${id}>${label}</label>
+    ${input}
+    ${onRemove && html`<button type="button" class="small" aria-label=${'Remove ' + label} onClick=${onRemove}>Remove</button>`}
+    ${err && html`<p class="field-error" id=${errId}>${err}</p>`}
+  </div>`;
+}
+
+/** The JSON view's line numbers: 15,000 of them are not redrawn per key. */
+class Gutter extends Component {
+  shouldComponentUpdate(p) {
+    return p.lines !== this.props.lines || p.bad !== this.props.bad;
+  }
+  render({ lines, bad, gutterRef }) {
+    return html`<pre class="gutter" aria-hidden="true" ref=${gutterRef}>${Array.from(
+      { length: lines },
+      (_, i) => html`<span class=${i + 1 === bad ? 'bad' : undefined}>${i + 1}</span>`,
+    )}</pre>`;
+  }
+}
+
 // --- The editor -------------------------------------------------------------
 
 /**
- * props: initial (object), legend (root fieldset's legend), save(value,
- * comment) → promise of a success message (string or {text, version}),
- * before (extra controls above, e.g. the name of a new entity).
+ * props: initial (a value parsed by json.js: big numbers stay exact),
+ * legend (root fieldset's legend), save(value, comment) → promise of a
+ * success message (string or {text, version}), before (extra controls
+ * above, e.g. the name of a new entity), conflict(error, retry) → what to
+ * show when the gateway answers 412 (the entity changed since it was
+ * loaded; `retry` saves again).
  */
-export function Editor({ initial, legend, save, before }) {
+export function Editor({ initial, legend, save, before, conflict }) {
   const [mode, setMode] = useState('form');
   const [value, setValue] = useState(initial);
-  const [text, setText] = useState(() => JSON.stringify(initial, null, 2));
+  const [text, setText] = useState(() => stringify(initial, 2));
   const [textError, setTextError] = useState(null);
-  const [comment, setComment] = useState('');
   const [busy, setBusy] = useState(false);
-  const [top, setTop] = useState(null); // {message, pointer?} refused by the gateway or local
+  const [top, setTop] = useState(null); // {message, pointer?} refused by the gateway or local; {conflict}
   const [fieldErrors, setFieldErrors] = useState({});
   const [saved, setSaved] = useState(null);
   const [focusPtr, setFocusPtr] = useState(null);
   const formRef = useRef(null);
-  const numeric = useRef(new Set()); // pointers shown as number inputs, kept while emptied
+  // The comment is an uncontrolled input read at save time: a key typed
+  // into it must not re-render the editor (and a large form with it).
+  const commentRef = useRef(null);
+  const ctx = useRef({ numeric: new Set() });
 
   useEffect(() => {
     if (focusPtr == null || !formRef.current) return;
@@ -100,7 +199,7 @@ export function Editor({ initial, legend, save, before }) {
   }, [focusPtr]);
 
   const toJson = () => {
-    setText(JSON.stringify(value, null, 2));
+    setText(stringify(value, 2));
     setTextError(null);
     setMode('json');
   };
@@ -110,7 +209,7 @@ export function Editor({ initial, legend, save, before }) {
       setTextError(err);
       return;
     }
-    const v = JSON.parse(text);
+    const v = parse(text);
     if (!isObj(v)) {
       setTextError({ message: 'The top level must be a JSON object ({…}).', line: 1 });
       return;
@@ -120,7 +219,7 @@ export function Editor({ initial, legend, save, before }) {
     setMode('form');
   };
 
-  const update = (ptr, v) => {
+  ctx.current.update = (ptr, v) => {
     setValue((old) => setAt(old, ptr, v));
     setSaved(null);
     // An edit inside a refused field (or list/object) clears its message.
@@ -133,7 +232,7 @@ export function Editor({ initial, legend, save, before }) {
   };
 
   const submit = async (e) => {
-    e.preventDefault();
+    if (e) e.preventDefault();
     let body = value;
     if (mode === 'json') {
       const err = jsonError(text);
@@ -142,16 +241,16 @@ export function Editor({ initial, legend, save, before }) {
         setTop({ message: 'The JSON does not parse; nothing was sent.', local: true });
         return;
       }
-      body = JSON.parse(text);
+      body = parse(text);
     }
     setBusy(true);
     setTop(null);
     setFieldErrors({});
     setSaved(null);
     try {
-      const msg = await save(body, comment.trim());
+      const msg = await save(body, commentRef.current ? commentRef.current.value.trim() : '');
       setSaved(typeof msg === 'string' ? { text: msg } : msg);
-      setComment('');
+      if (commentRef.current) commentRef.current.value = '';
     } catch (err) {
       if (err instanceof ApiError && err.status === 422 && err.pointer !== undefined) {
         const p = err.pointer || '';
@@ -173,6 +272,11 @@ export function Editor({ initial, legend, save, before }) {
         } else {
           setTop({ message: err.message, pointer: p });
         }
+      } else if (err instanceof ApiError && err.status === 412 && conflict) {
+        setTop({ conflict: err });
+      } else if (err instanceof ApiError && err.status === 401) {
+        // The login form now covers the editor, which stays as it is.
+        setTop({ message: 'Not saved: the gateway asked for the admin token (401). Your edit and comment are kept: save again once signed in.', local: true });
       } else {
         // Not a validation answer: unreachable, 404, 5xx, or a local check.
         setTop({ message: `Not saved: ${err.message || String(err)}`, local: true });
@@ -181,79 +285,6 @@ export function Editor({ initial, legend, save, before }) {
       setBusy(false);
     }
   };
-
-  // Rendering of the form, recursively. `label` is the key (or "key [i]").
-  const renderScalar = (label, v, ptr, onRemove) => {
-    const id = idOf('f', ptr);
-    const errId = idOf('e', ptr);
-    const err = fieldErrors[ptr];
-    const common = {
-      id,
-      'data-pointer': ptr,
-      'aria-invalid': err ? 'true' : undefined,
-      'aria-describedby': err ? errId : undefined,
-    };
-    let input;
-    if (typeof v === 'boolean') {
-      input = html`<input type="checkbox" ...${common} checked=${v} onChange=${(e) => update(ptr, e.currentTarget.checked)} />`;
-    } else if (typeof v === 'number' || (v === '' && numeric.current.has(ptr))) {
-      numeric.current.add(ptr);
-      input = html`<input type="number" step="any" ...${common} value=${v}
-        onInput=${(e) => {
-          const raw = e.currentTarget.value;
-          const n = Number(raw);
-          update(ptr, raw === '' || Number.isNaN(n) ? '' : n);
-        }} />`;
-    } else {
-      input = html`<input type="text" ...${common} value=${v == null ? '' : v} placeholder=${v === null ? 'null' : undefined}
-        spellcheck=${false} autocomplete="off" onInput=${(e) => update(ptr, e.currentTarget.value)} />`;
-    }
-    return html`<div class="field" key=${ptr}>
-      <label for=${id}>${label}</label>
-      ${input}
-      ${onRemove && html`<button type="button" class="small" aria-label=${'Remove ' + label} onClick=${onRemove}>Remove</button>`}
-      ${err && html`<p class="field-error" id=${errId}>${err}</p>`}
-    </div>`;
-  };
-
-  const renderValue = (label, v, ptr, onRemove) => {
-    if (isObj(v)) return renderObject(label, v, ptr, onRemove);
-    if (Array.isArray(v)) return renderArray(label, v, ptr, onRemove);
-    return renderScalar(label, v, ptr, onRemove);
-  };
-
-  const setError = (ptr) => fieldErrors[ptr] && html`<p class="field-error" id=${idOf('e', ptr)}>${fieldErrors[ptr]}</p>`;
-
-  const removeButton = (label, onRemove) =>
-    onRemove &&
-    html`<button type="button" class="small remove-set" aria-label=${'Remove ' + label} onClick=${onRemove}>Remove</button>`;
-
-  const renderArray = (label, arr, ptr, onRemove) => {
-    const add = () => {
-      const last = arr[arr.length - 1];
-      const blank = isObj(last) ? {} : typeof last === 'number' ? 0 : typeof last === 'boolean' ? false : '';
-      update(ptr, [...arr, blank]);
-    };
-    return html`<fieldset key=${ptr} data-pointer=${ptr} aria-describedby=${fieldErrors[ptr] ? idOf('e', ptr) : undefined}>
-      <legend>${label}</legend>
-      ${removeButton(label, onRemove)}
-      ${setError(ptr)}
-      ${arr.map((item, i) =>
-        renderValue(`${label} [${i}]`, item, child(ptr, i), () => update(ptr, arr.filter((_, j) => j !== i))),
-      )}
-      ${arr.length === 0 && html`<p class="muted">(empty list)</p>`}
-      <div><button type="button" class="small" aria-label=${'Add to ' + label} onClick=${add}>Add</button></div>
-    </fieldset>`;
-  };
-
-  const renderObject = (label, obj, ptr, onRemove) => html`<fieldset key=${ptr} data-pointer=${ptr}
-    aria-describedby=${fieldErrors[ptr] ? idOf('e', ptr) : undefined}>
-    <legend>${label}</legend>
-    ${removeButton(label, onRemove)}
-    ${setError(ptr)}
-    ${Object.keys(obj).map((k) => renderValue(k, obj[k], child(ptr, k), () => update(child(ptr, k), undefined)))}
-    <${AddField} ptr=${ptr} obj=${obj} onAdd=${(k, v) => update(child(ptr, k), v)} />
-  </fieldset>`;
 
   const lines = text.split('\n').length;
   const gutter = useRef(null);
@@ -265,19 +296,18 @@ export function Editor({ initial, legend, save, before }) {
       <button type="button" aria-pressed=${mode === 'form' ? 'true' : 'false'} onClick=${() => mode !== 'form' && toForm()}>Form</button>
       <button type="button" aria-pressed=${mode === 'json' ? 'true' : 'false'} onClick=${() => mode !== 'json' && toJson()}>JSON</button>
     </div>
+    ${top && top.conflict && conflict(top.conflict, () => submit())}
     ${top &&
+    !top.conflict &&
     html`<div class="error-box" role="alert">
       ${top.local ? '' : 'The gateway refused this: '}${top.message}${top.pointer !== undefined && html` (at ${top.pointer === '' ? 'the top level' : html`<code>${top.pointer}</code>`})`}
     </div>`}
     ${mode === 'form'
-      ? html`<div ref=${formRef}>${renderObject(legend, value, '', null)}</div>`
+      ? html`<div ref=${formRef}><${Node} label=${legend} v=${value} ptr="" errors=${fieldErrors} ctx=${ctx} /></div>`
       : html`<div class="stack-wide">
           <label for="json-text">JSON</label>
           <div class="json-box">
-            <pre class="gutter" aria-hidden="true" ref=${gutter}>${Array.from(
-              { length: lines },
-              (_, i) => html`<span class=${i + 1 === errLine ? 'bad' : undefined}>${i + 1}</span>`,
-            )}</pre>
+            <${Gutter} lines=${lines} bad=${errLine} gutterRef=${gutter} />
             <textarea id="json-text" class="code" spellcheck=${false} value=${text}
               aria-invalid=${textError ? 'true' : undefined} aria-describedby=${textError ? 'json-error' : undefined}
               onInput=${(e) => {
@@ -293,8 +323,7 @@ export function Editor({ initial, legend, save, before }) {
         </div>`}
     <div class="comment-row stack">
       <label for="editor-comment">Comment</label>
-      <input id="editor-comment" type="text" value=${comment} maxlength="1024" placeholder="why this change (optional)"
-        onInput=${(e) => setComment(e.currentTarget.value)} />
+      <input id="editor-comment" ref=${commentRef} type="text" maxlength="1024" placeholder="why this change (optional)" />
     </div>
     <div class="buttons">
       <button type="submit" class="primary" disabled=${busy}>${busy ? 'Saving…' : 'Save and apply'}</button>
@@ -317,7 +346,7 @@ function AddField({ ptr, obj, onAdd }) {
     if (Object.prototype.hasOwnProperty.call(obj, k)) return setErr(`"${k}" is already there.`);
     let v = val.trim();
     try {
-      v = v === '' ? '' : JSON.parse(v);
+      v = v === '' ? '' : parse(v);
     } catch {
       /* not JSON: taken as a string, so `5s` needs no quotes */
     }

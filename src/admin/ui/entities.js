@@ -2,10 +2,10 @@
 // a new entity (editor with a name), and one entity's page with tabs
 // (Edit, Versions, Instances for services, Keys for consumers) and Delete.
 
-import { useState } from './vendor/hooks.module.js';
+import { useState, useRef } from './vendor/hooks.module.js';
 import { html, api, enc, useLoad, LoadState, ErrorText, Confirm, Time, singular, flash } from './api.js';
 import { Editor } from './editor.js';
-import { Versions } from './versions.js';
+import { Versions, DiffTable } from './versions.js';
 import { Keys } from './consumers.js';
 
 const TITLES = { services: 'Services', endpoints: 'Endpoints', consumers: 'Consumers' };
@@ -105,7 +105,17 @@ export function EntityNew({ kind }) {
     setNameErr(null);
     // The endpoint template's path says NAME until the name is known.
     if (kind === 'endpoints' && value.path === '/ws/NAME') value = { ...value, path: '/ws/' + n };
-    const r = await api('PUT', `/${kind}/${enc(n)}`, { body: value, comment });
+    let r;
+    try {
+      // Create-only: should the name appear between the look above and this
+      // save (another operator), the gateway refuses with 412.
+      r = await api('PUT', `/${kind}/${enc(n)}`, { body: value, comment, headers: { 'If-None-Match': '*' } });
+    } catch (e) {
+      if (e.status !== 412) throw e;
+      const m = `A ${one} named "${n}" was just created by someone else: open it to edit it.`;
+      setNameErr(m);
+      throw new Error(m);
+    }
     const msg = appliedText(kind, n, r);
     const route = `#/${kind}/${enc(n)}`;
     flash(msg.text, route, msg.version);
@@ -127,10 +137,52 @@ export function EntityNew({ kind }) {
   </section>`;
 }
 
+/**
+ * The words and choices when a save is refused with 412: the entity changed
+ * since the editor loaded version `from` (another tab or operator). Nothing
+ * was applied and the edit stays in the editor; the operator can see what
+ * changed, load the new version, or knowingly save over it.
+ */
+function Conflict({ kind, name, from, now, onLoad, onOverwrite }) {
+  const [show, setShow] = useState(false);
+  const one = singular(kind);
+  return html`<div class="error-box conflict" role="alert">
+      <p>Not saved: ${one} ${name} was changed by someone else (another operator or tab) since this editor loaded
+        version ${from}; ${now != null ? `version ${now} is active now` : 'it has been deleted since'}.
+        Nothing was applied, and your edit is still here.</p>
+      <div class="buttons">
+        ${now != null &&
+        html`<button type="button" aria-expanded=${show ? 'true' : 'false'} onClick=${() => setShow(!show)}>
+          ${show ? 'Hide' : 'Show'} what changed (version ${from} → ${now})</button>`}
+        ${now != null && html`<button type="button" onClick=${onLoad}>Load version ${now} (drops your edit)</button>`}
+        <button type="button" class="danger" onClick=${onOverwrite}>
+          ${now != null ? `Save my edit over version ${now}` : `Save my edit (creates ${name} again)`}</button>
+      </div>
+    </div>
+    ${show && html`<${DiffTable} kind=${kind} name=${name} from=${from} to=${now} />`}`;
+}
+
 export function EntityDetail({ kind, name, tab }) {
   const one = singular(kind);
-  const load = useLoad(() => api('GET', `/${kind}/${enc(name)}`), [kind, name]);
+  // Lossless: the editor must get back the numbers the gateway holds.
+  const load = useLoad(() => api('GET', `/${kind}/${enc(name)}`, { lossless: true }), [kind, name]);
   const [version, setVersion] = useState(null);
+  // The version the editor's content comes from, sent as If-Match so a save
+  // from an editor opened before someone else's save is refused (412)
+  // instead of silently reverting it. 'absent': the entity was deleted in
+  // the meantime, and a save may only create it again (If-None-Match: *).
+  const basis = useRef(undefined);
+  const loaded = useRef(null);
+  if (load.data && loaded.current !== load.data) {
+    loaded.current = load.data;
+    basis.current = load.data.version;
+  }
+  const precondition = () =>
+    basis.current === 'absent'
+      ? { 'If-None-Match': '*' }
+      : basis.current != null
+        ? { 'If-Match': `"${basis.current}"` }
+        : undefined;
   const [confirmDelete, setConfirmDelete] = useState(false);
   const base = `#/${kind}/${enc(name)}`;
   const tabs = [
@@ -143,13 +195,37 @@ export function EntityDetail({ kind, name, tab }) {
   const shownVersion = version ?? (load.data && load.data.version);
 
   const save = async (value, comment) => {
-    const r = await api('PUT', `/${kind}/${enc(name)}`, { body: value, comment });
+    const r = await api('PUT', `/${kind}/${enc(name)}`, { body: value, comment, headers: precondition() });
     const msg = appliedText(kind, name, r);
-    if (msg.version != null) setVersion(msg.version);
+    if (msg.version != null) {
+      setVersion(msg.version);
+      basis.current = msg.version;
+    }
     return msg;
   };
+  const conflict = (err, retry) => {
+    const now = err.body && typeof err.body === 'object' && err.body.version != null ? err.body.version : null;
+    return html`<${Conflict} kind=${kind} name=${name} from=${basis.current} now=${now}
+      onLoad=${() => {
+        setVersion(null);
+        load.reload();
+      }}
+      onOverwrite=${() => {
+        basis.current = now != null ? now : 'absent';
+        retry();
+      }} />`;
+  };
   const del = async () => {
-    const r = await api('DELETE', `/${kind}/${enc(name)}`);
+    // Deletes the version this page shows, not one saved since elsewhere.
+    const headers = typeof basis.current === 'number' ? { 'If-Match': `"${basis.current}"` } : undefined;
+    let r;
+    try {
+      r = await api('DELETE', `/${kind}/${enc(name)}`, { headers });
+    } catch (e) {
+      if (e.status !== 412) throw e;
+      const now = e.body && e.body.version != null ? `version ${e.body.version} is active now` : 'it is gone already';
+      throw new Error(`Not deleted: ${one} ${name} was changed by someone else since this page loaded version ${basis.current} (${now}). Reload the page to see it.`);
+    }
     const v = appliedText(kind, name, r).version;
     flash(`Deleted ${one} ${name}${v != null ? ` (recorded as version ${v})` : ''}.`, '#/' + kind, v);
     location.hash = '#/' + kind;
@@ -165,7 +241,10 @@ export function EntityDetail({ kind, name, tab }) {
       <p><a href=${`#/${kind}/+new`}>Create a new ${one}</a></p>`;
   else if (load.error) body = html`<${ErrorText} error=${load.error} />`;
   else if (!load.data) body = html`<p class="muted" role="status">Loading ${one} ${name}…</p>`;
-  else body = html`<${Editor} initial=${load.data.content} legend=${`${one} ${name}`} save=${save} />`;
+  // Keyed by the loaded version: "Load version N" after a conflict starts a fresh editor.
+  else
+    body = html`<${Editor} key=${load.data.version} initial=${load.data.content} legend=${`${one} ${name}`} save=${save}
+      conflict=${conflict} />`;
 
   return html`<section>
     <p><a href=${'#/' + kind}>← ${TITLES[kind]}</a></p>

@@ -5,10 +5,15 @@
 import { useState, useRef } from './vendor/hooks.module.js';
 import { html, api, ErrorText, Confirm, ApiError } from './api.js';
 import { jsonError } from './editor.js';
+import { parse, same as sameValue } from './json.js';
 
 const KINDS = ['services', 'endpoints', 'consumers'];
 
-/** Per kind: names added, removed and changed by `doc` compared with `current`. */
+/**
+ * Per kind: names added, removed and changed by `doc` compared with
+ * `current` (both parsed with json.js, compared exactly: a 64-bit id that
+ * differs in its last digit is a change).
+ */
 export function changesOf(current, doc) {
   const out = {};
   for (const k of KINDS) {
@@ -16,7 +21,7 @@ export function changesOf(current, doc) {
     const next = (doc && typeof doc[k] === 'object' && doc[k]) || {};
     const added = Object.keys(next).filter((n) => !(n in cur));
     const removed = Object.keys(cur).filter((n) => !(n in next));
-    const changed = Object.keys(next).filter((n) => n in cur && JSON.stringify(cur[n]) !== JSON.stringify(next[n]));
+    const changed = Object.keys(next).filter((n) => n in cur && !sameValue(cur[n], next[n]));
     const same = Object.keys(next).length - added.length - changed.length;
     out[k] = { added: added.sort(), removed: removed.sort(), changed: changed.sort(), same };
   }
@@ -30,10 +35,12 @@ function Download() {
     setError(null);
     setState('Preparing…');
     try {
-      const [doc, ready] = await Promise.all([api('GET', '/config/export'), api('GET', '/readyz').catch(() => null)]);
+      // The gateway's own text, saved as it came: never parsed and written
+      // again (a float64 would round its 64-bit integers).
+      const [text, ready] = await Promise.all([api('GET', '/config/export', { text: true }), api('GET', '/readyz').catch(() => null)]);
       const version = (ready && ready.config_version) ?? 'current';
       const name = `wasp-config-${version}.json`;
-      const url = URL.createObjectURL(new Blob([JSON.stringify(doc, null, 2) + '\n'], { type: 'application/json' }));
+      const url = URL.createObjectURL(new Blob([text], { type: 'application/json' }));
       const a = document.createElement('a');
       a.href = url;
       a.download = name;
@@ -84,7 +91,7 @@ function Import() {
       setParseErr(perr);
       return;
     }
-    const doc = JSON.parse(text);
+    const doc = parse(text);
     setFile({ name: f.name, text, doc });
     setCheck({ pending: true });
     try {
@@ -94,7 +101,7 @@ function Import() {
       setCheck({ error: x });
     }
     try {
-      setChanges(changesOf(await api('GET', '/config/export'), doc));
+      setChanges(changesOf(await api('GET', '/config/export', { lossless: true }), doc));
     } catch (x) {
       setError(x);
     }
@@ -104,7 +111,7 @@ function Import() {
     const r = await api('POST', '/config/import', { body: file.text, comment: comment.trim() });
     const n = (r.applied || []).length;
     setDone(`Import applied: ${n} change${n === 1 ? '' : 's'}${r.snapshot_version != null ? `, configuration version ${r.snapshot_version}` : ''}.`);
-    setChanges(changesOf(await api('GET', '/config/export').catch(() => file.doc), file.doc));
+    setChanges(changesOf(await api('GET', '/config/export', { lossless: true }).catch(() => file.doc), file.doc));
   };
 
   const total = changes ? KINDS.reduce((s, k) => s + changes[k].added.length + changes[k].removed.length + changes[k].changed.length, 0) : 0;

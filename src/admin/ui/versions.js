@@ -56,7 +56,8 @@ function Side({ cell, mark, cls }) {
     <td class=${changed ? cls : ''}>${cell.text}</td>`;
 }
 
-function DiffTable({ kind, name, from, to }) {
+/** The gateway's diff of two versions, side by side. */
+export function DiffTable({ kind, name, from, to }) {
   const load = useLoad(() => api('GET', `/${kind}/${enc(name)}/diff?from=${from}&to=${to}`), [kind, name, from, to]);
   if (!load.data) return html`<${LoadState} load=${load} what="the diff" />`;
   const rows = diffRows(load.data.diff || '');
