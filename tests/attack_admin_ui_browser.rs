@@ -196,9 +196,9 @@ fn the_new_service_form_does_not_replace_a_live_service() {
 /// Two operators (two tabs) edit one service. B changes the instances and
 /// saves; A, whose editor still holds the older version, changes only the
 /// timeout and saves. B's instances must not silently go back (a save from a
-/// stale editor is refused, or at least asked about).
+/// stale editor is refused, or at least asked about). Found open; fixed: the
+/// editor sends `If-Match` with the version it loaded and says so on `412`.
 #[test]
-#[ignore = "open finding: no expected-version precondition on PUT"]
 fn a_stale_editor_does_not_revert_a_newer_version() {
     let a = Origin::start(|_| Reply::Raw(ok_response(b"A")));
     let b = Origin::start(|_| Reply::Raw(ok_response(b"B")));
@@ -217,10 +217,10 @@ fn a_stale_editor_does_not_revert_a_newer_version() {
 
 /// Editing the timeout of a service must leave the rest of its content as
 /// it was. A mock answering `{"id": 1234567890123456789}` goes through
-/// JavaScript numbers in the editor and comes back as 1234567890123456800:
-/// the mock's clients get another id after an unrelated edit.
+/// JavaScript numbers in the editor and came back as 1234567890123456800:
+/// the mock's clients got another id after an unrelated edit. Fixed: the
+/// UI reads and writes configuration with its own lossless JSON (`json.js`).
 #[test]
-#[ignore = "open finding: integers above 2^53 rewritten by the UI's JSON.parse"]
 fn editing_one_field_keeps_big_integers_elsewhere() {
     let gw = gateway("[server]\nworkers = 1\n");
     put(&gw, "/services/orders", &mock_with_big_id());
@@ -244,11 +244,11 @@ fn editing_one_field_keeps_big_integers_elsewhere() {
     assert_eq!(out["json_shows_exact"], true, "the JSON view shows another number than the gateway holds: {out}");
 }
 
-/// "Download export" must save the gateway's export. It re-serialises the
-/// document through JavaScript numbers, so the file holds another id than
-/// the gateway, and importing it back (GitOps) changes the mock.
+/// "Download export" must save the gateway's export. It re-serialised the
+/// document through JavaScript numbers, so the file held another id than
+/// the gateway, and importing it back (GitOps) changed the mock. Fixed: the
+/// gateway's text is saved as it came.
 #[test]
-#[ignore = "open finding: export re-serialised by the UI (big integers)"]
 fn the_downloaded_export_is_the_gateways_export() {
     let gw = gateway("[server]\nworkers = 1\n");
     put(&gw, "/services/orders", &mock_with_big_id());
@@ -264,10 +264,9 @@ fn the_downloaded_export_is_the_gateways_export() {
 }
 
 /// The import preview ("what it changes") must see a change the import will
-/// apply. A file whose only change is a 64-bit id is previewed as "Nothing:
-/// the file matches what is active", then applied as a change.
+/// apply. A file whose only change is a 64-bit id was previewed as "Nothing:
+/// the file matches what is active", then applied as a change (fixed).
 #[test]
-#[ignore = "open finding: import preview loses big integers"]
 fn the_import_preview_sees_a_changed_big_integer() {
     let gw = gateway("[server]\nworkers = 1\n");
     put(&gw, "/services/orders", &mock_with_big_id());
@@ -286,10 +285,9 @@ fn the_import_preview_sees_a_changed_big_integer() {
 
 /// An edit in progress survives a 401 (the gateway restarted with another
 /// token, or the token was rotated): after signing in again the typed value
-/// and comment are still there to save. Today the login form replaces the
-/// view and the edit is gone.
+/// and comment are still there to save. The login form replaced the view
+/// and the edit was gone; now it covers the view, which stays mounted.
 #[test]
-#[ignore = "open finding: a 401 discards the edit in progress"]
 fn an_edit_survives_a_401_and_signing_in_again() {
     let gw = gateway("[server]\nworkers = 1\n");
     put(&gw, "/services/shop", &json!({ "instances": [], "timeout": "5s" }));
@@ -329,7 +327,6 @@ fn dot_names_are_refused_by_the_form() {
 /// wrong token: the form must say it was refused, not that the gateway did
 /// not answer, and no "Cannot reach the gateway" banner may appear.
 #[test]
-#[ignore = "open finding: a non-Latin-1 token is reported as the gateway down"]
 fn a_non_latin1_token_is_said_refused_not_unreachable() {
     let gw = gateway("[server]\nworkers = 1\n");
     let out = run("non_latin1_token", &ui(&gw), Some(TOKEN), json!({ "token": "wrong-tökén-€-0123456789" }), || {});
@@ -353,11 +350,11 @@ fn an_import_over_the_body_limit_is_said_too_large() {
 
 /// The gateway sends at most 50 series per `/stats` answer (the busiest),
 /// so a dashboard stays readable and cheap with many services. The page
-/// keeps the union of every name it has seen: while the busiest set moves
-/// (load shifting between 200 services), the charts grow past 50 lines and
-/// legend entries, towards every service, each redrawn every second.
+/// kept the union of every name it had seen: while the busiest set moves
+/// (load shifting between 200 services), the charts grew past 50 lines and
+/// legend entries, towards every service, each redrawn every second. Now
+/// the charts draw the 50 names seen most recently.
 #[test]
-#[ignore = "open finding: the page keeps every series name it ever saw"]
 fn dashboard_series_stay_bounded_while_the_busiest_change() {
     let origin = Origin::start(|_| Reply::Raw(ok_response(b"ok")));
     let gw = gateway("[server]\nworkers = 2\n");
@@ -509,14 +506,19 @@ fn a_console_flood_keeps_the_page_responsive() {
 }
 
 /// A burst a plain client takes in stride (3,000 pushes of 4 KiB on one
-/// endpoint) gets the test console closed by the gateway as a slow reader
-/// (1013): the console re-renders its whole 500-line log once per message
-/// (a few ms each), so it reads at about 150 messages a second; Chrome's
-/// flow control then stops reading the socket, the gateway's send queue
-/// fills, and the operator's console is cut off from the very traffic it
-/// was opened to watch.
+/// endpoint) got the test console closed by the gateway as a slow reader
+/// (1013): the console re-rendered its whole 500-line log once per message
+/// (a few ms each), so it read at about 150 messages a second; Chrome's
+/// flow control then stopped reading the socket, the gateway's send queue
+/// filled, and the operator's console was cut off from the very traffic it
+/// was opened to watch. Now messages are collected and the log drawn when
+/// they pause (at least once a second during a stream): no long task in the
+/// page during the burst. Still timing-bound here: at the fastest push
+/// rates (3,000 in about 0.35 s) Chrome on this 2-core box is closed now
+/// and then even when the page does nothing per message, and the plain
+/// client is sometimes closed too (about 1 run in 8 fails either way).
 #[test]
-#[ignore = "open finding: the console re-renders its log per message"]
+#[ignore = "timing-bound on a shared 2-core box (fails about 1 run in 8 even with a page that does nothing per message): run by hand"]
 fn the_console_keeps_up_with_a_burst_a_plain_client_takes() {
     let gw = echo_gateway();
     let (admin, public) = (gw.admin, gw.public);
@@ -598,11 +600,11 @@ fn a_slow_reader_gets_no_data_frame_after_the_close() {
 /// A version of 15,000 lines (a mock's JSON array; the diff's cap is
 /// 20,000): the diff shows within 10 s, the edit form within 10 s, and a key
 /// typed into the Comment field shows within 100 ms (the usual budget for
-/// answering input). Every key re-renders the whole generated form (every
-/// field is state of one `Editor`), so typing a comment lags with the
-/// entity's size.
+/// answering input). Every key re-rendered the whole generated form (every
+/// field was state of one `Editor`), so typing a comment lagged with the
+/// entity's size. Now the comment is an input of its own and form rows
+/// render again only when their value changes.
 #[test]
-#[ignore = "open finding: typing rebuilds the whole generated form"]
 fn a_large_version_diff_and_form_stay_usable() {
     let gw = gateway("[server]\nworkers = 1\n");
     let doc = |k: u64| {
@@ -638,13 +640,12 @@ fn many_connections_page_through() {
 }
 
 /// With a gateway that answers the list slowly (1.5 s), the Connections
-/// view shows the previous page's rows under the next page's caption while
-/// it waits (it says nothing about loading), and Next stays enabled with the
-/// old page's cursor: two quick clicks give a "Page 4" that repeats page 3.
-/// The caption must describe the rows on screen, or the rows must go while
-/// the next page loads.
+/// view showed the previous page's rows under the next page's caption while
+/// it waited (it said nothing about loading), and Next stayed enabled with
+/// the old page's cursor: two quick clicks gave a "Page 4" that repeated
+/// page 3. The caption must describe the rows on screen, or the rows must go
+/// while the next page loads (now: "Loading page N…", Next and Previous off).
 #[test]
-#[ignore = "open finding: no loading state while paging connections"]
 fn the_connections_caption_describes_the_rows_shown() {
     let gw = echo_gateway();
     let clients: Vec<WsClient> = (0..120).map(|_| WsClient::connect(gw.public, "/ws/echo")).collect();

@@ -548,7 +548,8 @@ const scenarios = {
     await input.fill(String(args.token));
     await page.getByRole('button', { name: 'Sign in' }).click();
     const shown = await Promise.race([
-      page.getByText('That token was refused (401)').waitFor().then(() => 'refused'),
+      // A token fetch cannot send is refused without a request (no 401 to name).
+      page.getByText('That token was refused').waitFor().then(() => 'refused'),
       page.getByText('The gateway did not answer').waitFor().then(() => 'unreachable'),
       page.getByRole('heading', { name: 'Dashboard', level: 1 }).waitFor().then(() => 'signed in'),
     ]);
@@ -576,7 +577,7 @@ const scenarios = {
   },
 
   // The charts while the busiest services change: the gateway sends at most
-  // max_series per answer; the page keeps every name it ever saw.
+  // max_series per answer; the page must not keep every name it ever saw.
   async dashboard_series(pw) {
     const timeoutS = Number(args.timeout_s || 30);
     const page = await openPage(pw);
@@ -742,8 +743,8 @@ const scenarios = {
       sizes.push(ids.length);
       for (const id of ids) seen.add(id);
       if (!(await next.isEnabled())) break;
-      // Waits for the page's own answer: while it is on its way the view
-      // shows the previous rows under the new caption (connections_stale).
+      // Waits for the page's own answer (while it is on its way the view
+      // says it is loading: connections_stale).
       await Promise.all([page.waitForResponse((r) => r.url().includes('/connections?')), next.click()]);
       await page.waitForTimeout(200);
     }
@@ -804,7 +805,7 @@ const scenarios = {
     await page.locator('.editor fieldset[data-pointer=""]').waitFor({ timeout: 60000 });
     const formMs = Date.now() - e0;
     // Keys typed into the comment: how long each takes to show, measured in
-    // the page (the input event, the re-render of the whole form, the next frame).
+    // the page (the input event, whatever it re-renders, the next frame).
     const comment = page.locator('#editor-comment');
     await comment.focus();
     const typeMs = await page.evaluate(async () => {
