@@ -11,6 +11,8 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 const TOKEN: &str = "ui-admin-token-0123456789";
+/// A save comment with Latin-1, other scripts and an emoji.
+const COMMENT: &str = "café für Zoë — 新しい版 ✓ 🚀";
 
 fn ui(gw: &Gateway) -> String {
     format!("http://{}/ui/", gw.admin)
@@ -53,13 +55,16 @@ fn create_a_service_and_see_it_route() {
         "create_service",
         &ui(&gw),
         Some(TOKEN),
-        json!({ "name": "fresh", "instance": origin.addr.to_string() }),
+        json!({ "name": "fresh", "instance": origin.addr.to_string(), "comment": COMMENT }),
         || {},
     );
     assert_eq!(out["version"], 1, "{out}");
     assert_eq!(http_get(gw.public, "/fresh/x").text(), "made in the browser");
     let (_, v) = api(&gw, "GET", "/services/fresh/versions", "");
     assert_eq!(v["versions"][0]["author"], "ui", "{v}");
+    // A comment in any language arrives as typed (fetch cannot send it as
+    // text above U+00FF; the UI sends its UTF-8 bytes).
+    assert_eq!(v["versions"][0]["comment"], COMMENT, "{v}");
 }
 
 #[test]

@@ -184,7 +184,7 @@ const scenarios = {
     await page.getByLabel('Name', { exact: true }).fill(args.name);
     const inst = page.locator('input[data-pointer="/instances/0"]');
     await inst.fill(args.instance);
-    await page.getByLabel('Comment').fill('created by the UI test');
+    await page.getByLabel('Comment').fill(args.comment || 'created by the UI test');
     await page.getByRole('button', { name: 'Save and apply' }).click();
     const flash = page.locator('.flash', { hasText: 'Applied' });
     await flash.waitFor();

@@ -149,10 +149,16 @@ function askForLogin() {
   }
 }
 
-// HTTP header values must be ISO-8859-1 for fetch, and the gateway reads
-// them as UTF-8: keep printable ASCII only so a comment never breaks a save.
+// fetch sends a header value's characters as single bytes and refuses any
+// above U+00FF; the gateway reads header bytes as UTF-8. So the comment's
+// UTF-8 bytes go out one character each ("é" as "\xc3\xa9"): any language
+// arrives as typed. Control characters (CR, LF) cannot be in a header and
+// become spaces; the gateway keeps 1,024 characters.
 export function headerSafe(text) {
-  return String(text).replace(/[^\x20-\x7e]/g, '?').slice(0, 1024);
+  const chars = Array.from(String(text).replace(/[\x00-\x1f\x7f]/g, ' ')).slice(0, 1024);
+  let out = '';
+  for (const b of new TextEncoder().encode(chars.join(''))) out += String.fromCharCode(b);
+  return out;
 }
 
 /**
