@@ -60,6 +60,9 @@ fn ui_files_are_embedded_cached_compressed_and_locked_down() {
         assert!(csp.contains(part), "{csp}");
     }
     assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+    // WebSockets only to this host's public listener (the test console), not anywhere.
+    let ws = format!("connect-src 'self' ws://127.0.0.1:{p} wss://127.0.0.1:{p};", p = gw.public.port());
+    assert!(csp.contains(&ws) && !csp.contains(" ws: "), "{csp}");
     assert_eq!(r.header("x-frame-options").as_deref(), Some("DENY"));
     assert_eq!(r.header("x-content-type-options").as_deref(), Some("nosniff"));
     // ... but the API behind them does.

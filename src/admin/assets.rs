@@ -18,11 +18,29 @@ use std::io::Write;
 use std::sync::OnceLock;
 
 /// Scripts only from these files (no inline code, no `eval`), styles only
-/// from `style.css`, nothing framed or framing. `connect-src` allows `ws:`
-/// and `wss:` for the test console, whose WebSocket goes to the public
-/// listener (another port, so another origin).
-pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-     connect-src 'self' ws: wss:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+/// from `style.css`, nothing framed or framing. `connect-src` names the one
+/// WebSocket origin the test console needs (see [`csp`]).
+const CSP_BEFORE_CONNECT: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; ";
+const CSP_AFTER_CONNECT: &str = "; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// The policy for a page asked for as `host` (the request's `Host`, which
+/// the gate has held to an IP literal, `localhost` or an allowed name): the
+/// test console's WebSocket goes to the public listener on `public_port` of
+/// the same host (another port, so another origin), and nowhere else. Where
+/// the host cannot be written as a CSP source (an IPv6 literal), any
+/// WebSocket origin is allowed, as scripts still come only from `'self'`.
+pub fn csp(host: Option<&str>, public_port: u16) -> String {
+    let name = host.map(|h| {
+        h.rsplit_once(':').map_or(h, |(n, port)| if port.bytes().all(|b| b.is_ascii_digit()) { n } else { h })
+    });
+    let ws = match name {
+        Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') => {
+            format!("ws://{n}:{public_port} wss://{n}:{public_port}")
+        }
+        _ => "ws: wss:".to_string(),
+    };
+    format!("{CSP_BEFORE_CONNECT}connect-src 'self' {ws}{CSP_AFTER_CONNECT}")
+}
 
 /// (path, media type, bytes).
 const FILES: &[(&str, &str, &[u8])] = &[
@@ -83,7 +101,7 @@ pub fn is_ui_path(path: &str) -> bool {
 }
 
 /// Answers `/ui` and `/ui/...`; `None` for other paths.
-pub fn handle(req: &AdminRequest) -> Option<AdminResponse> {
+pub fn handle(req: &AdminRequest, public_port: u16) -> Option<AdminResponse> {
     if !is_ui_path(&req.path) {
         return None;
     }
@@ -96,7 +114,8 @@ pub fn handle(req: &AdminRequest) -> Option<AdminResponse> {
         return Some(r);
     }
     let path = if req.path == "/ui/index.html" { "/ui/" } else { req.path.as_str() };
-    if let Some(r) = from_dev_dir(path) {
+    let policy = csp(req.header("host"), public_port);
+    if let Some(r) = from_dev_dir(path, &policy) {
         return Some(r);
     }
     let Some(f) = prepared().iter().find(|f| f.path == path) else {
@@ -104,7 +123,7 @@ pub fn handle(req: &AdminRequest) -> Option<AdminResponse> {
     };
     let mut r = AdminResponse::json(200, Vec::new());
     r.content_type = f.mime;
-    r.headers = security_headers();
+    r.headers = security_headers(policy);
     r.headers.push(("cache-control", "no-cache".to_string()));
     // Each representation its own strong tag (RFC 9110 8.8.3): the gzip
     // bytes are not the plain bytes.
@@ -127,10 +146,10 @@ pub fn handle(req: &AdminRequest) -> Option<AdminResponse> {
 /// What every UI answer carries: the CSP, no sniffing, no framing, no
 /// referrer, its own browsing context group, and which request header
 /// chose the representation.
-fn security_headers() -> Vec<(&'static str, String)> {
+fn security_headers(policy: String) -> Vec<(&'static str, String)> {
     vec![
         ("vary", "accept-encoding".to_string()),
-        ("content-security-policy", CSP.to_string()),
+        ("content-security-policy", policy),
         ("x-content-type-options", "nosniff".to_string()),
         ("x-frame-options", "DENY".to_string()),
         ("referrer-policy", "no-referrer".to_string()),
@@ -143,7 +162,7 @@ fn security_headers() -> Vec<(&'static str, String)> {
 /// at the next reload of the page without a rebuild. For working on the UI
 /// only; the same file list and security headers apply (no `ETag`: the
 /// file is read afresh each time and never cached).
-fn from_dev_dir(path: &str) -> Option<AdminResponse> {
+fn from_dev_dir(path: &str, policy: &str) -> Option<AdminResponse> {
     static DIR: OnceLock<Option<std::path::PathBuf>> = OnceLock::new();
     let dir = DIR.get_or_init(|| std::env::var_os("WASP_UI_DIR").map(Into::into)).as_ref()?;
     let f = prepared().iter().find(|f| f.path == path)?;
@@ -151,7 +170,7 @@ fn from_dev_dir(path: &str) -> Option<AdminResponse> {
     let bytes = std::fs::read(dir.join(rel)).ok()?;
     let mut r = AdminResponse::json(200, bytes);
     r.content_type = f.mime;
-    r.headers = security_headers();
+    r.headers = security_headers(policy.to_string());
     // Read again at every request: nothing to revalidate.
     r.headers.push(("cache-control", "no-store".to_string()));
     Some(r)
@@ -181,6 +200,21 @@ mod tests {
         assert!(!accepts_gzip(Some("gzip;q=0")));
         assert!(!accepts_gzip(Some("deflate")));
         assert!(!accepts_gzip(None));
+    }
+
+    #[test]
+    fn the_policy_allows_the_public_listener_only() {
+        let tail = "; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+        let p = csp(Some("127.0.0.1:9901"), 8080);
+        assert!(p.contains("connect-src 'self' ws://127.0.0.1:8080 wss://127.0.0.1:8080;") && p.ends_with(tail), "{p}");
+        assert!(csp(Some("localhost"), 80).contains("ws://localhost:80 "));
+        assert!(csp(Some("gw.example.com:9901"), 8080).contains("ws://gw.example.com:8080 "));
+        // Nothing a Host could smuggle into the policy: such hosts fall back.
+        for odd in ["[::1]:9901", "a b", "x;script-src *", "", "h'", "*"] {
+            let p = csp(Some(odd), 8080);
+            assert!(p.contains("connect-src 'self' ws: wss:;") && !p.contains("script-src *"), "{odd:?}: {p}");
+        }
+        assert!(csp(None, 8080).contains("ws: wss:"));
     }
 
     #[test]

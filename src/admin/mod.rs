@@ -106,7 +106,7 @@ pub async fn handle(state: Arc<AdminState>, mut req: AdminRequest) -> AdminRespo
         state.registry.admin_refused[why.index()].fetch_add(1, Ordering::Relaxed);
         return res;
     }
-    if let Some(res) = assets::handle(&req) {
+    if let Some(res) = assets::handle(&req, state.public.port()) {
         return res;
     }
     if let Some(res) = push::handle(&state, &req).await {

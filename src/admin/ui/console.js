@@ -1,7 +1,7 @@
 // console.js: a WebSocket test console. The socket goes to the gateway's
 // public listener (its port from /stats gateway.listen; its host is always
-// this page's, since the listener may be bound to 0.0.0.0), so the CSP's
-// connect-src allows ws:/wss:.
+// this page's, since the listener may be bound to 0.0.0.0); the CSP's
+// connect-src allows that one origin and no other (src/admin/assets.rs).
 
 import { useState, useEffect, useRef } from './vendor/hooks.module.js';
 import { html, api, enc, useLoad, ErrorText, clockTime } from './api.js';
