@@ -109,11 +109,19 @@ pub struct Deadlines {
     now_ms: Cell<u64>,
     slots: RefCell<Vec<Rc<Slot>>>,
     free: RefCell<Vec<usize>>,
+    /// Whether the last sweep cut nothing because it came late (see `sweep`).
+    held_back: Cell<bool>,
 }
 
 impl Default for Deadlines {
     fn default() -> Self {
-        Deadlines { epoch: Instant::now(), now_ms: Cell::new(0), slots: Default::default(), free: Default::default() }
+        Deadlines {
+            epoch: Instant::now(),
+            now_ms: Cell::new(0),
+            slots: Default::default(),
+            free: Default::default(),
+            held_back: Cell::new(false),
+        }
     }
 }
 
@@ -149,9 +157,22 @@ impl Deadlines {
 
     /// Cuts every armed operation whose deadline passed. Returns the phases
     /// cut, for the caller to count.
+    ///
+    /// A sweep that comes much later than its tick found the worker busy
+    /// (a long `transform` program, a huge config swap): the reads and
+    /// writes that completed meanwhile are waiting in the ring to be seen,
+    /// and cutting their sockets now would charge the peer for the worker's
+    /// stall. Such a sweep cuts nothing; the next one, a tick later, does
+    /// (never two in a row, so a worker late at every tick still cuts).
     pub fn sweep(&self, mut cut: impl FnMut(Phase)) {
         let now = self.epoch.elapsed().as_millis() as u64;
+        let late = now.saturating_sub(self.now_ms.get()) > 3 * TICK.as_millis() as u64;
         self.now_ms.set(now);
+        if late && !self.held_back.get() {
+            self.held_back.set(true);
+            return;
+        }
+        self.held_back.set(false);
         for slot in self.slots.borrow().iter() {
             if !slot.in_use.get() || slot.paused.get() {
                 continue;

@@ -12,7 +12,7 @@ use std::io;
 
 /// Spare room asked for before each read; small enough that an idle keep-alive
 /// connection stays cheap, large enough for a typical request in one read.
-const READ_CHUNK: usize = 8 * 1024;
+pub const READ_CHUNK: usize = 8 * 1024;
 
 /// `S` is a whole socket, or the read half of one while its write half
 /// streams a request body (see `dispatch::http`).

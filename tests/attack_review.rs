@@ -333,15 +333,18 @@ fn held_an_early_answer_does_not_let_the_body_become_a_request() {
     });
     let gw = Gateway::start(&config_with(&[("o", vec![origin])], ""));
     let smuggled = b"GET /o/smuggled HTTP/1.1\r\nHost: t\r\n\r\n";
+    // Over 64 KiB, so streamed (a smaller sized body is read whole before
+    // the service is asked, and no early answer can come before it).
+    const LEN: usize = 70_000;
     let mut c = connect(gw.public);
-    c.write_all(format!("POST /o/up HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", smuggled.len()).as_bytes())
-        .unwrap();
+    c.write_all(format!("POST /o/up HTTP/1.1\r\nHost: t\r\nContent-Length: {LEN}\r\n\r\n").as_bytes()).unwrap();
     let mut buf = Vec::new();
     let r = read_response(&mut c, &mut buf, false).expect("the early answer");
     assert_eq!(r.status, 401);
     assert_eq!(r.header("connection").as_deref(), Some("close"));
-    // The body, then a pipelined request after it.
+    // The body (a request, then padding to its length), then a pipelined request after it.
     let _ = c.write_all(smuggled);
+    let _ = c.write_all(&vec![b'p'; LEN - smuggled.len()]);
     let _ = c.write_all(b"GET /o/pipelined HTTP/1.1\r\nHost: t\r\n\r\n");
     assert!(closed(&mut c), "the client connection is closed after an early answer");
     // The next request goes out on a new upstream connection.

@@ -44,7 +44,10 @@ fn origin(pace: usize, gap: Duration) -> (SocketAddr, mpsc::Receiver<Seen>) {
         let _ = tx.lock().map(|t| t.send(Seen { bytes: body.len(), whole }));
         if whole {
             let text = body.len().to_string();
-            let _ = s.write_all(format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{text}", text.len()).as_bytes());
+            let _ = s.write_all(
+                format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}", text.len())
+                    .as_bytes(),
+            );
         }
     });
     (addr, rx)
@@ -76,29 +79,65 @@ fn gateway(origin: SocketAddr, extra: &str) -> Gateway {
     Gateway::start(&config_with(&[("up", vec![origin])], &format!("[timeouts]\nheader_read = \"1s\"\n{extra}")))
 }
 
-/// The attack: 1,000 bytes announced, a byte every 200 ms (each read well
-/// inside the 1 s read deadline). Cut with 408 once 1 s of waiting has
-/// passed under the default floor (1,024 B/s), for a sized and a chunked
-/// body alike; the service's connection is closed, not held for 200 s.
+/// The attack: a body trickled a byte every 200 ms (each read well inside
+/// the 1 s read deadline). Cut with 408 once 1 s of waiting has passed
+/// under the default floor (1,024 B/s). A sized body over 64 KiB and a
+/// chunked one are streamed: the service's connection is closed mid-body,
+/// not held for minutes. A small sized body (1,000 bytes) is read whole
+/// first: the service is never even asked.
 #[test]
 fn a_trickled_body_is_cut_and_the_upstream_released() {
     let (addr, seen) = origin(4096, Duration::ZERO);
     let gw = gateway(addr, "");
     let cases = [
-        ("POST /up/a HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n", vec![b'b'; 1000]),
-        ("POST /up/b HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n", b"1\r\nb\r\n".repeat(200)),
+        ("POST /up/a HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n", vec![b'b'; 1000], true),
+        ("POST /up/b HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n", b"1\r\nb\r\n".repeat(200), true),
+        ("POST /up/c HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n", vec![b'b'; 1000], false),
     ];
-    for (i, (head, body)) in cases.iter().enumerate() {
+    for (i, (head, body, streamed)) in cases.iter().enumerate() {
         let (r, took) = trickle(gw.public, head, body, Duration::from_millis(200));
         let r = r.unwrap_or_else(|| panic!("case {i}: no answer after {took:?} (the trickle was not cut)"));
         assert_eq!(r.status, 408, "case {i}: {}", r.text());
         assert!(r.text().contains("body_too_slow"), "case {i}: {}", r.text());
         assert!(took < Duration::from_secs(4), "case {i}: cut after {took:?}");
-        let s = seen.recv_timeout(Duration::from_secs(5)).expect("the service's connection was released");
-        assert!(!s.whole && s.bytes < body.len(), "case {i}: the service got the whole body: {s:?}");
+        if *streamed {
+            let s = seen.recv_timeout(Duration::from_secs(5)).expect("the service's connection was released");
+            assert!(!s.whole && s.bytes < body.len(), "case {i}: the service got the whole body: {s:?}");
+        } else {
+            assert!(seen.recv_timeout(Duration::from_millis(500)).is_err(), "case {i}: the service was asked");
+        }
     }
-    assert_eq!(metric(&gw, "wasp_gateway_errors_total", "kind=\"body_too_slow\""), 2);
+    assert_eq!(metric(&gw, "wasp_gateway_errors_total", "kind=\"body_too_slow\""), 3);
     assert_eq!(http_get(gw.public, "/up/after").status, 200, "and the gateway still serves");
+}
+
+/// A small sized body is read whole before a connection to the service is
+/// taken: a client trickling one does not hold the only backend connection
+/// (`backend_connections = 1`) from others, and `Expect: 100-continue` is
+/// answered by the gateway so the client sends it at all.
+#[test]
+fn a_small_body_holds_no_upstream_connection_while_it_comes() {
+    let (addr, seen) = origin(4096, Duration::ZERO);
+    // The floor off: this client is slow on purpose, and must not be cut.
+    let gw = gateway(addr, "[limits]\nbackend_connections = 1\nmin_body_rate = 0\n");
+    let mut c = connect(gw.public);
+    c.write_all(b"POST /up/slow HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n").unwrap();
+    let mut first = [0u8; 25];
+    c.read_exact(&mut first).expect("an interim answer");
+    assert_eq!(&first, b"HTTP/1.1 100 Continue\r\n\r\n");
+    let mut buf = Vec::new();
+    for b in b"slow" {
+        std::thread::sleep(Duration::from_millis(300));
+        // While the body is incomplete, others get the one connection.
+        let other = http_get(gw.public, "/up/other");
+        assert_eq!(other.status, 200, "before {:?}: {}", *b as char, other.text());
+        c.write_all(&[*b]).unwrap();
+    }
+    let r = read_response(&mut c, &mut buf, false).expect("an answer");
+    assert_eq!((r.status, r.text()), (200, "4".to_string()));
+    let whole: Vec<Seen> = seen.try_iter().collect();
+    assert_eq!(whole.len(), 5, "{whole:?}");
+    assert!(whole.iter().all(|s| s.whole), "{whole:?}");
 }
 
 /// The same floor holds where a body is read whole before anything is sent

@@ -21,12 +21,14 @@ pub async fn read_whole(
     let t = g.timeouts.header_read;
     let watch = env.deadlines.watch();
     let gone = || ProxyError::new(ErrorKind::ClientGone, "client closed the connection");
-    let mut rate = super::body_rate::BodyRate::new(g);
+    let mut rate = super::body_rate::BodyRate::default();
+    // Judges the last read once its payload is known (chunk framing pays nothing).
+    let mut last: Option<(std::time::Duration, usize)> = None;
     macro_rules! more {
         () => {
             let asked = std::time::Instant::now();
             match watch.run(fd, crate::deadline::Phase::ClientBody, t, client.fill()).await {
-                Ok(n) if n > 0 => rate.read(asked.elapsed(), n)?,
+                Ok(n) if n > 0 => last = Some((asked.elapsed(), n)),
                 _ if watch.fired().is_some() => {
                     return Err(crate::upstream::timed_out(crate::deadline::Phase::ClientBody))
                 }
@@ -43,8 +45,13 @@ pub async fn read_whole(
             let n = usize::try_from(n)
                 .map_err(|_| ProxyError::new(ErrorKind::BodyTooLarge, "request body exceeds the size limit"))?;
             client.reserve_reads(n.min(1 << 20));
+            rate.credit(client.data().len().min(n) as u64);
             while client.data().len() < n {
+                let had = client.data().len();
                 more!();
+                if let Some((waited, got)) = last.take() {
+                    rate.read(g, waited, got, (client.data().len().min(n) - had) as u64)?;
+                }
             }
             let bytes = client.data()[..n].to_vec();
             client.consume(n);
@@ -54,6 +61,7 @@ pub async fn read_whole(
             let mut dec = ChunkedDecoder::new(max);
             let mut bytes = Vec::new();
             loop {
+                let before = dec.total();
                 let used = dec.decode(client.data(), &mut bytes, false).map_err(|e| match e {
                     ChunkError::TooLarge => {
                         ProxyError::new(ErrorKind::BodyTooLarge, "request body exceeds the size limit")
@@ -61,6 +69,10 @@ pub async fn read_whole(
                     _ => ProxyError::bad_request(e.message()),
                 })?;
                 client.consume(used);
+                match last.take() {
+                    Some((waited, got)) => rate.read(g, waited, got, dec.total() - before)?,
+                    None => rate.credit(dec.total() - before),
+                }
                 if dec.is_done() {
                     return Ok(bytes);
                 }

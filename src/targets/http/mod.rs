@@ -20,7 +20,7 @@
 mod relay;
 pub mod response;
 
-use super::body_rate::BodyRate;
+use super::body_rate::{BodyRate, BUFFER_FIRST};
 use super::{Dispatch, Exchange, Failed, Outcome};
 use crate::deadline::{Phase, Watch};
 use crate::error::{ErrorKind, ProxyError};
@@ -64,10 +64,11 @@ impl BodyLeft {
         }
     }
 
-    /// Moves body bytes already read from the client into `out`.
-    fn take_buffered(&mut self, client: &mut BufStream, out: &mut Vec<u8>) -> Result<(), ProxyError> {
+    /// Moves what is buffered of the body to `out`; the payload bytes moved
+    /// (chunk framing not counted).
+    fn take_buffered(&mut self, client: &mut BufStream, out: &mut Vec<u8>) -> Result<u64, ProxyError> {
         match self {
-            BodyLeft::Done => {}
+            BodyLeft::Done => Ok(0),
             BodyLeft::Length(left) => {
                 let n = (*left).min(client.data().len() as u64) as usize;
                 out.extend_from_slice(&client.data()[..n]);
@@ -76,8 +77,10 @@ impl BodyLeft {
                 if *left == 0 {
                     *self = BodyLeft::Done;
                 }
+                Ok(n as u64)
             }
             BodyLeft::Chunked(dec) => {
+                let before = dec.total();
                 let used = dec.decode(client.data(), out, true).map_err(|e| match e {
                     crate::proto::http1::chunked::ChunkError::TooLarge => {
                         ProxyError::new(ErrorKind::BodyTooLarge, e.message())
@@ -85,12 +88,13 @@ impl BodyLeft {
                     _ => ProxyError::bad_request(e.message()),
                 })?;
                 client.consume(used);
+                let payload = dec.total() - before;
                 if dec.is_done() {
                     *self = BodyLeft::Done;
                 }
+                Ok(payload)
             }
         }
-        Ok(())
     }
 
     fn is_done(&self) -> bool {
@@ -140,7 +144,34 @@ impl Dispatch for HttpDispatch {
         let g = x.gateway;
         let head_bytes = x.out.len();
         let mut body = BodyLeft::new(x.req.body, g.limits.max_body_bytes);
-        body.take_buffered(x.client, x.out).map_err(Failed::before)?;
+        let mut rate = BodyRate::default();
+        rate.credit(body.take_buffered(x.client, x.out).map_err(Failed::before)?);
+        let client_fd = x.client.stream.as_raw_fd();
+        let mut sent_continue = false;
+        if let BodyLeft::Length(left) = body {
+            if (x.out.len() - head_bytes) as u64 + left <= BUFFER_FIRST {
+                // Small and sized: read whole before a connection to the
+                // service is taken, so a trickle holds nothing upstream.
+                let cw = w.deadlines.watch();
+                if x.req.expect_continue {
+                    let mut cont = b"HTTP/1.1 100 Continue\r\n\r\n".to_vec();
+                    cw.run(client_fd, Phase::ClientWrite, g.timeouts.write, flush(&mut x.client.stream, &mut cont))
+                        .await
+                        .map_err(|_| Failed::before(client_write_error(&cw)))?;
+                    sent_continue = true;
+                }
+                while !body.is_done() {
+                    let asked = Instant::now();
+                    let n = match cw.run(client_fd, Phase::ClientBody, g.timeouts.header_read, x.client.fill()).await {
+                        Ok(n) if n > 0 => n,
+                        _ if cw.fired().is_some() => return Err(Failed::before(timed_out(Phase::ClientBody))),
+                        _ => return Err(Failed::before(gone())),
+                    };
+                    let payload = body.take_buffered(x.client, x.out).map_err(Failed::before)?;
+                    rate.read(g, asked.elapsed(), n, payload).map_err(Failed::before)?;
+                }
+            }
+        }
         let replayable = body.is_done()
             && x.out.len() - head_bytes <= g.limits.retry_body_bytes
             && idempotent(x.req.method.as_bytes());
@@ -171,7 +202,6 @@ impl Dispatch for HttpDispatch {
                 "the service has as many requests in flight as its circuit allows (services.NAME.circuit)",
             )));
         };
-        let client_fd = x.client.stream.as_raw_fd();
         // One deadline slot serves the whole exchange while its reads and
         // writes follow one another (each `run` names its socket and
         // phase); the streaming path adds its own for concurrent ones.
@@ -180,7 +210,6 @@ impl Dispatch for HttpDispatch {
         let mut fresh = false;
         // The instance that just failed this request, for its retry.
         let mut avoid = None;
-        let mut sent_continue = false;
         // May a request that failed after its write go out again? A retry
         // after a *pooled* connection failed is the stale keep-alive case
         // (the service closed it while idle): it goes out on a new
@@ -333,7 +362,7 @@ impl Dispatch for HttpDispatch {
                     linger: false,
                 })
             }
-            Sent::Streaming(up) => stream_body(x, up, addr, &target, &mut body, &uw).await,
+            Sent::Streaming(up) => stream_body(x, up, addr, &target, &mut body, &mut rate, &uw).await,
         }
     }
 }
@@ -386,6 +415,7 @@ async fn stream_body(
     addr: std::net::SocketAddr,
     target: &Target<'_>,
     body: &mut BodyLeft,
+    rate: &mut BodyRate,
     uw: &Watch<'_>,
 ) -> Result<Outcome, Failed> {
     let w = x.env;
@@ -405,7 +435,8 @@ async fn stream_body(
     let mut scratch = Vec::new();
     let (head, early) = {
         let Exchange { client, out, req, gateway, response_hook, keep_client, .. } = x;
-        let pump = std::pin::pin!(pump_body(client, &mut wh, up_fd, body, &mut scratch, cw, uw, &hw, &body_done, g));
+        let pump =
+            std::pin::pin!(pump_body(client, &mut wh, up_fd, body, rate, &mut scratch, cw, uw, &hw, &body_done, g));
         let keep = *keep_client;
         let head = std::pin::pin!(read_head(&mut rd, up_fd, &hw, svc.timeout, |buf| {
             // An answer before the whole body went out closes the client
@@ -500,6 +531,7 @@ async fn pump_body(
     up: &mut OwnedWriteHalf<TcpStream>,
     up_fd: RawFd,
     body: &mut BodyLeft,
+    rate: &mut BodyRate,
     scratch: &mut Vec<u8>,
     cw: &Watch<'_>,
     uw: &Watch<'_>,
@@ -514,13 +546,14 @@ async fn pump_body(
     // A chunked body may leave a partial size line or CRLF in the buffer:
     // then more must be read, or this loop would spin without yielding.
     let mut need_more = false;
-    let mut rate = BodyRate::new(g);
     while !body.is_done() {
+        // The last read and how long it waited, judged once its payload is known.
+        let mut read = None;
         if client.data().is_empty() || need_more {
             need_more = false;
             let asked = Instant::now();
             match cw.run(client_fd, Phase::ClientBody, g.timeouts.header_read, client.fill()).await {
-                Ok(n) if n > 0 => rate.read(asked.elapsed(), n).map_err(Pump::Client)?,
+                Ok(n) if n > 0 => read = Some((asked.elapsed(), n)),
                 _ if cw.fired().is_some() => return Err(Pump::Client(timed_out(Phase::ClientBody))),
                 _ => return Err(Pump::Client(gone())),
             }
@@ -528,6 +561,9 @@ async fn pump_body(
         match body {
             BodyLeft::Length(left) => {
                 let n = (*left).min(client.data().len() as u64) as usize;
+                if let Some((waited, got)) = read {
+                    rate.read(g, waited, got, n as u64).map_err(Pump::Client)?;
+                }
                 uw.run(up_fd, Phase::UpstreamWrite, g.timeouts.write, client.forward_to_with(up, n, &|| uw.touch()))
                     .await
                     .map_err(|_| Pump::Upstream)?;
@@ -538,7 +574,10 @@ async fn pump_body(
             }
             _ => {
                 let before = client.data().len();
-                body.take_buffered(client, scratch).map_err(Pump::Client)?;
+                let payload = body.take_buffered(client, scratch).map_err(Pump::Client)?;
+                if let Some((waited, got)) = read {
+                    rate.read(g, waited, got, payload).map_err(Pump::Client)?;
+                }
                 need_more = client.data().len() == before && !body.is_done();
                 uw.run(up_fd, Phase::UpstreamWrite, g.timeouts.write, flush_with(up, scratch, &|| uw.touch()))
                     .await
