@@ -40,6 +40,17 @@ impl<S> BufStream<S> {
         }
     }
 
+    /// Gives back a buffer grown past twice `n` (for a large body) once
+    /// what it holds fits in `n`: a kept-alive connection waits for its
+    /// next request with the usual small buffer.
+    pub fn shrink_to(&mut self, n: usize) {
+        if self.buf.capacity() > 2 * n && self.buf.len() - self.pos <= n {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+            self.buf.shrink_to(n);
+        }
+    }
+
     /// Makes room for reads of up to `n` bytes at a time: a large body is
     /// relayed in fewer, bigger reads and writes (an idle connection keeps
     /// the small default).
@@ -162,4 +173,26 @@ pub async fn write_all_with<D: AsyncWriteRent>(
         }
     }
     (Ok(()), buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BufStream;
+
+    #[test]
+    fn a_grown_buffer_is_given_back_once_it_fits() {
+        let mut b = BufStream::new((), Vec::with_capacity(8 * 1024));
+        b.reserve_reads(1 << 20);
+        b.buf.extend_from_slice(&[b'x'; 100]);
+        b.consume(40);
+        b.shrink_to(8 * 1024);
+        assert!(b.buf.capacity() < 16 * 1024, "{}", b.buf.capacity());
+        assert_eq!(b.data(), &[b'x'; 60][..], "unconsumed bytes are kept");
+        // Still holding more than fits: kept as it is.
+        let mut big = BufStream::new((), Vec::with_capacity(1 << 20));
+        big.buf.extend_from_slice(&vec![b'y'; 20_000]);
+        big.shrink_to(8 * 1024);
+        assert!(big.buf.capacity() >= 1 << 20);
+        assert_eq!(big.data().len(), 20_000);
+    }
 }

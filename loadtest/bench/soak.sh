@@ -88,6 +88,9 @@ if [ "$pin" = 1 ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
   meas=(taskset -c 0); gwrun=(taskset -c 1)
   if [ "$layout" = host ]; then
     atk=(taskset -c 1)
+    # ATTACK_IDLE=1: the attackers' own processes only on idle CPU time
+    # (SCHED_IDLE), for telling their userland's share from the gateway's.
+    if [ "${ATTACK_IDLE:-0}" = 1 ]; then atk=(chrt --idle 0 taskset -c 1); fi
     if nice -n -10 true 2>/dev/null; then gwrun=(nice -n -10 taskset -c 1); fi
   else
     atk=(taskset -c 0)

@@ -208,6 +208,8 @@ pub async fn serve_connection(
                 if !done.keep_alive {
                     return;
                 }
+                // A buffer grown for a large body is not kept by an idle connection.
+                client.shrink_to(8 * 1024);
             }
             Err(f) => {
                 w.stats.error(f.error.kind);

@@ -543,6 +543,12 @@ async fn pump_body(
     // While the body flows, the service is not waited on for an answer: the
     // pump's own deadlines (client reads, service writes) bound this phase.
     let _paused = hw.pause();
+    // A large body is read in big pieces: 8 times fewer reads and writes
+    // per megabyte (the attack on a gateway's CPU is an upload, too). The
+    // buffer goes back to its usual size when the exchange ends.
+    if matches!(body, BodyLeft::Length(left) if *left > BIG_READS as u64) {
+        client.reserve_reads(BIG_READS);
+    }
     // A chunked body may leave a partial size line or CRLF in the buffer:
     // then more must be read, or this loop would spin without yielding.
     let mut need_more = false;
