@@ -527,7 +527,7 @@ class Attack:
         mon = threading.Thread(target=self.monitor, daemon=True)
         mon.start()
         threads = []
-        for kind in KINDS:
+        for kind in [k for k in KINDS if not a.kinds or k in a.kinds.split(",")]:
             for i in range(a.per_kind):
                 t = threading.Thread(target=self.slot, args=(kind, i * 0.05), daemon=True)
                 t.start()
@@ -1102,6 +1102,7 @@ def main():
     s.add_argument("--origin-pid", type=int, required=True)
     s.add_argument("--prefix", default="/origin")
     s.add_argument("--per-kind", type=int, default=24)
+    s.add_argument("--kinds", default="", help="comma-separated attacker kinds to run (default: all)")
     s.add_argument("--duration", type=float, required=True)
     s.add_argument("--recycle", type=float, default=1.0, help="pause before reopening a cut connection")
     s.add_argument("--settle", type=float, default=12)

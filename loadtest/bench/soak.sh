@@ -63,6 +63,7 @@
 #        MODE=ws loadtest/bench/soak.sh [BINARY] [DURATION_S]
 #   BINARY default target/release/wasp, DURATION_S default 180
 #   env: RATE=2000 CONNS=32 ATTACKERS=24 (per kind, 8 kinds) WORKERS=1 PIN=1 LAYOUT=host|shared
+#        KINDS=slow_reader,upload_close (only these attacker kinds; default all)
 #        SETTLE=12 (s after the attackers closed) LOADTEST=target/release/wasp-loadtest
 #        KEEP=1 (keep the temp dir with config, logs and JSON summaries)
 #        MODE=http (default) or ws; for ws: FLOODS=4 (per kind, 3 kinds) PUSHERS=2
@@ -253,7 +254,7 @@ load -d "${solo}s" --json "$work/solo.json"
 fds > "$work/solo-end.json"
 echo "soak..." >&2
 "${atk[@]}" $py "$here/soak.py" attack --gw-port "$gw_port" --gw-pid "$gw" --admin-port "$admin_port" \
-  --origin-port "$origin_port" --origin-pid "$origin" --prefix /bulk --per-kind "$per_kind" --duration $(( dur + 3 )) --settle "$settle" --out "$work/attack.json" &
+  --origin-port "$origin_port" --origin-pid "$origin" --prefix /bulk --per-kind "$per_kind" --kinds "${KINDS:-}" --duration $(( dur + 3 )) --settle "$settle" --out "$work/attack.json" &
 att=$!; pids+=($att)
 sleep 2                                         # let the attackers connect first
 load -d "${dur}s" --json "$work/soak.json"
