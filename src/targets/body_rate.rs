@@ -21,11 +21,31 @@
 //! which is exactly when a trickle shows itself.
 
 use crate::config::GatewayConfig;
+use crate::deadline::{Phase, Watch};
 use crate::error::{ErrorKind, ProxyError};
-use std::time::Duration;
+use crate::io::BufStream;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
 
 /// A sized body up to this is read whole before the service is connected.
 pub const BUFFER_FIRST: u64 = 64 * 1024;
+
+/// One read of request body from the client under its deadline
+/// (`timeouts.header_read` of silence): how long it waited and how many
+/// bytes it brought, for [`BodyRate::read`] once their payload is known.
+pub async fn read_more(
+    watch: &Watch<'_>,
+    client: &mut BufStream,
+    g: &GatewayConfig,
+) -> Result<(Duration, usize), ProxyError> {
+    let asked = Instant::now();
+    let fd = client.stream.as_raw_fd();
+    match watch.run(fd, Phase::ClientBody, g.timeouts.header_read, client.fill()).await {
+        Ok(n) if n > 0 => Ok((asked.elapsed(), n)),
+        _ if watch.fired().is_some() => Err(crate::upstream::timed_out(Phase::ClientBody)),
+        _ => Err(ProxyError::new(ErrorKind::ClientGone, "client closed the connection")),
+    }
+}
 
 /// A request body's progress against the floor.
 #[derive(Default)]

@@ -7,7 +7,6 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::io::BufStream;
 use crate::proto::http1::chunked::{ChunkError, ChunkedDecoder};
 use crate::proto::http1::RequestBody;
-use std::os::fd::AsRawFd;
 
 /// The whole request body, de-chunked, at most `max` bytes.
 pub async fn read_whole(
@@ -17,23 +16,13 @@ pub async fn read_whole(
     body: RequestBody,
     max: u64,
 ) -> Result<Vec<u8>, ProxyError> {
-    let fd = client.stream.as_raw_fd();
-    let t = g.timeouts.header_read;
     let watch = env.deadlines.watch();
-    let gone = || ProxyError::new(ErrorKind::ClientGone, "client closed the connection");
     let mut rate = super::body_rate::BodyRate::default();
     // Judges the last read once its payload is known (chunk framing pays nothing).
     let mut last: Option<(std::time::Duration, usize)> = None;
     macro_rules! more {
         () => {
-            let asked = std::time::Instant::now();
-            match watch.run(fd, crate::deadline::Phase::ClientBody, t, client.fill()).await {
-                Ok(n) if n > 0 => last = Some((asked.elapsed(), n)),
-                _ if watch.fired().is_some() => {
-                    return Err(crate::upstream::timed_out(crate::deadline::Phase::ClientBody))
-                }
-                _ => return Err(gone()),
-            }
+            last = Some(super::body_rate::read_more(&watch, client, g).await?);
         };
     }
     match body {

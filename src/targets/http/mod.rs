@@ -20,7 +20,7 @@
 mod relay;
 pub mod response;
 
-use super::body_rate::{BodyRate, BUFFER_FIRST};
+use super::body_rate::{read_more, BodyRate, BUFFER_FIRST};
 use super::{Dispatch, Exchange, Failed, Outcome};
 use crate::deadline::{Phase, Watch};
 use crate::error::{ErrorKind, ProxyError};
@@ -161,14 +161,9 @@ impl Dispatch for HttpDispatch {
                     sent_continue = true;
                 }
                 while !body.is_done() {
-                    let asked = Instant::now();
-                    let n = match cw.run(client_fd, Phase::ClientBody, g.timeouts.header_read, x.client.fill()).await {
-                        Ok(n) if n > 0 => n,
-                        _ if cw.fired().is_some() => return Err(Failed::before(timed_out(Phase::ClientBody))),
-                        _ => return Err(Failed::before(gone())),
-                    };
+                    let (waited, n) = read_more(&cw, x.client, g).await.map_err(Failed::before)?;
                     let payload = body.take_buffered(x.client, x.out).map_err(Failed::before)?;
-                    rate.read(g, asked.elapsed(), n, payload).map_err(Failed::before)?;
+                    rate.read(g, waited, n, payload).map_err(Failed::before)?;
                 }
             }
         }
@@ -539,7 +534,6 @@ async fn pump_body(
     done: &Cell<bool>,
     g: &crate::config::GatewayConfig,
 ) -> Result<(), Pump> {
-    let client_fd = client.stream.as_raw_fd();
     // While the body flows, the service is not waited on for an answer: the
     // pump's own deadlines (client reads, service writes) bound this phase.
     let _paused = hw.pause();
@@ -557,12 +551,7 @@ async fn pump_body(
         let mut read = None;
         if client.data().is_empty() || need_more {
             need_more = false;
-            let asked = Instant::now();
-            match cw.run(client_fd, Phase::ClientBody, g.timeouts.header_read, client.fill()).await {
-                Ok(n) if n > 0 => read = Some((asked.elapsed(), n)),
-                _ if cw.fired().is_some() => return Err(Pump::Client(timed_out(Phase::ClientBody))),
-                _ => return Err(Pump::Client(gone())),
-            }
+            read = Some(read_more(cw, client, g).await.map_err(Pump::Client)?);
         }
         match body {
             BodyLeft::Length(left) => {
