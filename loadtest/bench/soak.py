@@ -307,6 +307,14 @@ class Attack:
     def __init__(self, a):
         self.a = a
         self.stop = threading.Event()
+        # soak.sh alternates measuring windows without and with the attack:
+        # SIGUSR1 pauses (every attacker closes and waits), SIGUSR2 resumes,
+        # SIGHUP ends the soak (the end-of-soak readings are then taken
+        # with the attackers still attached).
+        self.paused = threading.Event()
+        self.finish = threading.Event()
+        if a.start_paused:
+            self.paused.set()
         self.lock = threading.Lock()
         self.live = {}  # local port -> Conn, open on our side
         self.st = {k: collections.Counter() for k in KINDS}
@@ -324,7 +332,7 @@ class Attack:
 
     def mark_cut(self, c, how):
         with self.lock:
-            if c.cut is None and not self.stop.is_set():
+            if c.cut is None and not self.stop.is_set() and not self.paused.is_set():
                 c.cut = time.monotonic() - c.opened
                 c.how = how
                 self.st[c.kind]["cut"] += 1
@@ -415,7 +423,7 @@ class Attack:
         return True
 
     def send(self, c, data):
-        if c.cut is not None:
+        if c.cut is not None or self.paused.is_set():
             return False
         try:
             c.sock.sendall(data)
@@ -430,7 +438,7 @@ class Attack:
         """Sleeps `seconds`, watching for a cut; False once cut or stopping."""
         end = time.monotonic() + seconds
         while True:
-            if self.stop.is_set() or c.cut is not None:
+            if self.stop.is_set() or self.paused.is_set() or c.cut is not None:
                 return False
             if read and not self.poll_read(c):
                 return False
@@ -499,7 +507,9 @@ class Attack:
         c = self.connect(kind)
         if c and self.send(c, self.head("POST", "/upload", "Content-Length: 8000000\r\n")):
             mb = b"u" * (1 << 20)
-            if self.send(c, mb) and kind == "upload_hold":
+            unit = self.a.send_unit or len(mb)
+            sent_all = all(self.send(c, mb[i : i + unit]) for i in range(0, len(mb), unit))
+            if sent_all and kind == "upload_hold":
                 self.hold(c)
         return c
 
@@ -513,6 +523,9 @@ class Attack:
         time.sleep(delay)
         fn = getattr(self, kind)
         while not self.stop.is_set():
+            if self.paused.is_set():
+                self.stop.wait(0.1)
+                continue
             c = fn()
             if c is None:
                 self.stop.wait(1.0)
@@ -532,7 +545,13 @@ class Attack:
                 t = threading.Thread(target=self.slot, args=(kind, i * 0.05), daemon=True)
                 t.start()
                 threads.append(t)
-        time.sleep(a.duration)
+        signal.signal(signal.SIGUSR1, lambda *_: self.paused.set())
+        signal.signal(signal.SIGUSR2, lambda *_: self.paused.clear())
+        signal.signal(signal.SIGHUP, lambda *_: self.finish.set())
+        end = time.monotonic() + a.duration
+        while not self.finish.is_set() and time.monotonic() < end:
+            time.sleep(0.1)  # (a signal handler runs in this thread, between sleeps)
+        self.paused.clear()
         # End of the soak, attackers still attached: which are held, never cut?
         held = gateway_held(a.gw_port)
         fds_end = fd_count(a.gw_pid)
@@ -604,15 +623,23 @@ def cmd_attack(a):
 # ---------------------------------------------------------------- report
 
 
+def windows(d, phase, rounds):
+    """The windows of one phase: (load summary, CPU seconds at start, at end) each."""
+    out = []
+    for r in range(1, rounds + 1):
+        base = os.path.join(d, f"{phase}-{r}")
+        out.append((json.load(open(base + ".json")), json.load(open(base + "-start.json"))["cpu_s"],
+                    json.load(open(base + "-end.json"))["cpu_s"]))
+    return out
+
+
 def cmd_report(a):
-    solo = json.load(open(a.solo))
-    soak = json.load(open(a.soak))
+    solo = windows(a.dir, "solo", a.rounds)
+    soak = windows(a.dir, "soak", a.rounds)
     att = json.load(open(a.attack))
     origin = json.load(open(a.origin)) if a.origin and os.path.exists(a.origin) else {}
     metrics = admin_metrics(a.admin_port)
     fds0 = json.load(open(a.fds_start))
-    solo_start = json.load(open(a.solo_start))
-    solo_end = json.load(open(a.solo_end))
 
     def errs(s):
         return s["errors"] + s["status_1xx"] + s["status_3xx"] + s["status_4xx"] + s["status_5xx"]
@@ -620,8 +647,14 @@ def cmd_report(a):
     def ms(us):
         return f"{us / 1000:.2f} ms"
 
-    p99_solo = solo["latency"]["p99_us"]
-    p99_soak = soak["latency"]["p99_us"]
+    def med(ws, k):
+        return statistics.median(s["latency"][k] for s, _, _ in ws)
+
+    # The verdict compares medians of per-window p99s: one burst of the
+    # box's own noise (a neighbour on the host, a daemon) spoils one window,
+    # not the verdict, whichever phase it lands in.
+    p99_solo = med(solo, "p99_us")
+    p99_soak = med(soak, "p99_us")
     ratio = p99_soak / max(p99_solo, 1)
     out = []
     w = out.append
@@ -630,13 +663,20 @@ def cmd_report(a):
     w(f"   {a.note}")
     w("")
     w(f"{'normal traffic':<22}{'solo':>14}{'soak':>14}")
-    w(f"{'  duration':<22}{solo['duration_s']:>13.0f}s{soak['duration_s']:>13.0f}s")
-    w(f"{'  requests':<22}{solo['requests']:>14}{soak['requests']:>14}")
-    w(f"{'  req/s':<22}{solo['requests_per_s']:>14.0f}{soak['requests_per_s']:>14.0f}")
-    for q, k in (("p50", "p50_us"), ("p99", "p99_us"), ("p99.9", "p999_us"), ("max", "max_us")):
-        w(f"{'  ' + q:<22}{ms(solo['latency'][k]):>14}{ms(soak['latency'][k]):>14}")
-    w(f"{'  errors + non-2xx':<22}{errs(solo):>14}{errs(soak):>14}")
+    w(f"{'  windows':<22}{len(solo):>14}{len(soak):>14}")
+    w(f"{'  duration (total)':<22}{sum(s['duration_s'] for s, _, _ in solo):>13.0f}s{sum(s['duration_s'] for s, _, _ in soak):>13.0f}s")
+    n_solo = sum(s["requests"] for s, _, _ in solo)
+    n_soak = sum(s["requests"] for s, _, _ in soak)
+    w(f"{'  requests':<22}{n_solo:>14}{n_soak:>14}")
+    for q, k in (("p50", "p50_us"), ("p99", "p99_us"), ("p99.9", "p999_us")):
+        w(f"{'  ' + q + ' (median)':<22}{ms(med(solo, k)):>14}{ms(med(soak, k)):>14}")
+    w(f"{'  max':<22}{ms(max(s['latency']['max_us'] for s, _, _ in solo)):>14}{ms(max(s['latency']['max_us'] for s, _, _ in soak)):>14}")
+    e_solo = sum(errs(s) for s, _, _ in solo)
+    e_soak = sum(errs(s) for s, _, _ in soak)
+    w(f"{'  errors + non-2xx':<22}{e_solo:>14}{e_soak:>14}")
     w(f"{'  p99 soak / solo':<22}{'':>14}{ratio:>14.2f}")
+    w("  p99 by window, in order: solo " + " ".join(f"{s['latency']['p99_us'] / 1000:.2f}" for s, _, _ in solo)
+      + " | soak " + " ".join(f"{s['latency']['p99_us'] / 1000:.2f}" for s, _, _ in soak) + " ms")
     w("")
     w(f"attackers ({att['per_kind']} of each kind at a time, recycled when cut)")
     w(f"  {'kind':<14}{'opened':>7}{'cut':>6}{'median cut':>11}{'held at end':>12}{'> ' + str(int(att['stuck_s'])) + ' s':>7}  answers / how cut")
@@ -658,10 +698,11 @@ def cmd_report(a):
     for k, d in att["kinds"].items():
         w(f"    {k}: {d}")
     w("")
-    c0, c1, c2 = solo_start["cpu_s"], solo_end["cpu_s"], att["cpu_end"]["gateway"]
-    if None not in (c0, c1, c2):
-        w(f"CPU: gateway {c1 - c0:.1f} s in solo ({(c1 - c0) / max(solo['requests'], 1) * 1e6:.1f} us per request), "
-          f"{c2 - c1:.1f} s in soak ({(c2 - c1) / max(soak['requests'], 1) * 1e6:.1f} us per normal request, attackers included)")
+    if all(c is not None for _, c0, c1 in solo + soak for c in (c0, c1)):
+        c_solo = sum(c1 - c0 for _, c0, c1 in solo)
+        c_soak = sum(c1 - c0 for _, c0, c1 in soak)
+        w(f"CPU: gateway {c_solo:.1f} s in solo ({c_solo / max(n_solo, 1) * 1e6:.1f} us per request), "
+          f"{c_soak:.1f} s in soak ({c_soak / max(n_soak, 1) * 1e6:.1f} us per normal request, attackers included)")
         w(f"     during the soak: attackers {att['cpu_end']['attackers']:.1f} s, origin (whole run) {att['cpu_end']['origin'] or 0:.1f} s")
         w("")
     w("gateway file descriptors (ls /proc/PID/fd | wc -l)")
@@ -691,9 +732,9 @@ def cmd_report(a):
                 l.startswith("wasp_gateway_errors_total") and l.endswith(" 0")):
             w("  " + l)
     w("")
-    errors = errs(solo) + errs(soak)
+    errors = e_solo + e_soak
     ok = ratio <= 1.5 and errors == 0
-    w(f"rule: PASS when p99(soak)/p99(solo) <= 1.5 and normal traffic has 0 errors (solo and soak)")
+    w("rule: PASS when median p99(soak windows) / median p99(solo windows) <= 1.5 and normal traffic has 0 errors")
     w(f"{'PASS' if ok else 'FAIL'}: p99 ratio {ratio:.2f}, errors {errors}")
     print("\n".join(out))
     sys.exit(0 if ok else 1)
@@ -1103,6 +1144,9 @@ def main():
     s.add_argument("--prefix", default="/origin")
     s.add_argument("--per-kind", type=int, default=24)
     s.add_argument("--kinds", default="", help="comma-separated attacker kinds to run (default: all)")
+    s.add_argument("--start-paused", action="store_true", help="wait for SIGUSR2 before attacking")
+    s.add_argument("--send-unit", type=int, default=1 << 16,
+                   help="bytes per send() of an upload (0: the whole megabyte in one sendall)")
     s.add_argument("--duration", type=float, required=True)
     s.add_argument("--recycle", type=float, default=1.0, help="pause before reopening a cut connection")
     s.add_argument("--settle", type=float, default=12)
@@ -1111,8 +1155,10 @@ def main():
     s.add_argument("--out", required=True)
     s.set_defaults(fn=cmd_attack)
     s = sub.add_parser("report")
-    for k in ("binary", "note", "solo", "soak", "attack", "origin", "fds_start", "solo_start", "solo_end"):
+    for k in ("binary", "note", "attack", "origin", "fds_start"):
         s.add_argument("--" + k.replace("_", "-"))
+    s.add_argument("--dir", required=True, help="soak.sh's work dir: {solo,soak}-N.json and -N-{start,end}.json")
+    s.add_argument("--rounds", type=int, required=True)
     s.add_argument("--admin-port", type=int, required=True)
     s.set_defaults(fn=cmd_report)
     s = sub.add_parser("wsattack")
