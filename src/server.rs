@@ -137,6 +137,7 @@ pub fn serve(path: Option<PathBuf>, ov: Overrides) -> Result<(), String> {
         shutdown: shutdown.clone(),
         driver: s.io_driver,
         cores,
+        scheduler_slice: s.scheduler_slice,
         drain_timeout: s.drain_timeout,
     };
     let (supervisor, drivers) = Supervisor::start(settings, listeners, inbox_rxs)?;

@@ -66,6 +66,67 @@ pub fn unacked(fd: RawFd) -> Option<u64> {
     (rc == 0).then(|| u64::try_from(n).unwrap_or(0))
 }
 
+/// `struct sched_attr` as `sched_setattr(2)` takes it, in its first
+/// version (`SCHED_ATTR_SIZE_VER0`, 48 bytes), which every kernel since 3.14
+/// accepts.
+#[repr(C)]
+struct SchedAttr {
+    size: u32,
+    policy: u32,
+    flags: u64,
+    nice: i32,
+    priority: u32,
+    runtime: u64,
+    deadline: u64,
+    period: u64,
+}
+
+/// Asks the kernel to give the calling thread a CPU time slice of `slice`
+/// (EEVDF custom slice, Linux 6.12+; see `config/scheduling.rs` for why a
+/// worker wants a short one). Policy and nice value are kept as they are;
+/// a thread under a real-time or idle policy, which the operator chose, is
+/// left alone. On kernels without custom slices the call succeeds and
+/// changes nothing.
+pub fn set_scheduler_slice(slice: std::time::Duration) -> std::io::Result<()> {
+    // SAFETY: sched_getscheduler(2) and getpriority(2) take integers and
+    // touch no memory of ours; 0 means the calling thread.
+    let policy = unsafe { libc::sched_getscheduler(0) };
+    if policy < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if policy != libc::SCHED_OTHER && policy != libc::SCHED_BATCH {
+        return Ok(());
+    }
+    // getpriority can return -1 as a value: errno tells an error from it.
+    // SAFETY: as above; errno is this thread's.
+    let nice = unsafe {
+        *libc::__errno_location() = 0;
+        libc::getpriority(libc::PRIO_PROCESS, 0)
+    };
+    let err = std::io::Error::last_os_error();
+    if nice == -1 && err.raw_os_error().unwrap_or(0) != 0 {
+        return Err(err);
+    }
+    let attr = SchedAttr {
+        size: std::mem::size_of::<SchedAttr>() as u32,
+        policy: policy as u32,
+        flags: 0,
+        nice,
+        priority: 0,
+        runtime: u64::try_from(slice.as_nanos()).unwrap_or(u64::MAX),
+        deadline: 0,
+        period: 0,
+    };
+    // SAFETY: sched_setattr(2) reads `attr.size` bytes from a pointer to a
+    // live, properly laid out `SchedAttr` of exactly that size, and writes
+    // nothing; pid 0 is the calling thread.
+    let rc = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -78,6 +78,7 @@
 #   env: RATE=2000 CONNS=32 ATTACKERS=24 (per kind, 8 kinds) WORKERS=1 PIN=1 LAYOUT=host|shared
 #        ROUNDS=3 (HTTP mode) ATTACK_IDLE=1 GATEWAY=wasp|nginx (HTTP mode)
 #        SEND_UNIT=65536 (bytes per upload write; 0: the megabyte in one sendall)
+#        SCHEDULER_SLICE=off|100us|... (server.scheduler_slice; default: the binary's)
 #        KINDS=slow_reader,upload_close (only these attacker kinds; default all)
 #        SETTLE=12 (s after the attackers closed) LOADTEST=target/release/wasp-loadtest
 #        KEEP=1 (keep the temp dir with config, logs and JSON summaries)
@@ -256,6 +257,12 @@ if "$bin" check --config "$work/with-write.toml" >/dev/null 2>&1; then
 else
   write_note='no timeouts.write in this binary'
 fi
+# SCHEDULER_SLICE=off|100us|...: server.scheduler_slice (binaries that have it).
+if [ -n "${SCHEDULER_SLICE:-}" ]; then
+  sed "s/^workers = $workers\$/&\nscheduler_slice = \"$SCHEDULER_SLICE\"/" "$cfg" > "$work/with-slice.toml"
+  "$bin" check --config "$work/with-slice.toml" >/dev/null || { echo "soak.sh: SCHEDULER_SLICE=$SCHEDULER_SLICE refused" >&2; exit 2; }
+  mv "$work/with-slice.toml" "$cfg"; write_note="$write_note; scheduler_slice $SCHEDULER_SLICE"
+fi
 "$bin" check --config "$cfg" >/dev/null
 
 if [ "${GATEWAY:-wasp}" = nginx ]; then
@@ -270,7 +277,7 @@ error_log $work/gw-nginx/error.log crit; worker_rlimit_nofile 65536;
 events { worker_connections 16384; }
 http { access_log off; keepalive_requests 1000000;
   client_header_timeout 5s; client_body_timeout 5s; send_timeout 5s; keepalive_timeout 10s;
-  client_max_body_size 0; proxy_request_buffering off; proxy_http_version 1.1;
+  client_max_body_size 0; proxy_request_buffering off; proxy_buffering off; proxy_http_version 1.1;
   proxy_set_header Connection ""; proxy_connect_timeout 10s; proxy_read_timeout 10s; proxy_send_timeout 5s;
   upstream origin { server 127.0.0.1:$nginx_port; keepalive 64; }
   upstream bulk { server 127.0.0.1:$origin_port; keepalive 64; }
@@ -280,7 +287,8 @@ http { access_log off; keepalive_requests 1000000;
   server { listen 127.0.0.1:$admin_port; location / { return 200 ''; } } }
 NGINX
   "${gwrun[@]}" nginx -p "$work/gw-nginx" -c "$work/gw-nginx/nginx.conf" > "$work/gateway.log" 2>&1 &
-  gw=$!; pids+=($gw); bin="nginx (GATEWAY=nginx)"
+  gw=$!; pids+=($gw); bin="nginx $(nginx -v 2>&1 | sed 's/.*nginx\///') (GATEWAY=nginx)"
+  gw_timeouts="nginx as the gateway"; write_note="client_header/body 5s, send 5s, keepalive 10s, proxy read 10s, send 5s, request and response buffering off"
 else
   "${gwrun[@]}" "$bin" serve --config "$cfg" > "$work/gateway.log" 2>&1 &
   gw=$!; pids+=($gw)
@@ -293,40 +301,36 @@ load() { "${meas[@]}" "$lt" "$url" -c "$conns" -R "$rate" --quiet "$@" > /dev/nu
 rounds=${ROUNDS:-3}
 solo_w=$(( solo / rounds )); [ "$solo_w" -ge 5 ] || solo_w=5
 soak_w=$(( dur / rounds )); [ "$soak_w" -ge 5 ] || soak_w=5
-echo "soak: $bin, $rounds rounds of solo ${solo_w}s then soak ${soak_w}s, $rate req/s over $conns connections, $per_kind attackers per kind (work dir $work)" >&2
+echo "soak: $bin, solo ${rounds}x${solo_w}s (the last after the attack), soak ${rounds}x${soak_w}s in one unbroken attack, $rate req/s over $conns connections, $per_kind attackers per kind (work dir $work)" >&2
 fds > "$work/fds-start.json"
 load -d 3s                                      # warm-up: fill the upstream pool
-# One attacker process for the whole run, paused (every attacker closed)
-# in the solo windows: SIGUSR2 resumes, SIGUSR1 pauses, SIGHUP ends it.
+# window PHASE N: normal traffic for SECONDS, with the gateway's CPU time and
+# sockets read at both ends.
+window() {
+  echo "$1 window $2/$rounds..." >&2
+  fds > "$work/$1-$2-start.json"
+  load -d "$3s" --json "$work/$1-$2.json"
+  fds > "$work/$1-$2-end.json"
+}
+for r in $(seq 1 $(( rounds - 1 ))); do window solo "$r" "$solo_w"; done
 "${atk[@]}" $py "$here/soak.py" attack --gw-port "$gw_port" --gw-pid "$gw" --admin-port "$admin_port" \
   --origin-port "$origin_port" --origin-pid "$origin" --prefix /bulk --per-kind "$per_kind" --kinds "${KINDS:-}" \
-  --send-unit "${SEND_UNIT:-65536}" --start-paused --duration $(( (solo_w + soak_w + 10) * rounds + 60 )) \
-  --settle "$settle" --out "$work/attack.json" &
+  --send-unit "${SEND_UNIT:-65536}" --duration $(( dur + 10 * rounds + 60 )) --settle "$settle" --out "$work/attack.json" &
 att=$!; pids+=($att)
-sleep 1
+sleep 2                                         # let the attackers connect first
 for r in $(seq 1 "$rounds"); do
-  echo "round $r/$rounds: solo..." >&2
-  fds > "$work/solo-$r-start.json"
-  load -d "${solo_w}s" --json "$work/solo-$r.json"
-  fds > "$work/solo-$r-end.json"
-  echo "round $r/$rounds: soak..." >&2
-  kill -USR2 "$att"
-  sleep 2                                       # let the attackers connect first
-  fds > "$work/soak-$r-start.json"
-  load -d "${soak_w}s" --json "$work/soak-$r.json"
-  fds > "$work/soak-$r-end.json"
-  if [ "$r" -lt "$rounds" ]; then
-    kill -USR1 "$att"
-    sleep 3                                     # every attacker closed and let go
-  fi
+  kill -0 "$att" 2>/dev/null || { echo "soak.sh: the attackers stopped before soak window $r" >&2; exit 2; }
+  window soak "$r" "$soak_w"
 done
-kill -HUP "$att"
+kill -0 "$att" 2>/dev/null || { echo "soak.sh: the attackers stopped before the end of the soak" >&2; exit 2; }
+kill -HUP "$att"                                # end of the soak: readings with the attackers attached, then settle
 wait "$att"
+window solo "$rounds" "$solo_w"                 # the baseline again, once every attacker has left
 kill -0 "$gw" 2>/dev/null || { echo "soak.sh: the gateway exited during the run; log:" >&2; tail -20 "$work/gateway.log" >&2; }
 
 rc=0
 $py "$here/soak.py" report --binary "$bin" \
-  --note "timeouts: header_read 5s, idle 10s, upstream 10s, pool_idle 5s, $write_note; $workers worker(s); $rate req/s over $conns connections; normal traffic to $normal_origin, attackers to soak.py; layout $layout (gateway: ${gwrun[*]:-unpinned}; attackers: ${atk[*]:-unpinned}); $rounds rounds of ${solo_w}s solo + ${soak_w}s soak" \
+  --note "${gw_timeouts:-timeouts: header_read 5s, idle 10s, upstream 10s, pool_idle 5s}, $write_note; $workers worker(s); $rate req/s over $conns connections; normal traffic to $normal_origin, attackers to soak.py; layout $layout (gateway: ${gwrun[*]:-unpinned}; attackers: ${atk[*]:-unpinned}); windows: solo ${rounds}x${solo_w}s, soak ${rounds}x${soak_w}s" \
   --dir "$work" --rounds "$rounds" --attack "$work/attack.json" --origin "$work/origin.json" \
   --admin-port "$admin_port" --fds-start "$work/fds-start.json" || rc=$?
 exit $rc

@@ -52,6 +52,9 @@ pub struct ServerSection {
     /// 0 or absent: one worker per core.
     pub workers: Option<usize>,
     pub pin_workers: Option<bool>,
+    /// Workers' scheduler slice: a duration from "100us" to "100ms", or
+    /// "off" for the kernel's default.
+    pub scheduler_slice: Option<Spanned<String>>,
     /// "auto" (io_uring, else epoll), "io_uring" or "epoll".
     pub io_driver: Option<Spanned<String>>,
     pub backlog: Option<u32>,

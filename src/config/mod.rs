@@ -13,8 +13,10 @@ mod mocks;
 mod model;
 mod oauth;
 pub mod resilience;
+mod scheduling;
 mod services;
 mod small_file;
+mod toml_key;
 pub use small_file::{read_small_file, SmallFileError};
 
 pub use discovery::{ConsulDiscovery, DiscoveryConfig, EtcdDiscovery, EurekaDiscovery};

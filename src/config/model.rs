@@ -66,6 +66,9 @@ pub struct ServerConfig {
     /// Resolved worker count (never 0).
     pub workers: usize,
     pub pin_workers: bool,
+    /// The CPU time slice workers ask the kernel for (`None`: its default);
+    /// see [`crate::sys::set_scheduler_slice`].
+    pub scheduler_slice: Option<Duration>,
     pub io_driver: IoDriver,
     pub backlog: u32,
     pub log_format: LogFormat,
@@ -330,10 +333,12 @@ impl Config {
     pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let file: FileConfig = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| Source { text, origin }.line_of(s.start));
+            let key = e.span().and_then(|s| super::toml_key::key_at(text, s.start));
             let msg = e.message().to_string();
-            match line {
-                Some(l) => ConfigError(format!("{origin}: line {l}: {msg}")),
-                None => ConfigError(format!("{origin}: {msg}")),
+            match (key, line) {
+                (Some(k), Some(l)) => ConfigError(format!("{origin}: {k} (line {l}): {msg}")),
+                (None, Some(l)) => ConfigError(format!("{origin}: line {l}: {msg}")),
+                _ => ConfigError(format!("{origin}: {msg}")),
             }
         })?;
         let src = Source { text, origin };
@@ -372,6 +377,7 @@ impl Config {
             admin_listen: src.addr("server.admin_listen", &s.admin_listen, "127.0.0.1:9901")?,
             workers,
             pin_workers: s.pin_workers.unwrap_or(false),
+            scheduler_slice: super::scheduling::scheduler_slice(src, &s.scheduler_slice)?,
             io_driver,
             backlog: s.backlog.unwrap_or(4096),
             log_format,

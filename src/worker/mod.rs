@@ -42,6 +42,8 @@ pub struct WorkerSpec {
     pub driver: IoDriver,
     /// Core to pin the thread to, when pinning is on.
     pub core: Option<core_affinity::CoreId>,
+    /// The CPU time slice to ask the kernel for (`server.scheduler_slice`).
+    pub scheduler_slice: Option<Duration>,
     pub drain_timeout: Duration,
     /// Commands from the admin thread (push API).
     pub inbox: flume::Receiver<crate::pipeline::ws::push::Command>,
@@ -96,6 +98,12 @@ fn run_thread(spec: WorkerSpec) {
     if let Some(core) = spec.core {
         if !core_affinity::set_for_current(core) {
             tracing::warn!(worker = spec.id, "could not pin worker to its core");
+        }
+    }
+    if let Some(slice) = spec.scheduler_slice {
+        // Not fatal: the worker serves with the kernel's default slice.
+        if let Err(e) = crate::sys::set_scheduler_slice(slice) {
+            tracing::warn!(worker = spec.id, error = %e, "could not set the worker's scheduler slice");
         }
     }
     let (mut rt, driver) = match build_runtime(spec.driver) {

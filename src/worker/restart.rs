@@ -80,6 +80,8 @@ pub struct Settings {
     pub driver: IoDriver,
     /// Cores to pin workers to (empty: no pinning).
     pub cores: Vec<core_affinity::CoreId>,
+    /// The scheduler slice workers ask for (`server.scheduler_slice`).
+    pub scheduler_slice: Option<Duration>,
     pub drain_timeout: Duration,
 }
 
@@ -171,6 +173,7 @@ impl Supervisor {
             shutdown: s.shutdown.clone(),
             driver: s.driver,
             core: (!s.cores.is_empty()).then(|| s.cores[id % s.cores.len()]),
+            scheduler_slice: s.scheduler_slice,
             drain_timeout: s.drain_timeout,
             inbox: self.inboxes[id].clone(),
             ready,
