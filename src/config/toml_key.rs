@@ -9,10 +9,10 @@
 /// `table.key` for the `key = value` line holding `offset`, when that line
 /// is one (a value inside a multi-line array or inline table gets `None`).
 pub(super) fn key_at(text: &str, offset: usize) -> Option<String> {
-    let offset = offset.min(text.len());
-    let start = text[..offset].rfind('\n').map_or(0, |p| p + 1);
-    let end = text[offset..].find('\n').map_or(text.len(), |p| offset + p);
-    let line = &text[start..end];
+    // `get`: an offset off a character boundary names nothing rather than panicking.
+    let (before, after) = (text.get(..offset)?, text.get(offset..)?);
+    let start = before.rfind('\n').map_or(0, |p| p + 1);
+    let line = &text[start..offset + after.find('\n').unwrap_or(after.len())];
     let (key, _) = line.split_once('=')?;
     let key = key.trim();
     if key.is_empty() || key.starts_with('#') || key.starts_with('[') || key.starts_with('{') {
@@ -44,5 +44,7 @@ mod tests {
         assert_eq!(at("  1,"), None);
         assert_eq!(key_at(doc, 10_000), None);
         assert_eq!(key_at("", 0), None);
+        assert_eq!(key_at("é = 1", 1), None); // inside a character
+        assert_eq!(key_at("[s]\né = \"x\"", 11), Some("s.é".into()));
     }
 }
