@@ -17,14 +17,19 @@
 #   gateway cuts it; whether the gateway still holds a socket is read from
 #   /proc/net/tcp, so a cut is seen even by a client that never reads.
 #
-#   The two alternate, ROUNDS times (default 3): solo DURATION/3/ROUNDS s,
-#   then soak DURATION/ROUNDS s, so DURATION s of soak in all. On a shared
-#   box the host's own noise comes in bursts of a second or two that spoil
-#   whichever window they land in; one solo window then one soak window
-#   would hand the verdict to where the bursts fell. The verdict compares
-#   the median of the soak windows' p99s with the median of the solo
-#   windows' p99s.
-#
+#   Normal traffic is measured in windows: ROUNDS-1 solo windows of
+#   DURATION/3/ROUNDS s, then ROUNDS soak windows of DURATION/ROUNDS s in
+#   one unbroken attack of DURATION s, then a last solo window once every
+#   attacker has left and the gateway has let go (ROUNDS=3: 2 x 20 s solo,
+#   3 x 60 s soak, 1 x 20 s solo). On a shared box the host's own noise
+#   comes in bursts of a second or two that spoil whichever window they land
+#   in; one solo window against one soak window would hand the verdict to
+#   where the bursts fell. The verdict compares the median of the soak
+#   windows' p99s with the median of the solo windows' p99s; every window's
+#   p99, the worst soak window and the gateway's sockets at each window's
+#   end (the attack present in every soak window, absent in every solo one)
+#   are printed beside it.
+
 # Prints normal traffic p50/p99/errors solo vs soak (medians of windows, and
 # every window's p99), the ratio, the attackers opened/cut (and how, how
 # fast), the gateway's open fds at start, peak, end and after every attacker
@@ -32,8 +37,8 @@
 # p99(solo) <= 1.5 and the normal traffic saw 0 errors, else FAIL and exit 1.
 #
 # GATEWAY=nginx runs the same soak against nginx as the gateway (one
-# process, the same timeouts, request bodies streamed as wasp does): the
-# peer's figure on this box, to read wasp's beside.
+# process, the same timeouts, request and response buffering off, as wasp
+# streams both): the peer's figure on this box, to read wasp's beside.
 #
 # Attackers go to service `bulk`, a python3 asyncio keep-alive origin (soak.py
 # origin): */big is 8 MiB, anything else 12 bytes; uploads are read and
